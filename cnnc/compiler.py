@@ -1,0 +1,33 @@
+"""The pipeline, one stage a line: text -> AST -> graph IR -> checked graph (-> kernels, next)."""
+
+from __future__ import annotations
+
+import os
+
+from .frontend import build_graph, load_program
+from .ir.graph import Graph
+from .ir.verify import verify
+
+
+def resolve_input(path_or_source, source: str | None) -> dict:
+    """`compile("net.cnn")`, `compile(source=text)`, or a string that is plainly source."""
+    if source is not None:
+        if path_or_source is not None:
+            raise TypeError("give a path or source=..., not both")
+        return {"text": source}
+    if path_or_source is None:
+        raise TypeError("give a path to a .cnn file, or source=...")
+    if isinstance(path_or_source, os.PathLike):
+        return {"path": path_or_source}
+    if not isinstance(path_or_source, str):
+        raise TypeError(f"expected a path or source text, got {type(path_or_source).__name__}")
+    looks_like_source = "\n" in path_or_source or "{" in path_or_source
+    return {"text": path_or_source} if looks_like_source else {"path": path_or_source}
+
+
+def load(path_or_source=None, network: str | None = None, *, source: str | None = None) -> Graph:
+    """Parse, expand and shape-check a network; the checked graph IR, or CompileError."""
+    program = load_program(**resolve_input(path_or_source, source))  # parse + imports
+    graph = build_graph(program, network)  # expand blocks, bind arguments, infer shapes, name
+    verify(graph)  # IR invariants and parameter names
+    return graph

@@ -1,0 +1,140 @@
+"""Compile-time evaluation of expressions: numbers, strings, tuples, const lists, channels(t).
+
+Every expression is evaluated when the network is built; names are looked up through
+the caller's `lookup` (block parameters, bound tensors, consts).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import CompileError
+from ..ir.shapes import Sym
+from . import ast
+from .values import Array, TensorValue, describe
+
+MAX_DEPTH = 200  # nesting of an expression
+MAX_ARRAY_ELEMENTS = 1 << 20
+
+Lookup = Callable[[ast.Name], Any]
+
+
+def evaluate(expr: ast.Expr, lookup: Lookup, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise CompileError(
+            f"expression nested more than {MAX_DEPTH} deep", expr.loc,
+            help="simplify the expression",
+        )
+    kind = type(expr)
+    if kind is ast.Number or kind is ast.String or kind is ast.Literal:
+        return expr.value
+    if kind is ast.Name:
+        return lookup(expr)
+    if kind is ast.TupleExpr:
+        return tuple(evaluate(e, lookup, depth + 1) for e in expr.items)
+    if kind is ast.ListExpr:
+        return _array(expr, lookup, depth)
+    if kind is ast.Negate:
+        value = evaluate(expr.operand, lookup, depth + 1)
+        if isinstance(value, Array):
+            return Array(tuple(-x for x in value.values), value.shape)
+        if not _is_number(value):
+            raise CompileError(
+                f"cannot negate {describe(value)}", expr.loc, help="`-` applies to numbers"
+            )
+        return -value
+    if kind is ast.Binary:
+        left = evaluate(expr.left, lookup, depth + 1)
+        right = evaluate(expr.right, lookup, depth + 1)
+        return _arith(expr.op, left, right, expr)
+    if kind is ast.Call:
+        return _call(expr, lookup, depth)
+    raise AssertionError(f"unknown expression {expr!r}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _arith(op: str, a: Any, b: Any, expr) -> Any:
+    if isinstance(a, Array) and _is_number(b) and op in ("*", "/"):
+        return Array(tuple(_number_op(op, x, b, expr) for x in a.values), a.shape)
+    if isinstance(b, Array) and _is_number(a) and op == "*":
+        return Array(tuple(_number_op(op, a, x, expr) for x in b.values), b.shape)
+    if _is_number(a) and _is_number(b):
+        return _number_op(op, a, b, expr)
+    raise CompileError(
+        f"cannot compute {describe(a)} {op} {describe(b)}",
+        expr.loc,
+        help="arithmetic works on numbers; a const list can be multiplied or divided by a number",
+    )
+
+
+def _number_op(op: str, a, b, expr) -> int | float:
+    if op in ("/", "//") and b == 0:
+        raise CompileError("division by zero", expr.loc)
+    if op == "+":
+        result = a + b
+    elif op == "-":
+        result = a - b
+    elif op == "*":
+        result = a * b
+    elif op == "/":
+        result = a / b
+    else:
+        result = a // b
+    if isinstance(result, float) and not math.isfinite(result):
+        raise CompileError("the result is too large for a number", expr.loc)
+    if isinstance(result, int) and result.bit_length() > 256:
+        raise CompileError("the result is too large for a number", expr.loc)
+    return result
+
+
+def _array(expr: ast.ListExpr, lookup: Lookup, depth: int) -> Array:
+    if not expr.items:
+        raise CompileError("an empty list is not a value", expr.loc, help="a const list needs numbers")
+    values, shape = [], None
+    for item in expr.items:
+        v = evaluate(item, lookup, depth + 1)
+        if _is_number(v):
+            item_values, item_shape = (v,), ()
+        elif isinstance(v, Array):
+            item_values, item_shape = v.values, v.shape
+        else:
+            raise CompileError(
+                f"a const list holds numbers or lists of numbers, found {describe(v)}", item.loc
+            )
+        if shape is None:
+            shape = item_shape
+        elif item_shape != shape:
+            raise CompileError(
+                "a const list must be rectangular: this item's shape "
+                f"{list(item_shape)} differs from the first item's {list(shape)}",
+                item.loc,
+            )
+        values.extend(item_values)
+        if len(values) > MAX_ARRAY_ELEMENTS:
+            raise CompileError(f"a const list of more than {MAX_ARRAY_ELEMENTS:,} numbers", expr.loc)
+    return Array(tuple(values), (len(expr.items), *shape))
+
+
+def _call(expr: ast.Call, lookup: Lookup, depth: int) -> Any:
+    if expr.name != "channels":
+        raise CompileError(
+            f"a call to {expr.name}() cannot stand inside an expression",
+            expr.loc,
+            help="bind its result to a name first (`y = x -> op(...)`) and pass the name; "
+            "the only call allowed in an expression is channels(t)",
+        )
+    if len(expr.args) != 1 or expr.kwargs:
+        raise CompileError("channels() takes exactly one tensor: channels(t)", expr.loc)
+    value = evaluate(expr.args[0], lookup, depth + 1)
+    if not isinstance(value, TensorValue):
+        raise CompileError(
+            f"channels() takes a tensor, found {describe(value)}", expr.args[0].loc
+        )
+    if len(value.shape) < 2 or isinstance(value.shape[1], Sym):
+        raise CompileError(f"channels() needs a tensor with a fixed dim 1, found {value}", expr.loc)
+    return value.shape[1]

@@ -1,0 +1,84 @@
+"""Compile-time values: Python ints, floats, bools, strings, None and tuples, plus these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..ir.shapes import Shape, format_shape
+
+
+@dataclass(frozen=True)
+class Array:
+    """A rectangular nested list of numbers (a fixed filter), stored flat, row-major."""
+
+    values: tuple[float, ...]
+    shape: tuple[int, ...]
+
+    def nested(self) -> list:
+        def build(offset: int, dims: tuple[int, ...]):
+            if not dims:
+                return self.values[offset]
+            step = 1
+            for d in dims[1:]:
+                step *= d
+            return [build(offset + i * step, dims[1:]) for i in range(dims[0])]
+
+        return build(0, self.shape)
+
+
+@dataclass(frozen=True)
+class TensorValue:
+    """A tensor flowing through the network: its producing node and how the source names it."""
+
+    node: int
+    shape: Shape
+    label: str
+
+    def __str__(self) -> str:
+        return f"{self.label} {format_shape(self.shape)}"
+
+
+@dataclass(frozen=True)
+class Callable:
+    """An operator or block name used where a value was expected."""
+
+    name: str
+    what: str  # "operator" or "block"
+
+
+def describe(value: Any) -> str:
+    """How a value is named in a diagnostic: 'the int 3', 'the tensor x [N, 3, 8, 8]'."""
+    if isinstance(value, bool):
+        return f"the bool {'true' if value else 'false'}"
+    if value is None:
+        return "none"
+    if isinstance(value, int):
+        return f"the int {value}"
+    if isinstance(value, float):
+        return f"the float {value:g}"
+    if isinstance(value, str):
+        return f'the string "{value}"'
+    if isinstance(value, tuple):
+        return "the tuple (" + ", ".join(_brief(v) for v in value) + ")"
+    if isinstance(value, Array):
+        return "a const list of shape " + "x".join(map(str, value.shape))
+    if isinstance(value, TensorValue):
+        return f"the tensor {value}"
+    if isinstance(value, Callable):
+        return f"the {value.what} {value.name}"
+    return repr(value)
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, (int, float)):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, TensorValue):
+        return value.label
+    return describe(value)

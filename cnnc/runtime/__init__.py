@@ -1,0 +1,1 @@
+"""Running networks: the reference backend and run-time input checks."""
