@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CompileError, Frame, Location, ShapeError
-from ..ir.graph import Graph, InputAttrs
+from ..ir.graph import Graph, InputAttrs, Layer
 from ..ir.shapes import Sym, format_shape, per_sample_numel
 from ..ops import OPS, Op, TensorInfo
 from ..ops.signature import REQUIRED, ArgError, TensorSlot
@@ -147,6 +147,7 @@ class Builder:
             ctx = Context(layer=stmt.name, trail=(), statement=stmt.loc)
             value = self._chain(stmt.chain, scope, ctx, base=stmt.name)
             scope.bind(stmt.name, self._relabel(value, stmt.name), stmt.name_loc)
+            graph.layers.append(Layer(stmt.name, _chain_text(stmt.chain), value.node, stmt.loc))
         for name in net.output.names:
             value = scope.lookup(name)
             if not isinstance(value, TensorValue):
@@ -184,6 +185,7 @@ class Builder:
         node = self.graph.add("input", InputAttrs(stmt.name), (), shape, loc=stmt.name_loc,
                               layer=stmt.name, label=stmt.name)
         scope.bind(stmt.name, TensorValue(node.id, shape, stmt.name), stmt.name_loc)
+        self.graph.layers.append(Layer(stmt.name, "input", node.id, stmt.loc))
 
     @staticmethod
     def _relabel(value: Any, label: str) -> Any:
@@ -498,6 +500,12 @@ class Builder:
             if param.type == "float":
                 values[param.name] = float(value)
         return values
+
+
+def _chain_text(chain: ast.Chain) -> str:
+    parts = [chain.head.loc.text()] if isinstance(chain.head, ast.Call) else []
+    parts += [stage.loc.text() for stage in chain.stages]
+    return " -> ".join(parts) or chain.head.loc.text()
 
 
 def _default_text(value: Any) -> str:

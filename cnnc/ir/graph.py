@@ -53,6 +53,16 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """A network statement (or input): a row of the summary."""
+
+    name: str
+    ops: str  # the chain as written, e.g. "conv2d(6, 5, padding=2) -> relu"
+    output: int  # the node holding its value
+    loc: Location | None = None
+
+
+@dataclass(frozen=True)
 class InputAttrs:
     name: str
 
@@ -66,6 +76,7 @@ class Graph:
         self.outputs: list[int] = []
         self.output_names: list[str] = []
         self.location: Location | None = None  # the network definition
+        self.layers: list[Layer] = []  # inputs and network statements, in source order
 
     # ------------------------------------------------------------ building
     def add(self, op: str, attrs: Any, inputs: tuple[int, ...], shape: Shape, **fields) -> Node:

@@ -56,17 +56,19 @@ def size_formula(size, kernel, stride, pad_l, pad_r, dilation, result, ceil_mode
     return f"({inner})//{stride} + 1 = {result}"
 
 
-def unused_note(dim: str, size: int, kernel: int, stride: int, pad_l: int, pad_r: int,
+def unused_note(dims: list[str], size: int, kernel: int, stride: int, pad_l: int, pad_r: int,
                 dilation: int) -> str | None:
     """Says when floor division leaves input rows or columns unused (the stride-3 case)."""
     span = size + pad_l + pad_r - effective_kernel(kernel, dilation)
     rest = span % stride
     if span < 0 or rest == 0:
         return None
-    unit = UNIT[dim] + ("s" if rest > 1 else "")
+    units = [f"{rest} {UNIT[d]}{'s' if rest > 1 else ''}" for d in dims]
+    verb = "is" if len(dims) == 1 and rest == 1 else "are"
     return (
-        f"{dim}: {span} is not a multiple of the stride {stride}, so the last {rest} {unit} "
-        f"of the padded input are never covered by a window"
+        f"{', '.join(dims)}: {size} + {_pad_text(pad_l, pad_r)} - {_kernel_text(kernel, dilation)}"
+        f" = {span} is not a multiple of the stride {stride}: the last "
+        f"{' and '.join(units)} of the padded input {verb} never used"
     )
 
 
@@ -82,9 +84,9 @@ def explain_sizes(sizes, kernels, strides, pads, dilations, outs, ceil_mode=Fals
         formula = size_formula(size, kernel, stride, pad_l, pad_r, dilation, out, ceil_mode)
         lines.append(f"{', '.join(dims)}: {formula}")
         if not ceil_mode:
-            note = unused_note(dims[0], size, kernel, stride, pad_l, pad_r, dilation)
+            note = unused_note(dims, size, kernel, stride, pad_l, pad_r, dilation)
             if note:
-                lines.append(note.replace(f"{dims[0]}:", f"{', '.join(dims)}:", 1))
+                lines.append(note)
     return lines
 
 

@@ -1,0 +1,1 @@
+"""Reports about a network: the summary table and the lecture arithmetic."""
