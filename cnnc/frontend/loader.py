@@ -90,7 +90,7 @@ class _Merger:
         self.defined: dict[str, Location] = {}
 
     def merge(self, module: ast.Module, base: Path, origin: Path | None,
-              stack: tuple[tuple[Path, Location], ...]) -> None:
+              stack: tuple[tuple[Path | None, Location], ...]) -> None:
         if origin is not None:
             self.done.add(origin)
         for item in module.consts:
@@ -101,13 +101,16 @@ class _Merger:
             self.program.blocks[item.name] = item
         for imp in module.imports:
             target = (base / imp.path).resolve()
-            chain = [p for p, _ in stack] + ([origin] if origin else [])
+            # `stack`: each file on the way here with the import it made; then this one.
+            chain = [p for p, _ in stack] + [origin]
             if target in chain:
-                cycle = " -> ".join(display_path(p) for p in chain[chain.index(target):])
+                files = chain[chain.index(target):] + [target]
+                cycle = " -> ".join(display_path(p) for p in files if p is not None)
                 raise CompileError(
-                    f"import cycle: {cycle} -> {display_path(target)}",
+                    f"import cycle: {cycle}",
                     imp.loc,
-                    notes=[f"{display_path(p)} is imported at {loc}" for p, loc in stack],
+                    notes=[f"{display_path(p)} imports at {loc}" for p, loc in stack
+                           if p is not None and p in files],
                 )
             if target in self.done:
                 continue
@@ -121,7 +124,7 @@ class _Merger:
                 )
             source = read_source(target)
             sub = parse_source(source)
-            self.merge(sub, target.parent, target, stack + ((target, imp.loc),))
+            self.merge(sub, target.parent, target, stack + ((origin, imp.loc),))
 
     def _define(self, name: str, loc: Location) -> None:
         from ..ops import get_op

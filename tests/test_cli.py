@@ -1,0 +1,79 @@
+"""The command line as a user meets it: exit codes, output, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnnc.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnc", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def test_check_prints_nothing_on_success():
+    result = run("check", "examples/resnet.cnn")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_diagnostic_exits_1_without_traceback(tmp_path):
+    bad = tmp_path / "bad.cnn"
+    bad.write_text("network T {\n    input x: [N, 3, 4, 4]\n    y = x -> conv2d(8, 7)\n"
+                   "    output y\n}\n")
+    result = run("check", str(bad))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "error: conv2d() kernel 7x7 is larger than the padded input 4x4 of x" in result.stderr
+    assert "bad.cnn:3:14" in result.stderr
+    assert result.stderr.splitlines()[4].index("^") == result.stderr.splitlines()[3].index("conv2d")
+
+
+@pytest.mark.parametrize("args", [(), ("check",), ("summary", "x.cnn", "--batch", "0"),
+                                  ("frobnicate", "x.cnn")])
+def test_usage_errors_exit_2(args):
+    result = run(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "usage:" in result.stderr
+
+
+def test_missing_file_is_a_diagnostic():
+    result = run("summary", "no/such/file.cnn")
+    assert result.returncode == 1 and "no such file" in result.stderr
+
+
+def test_summary_explain_shows_the_lecture_arithmetic(capsys):
+    assert main(["summary", "examples/lecture.cnn", "--explain", "--network", "ConvLayer"]) == 0
+    out = capsys.readouterr().out
+    assert "(32 - 5 + 2*2)//1 + 1 = 32" in out
+    assert "5*5*3*10 + 10 = 760" in out
+    assert "total params: 760" in out
+
+
+def test_summary_explain_says_when_the_stride_leaves_input_unused(capsys):
+    assert main(["summary", "examples/lecture.cnn", "--explain", "--network",
+                 "SevenBySeven"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(7 - 3 + 2*0)//3 + 1 = 2" in out
+    assert "(7 - 3 + 2*0)//2 + 1 = 3" in out
+    assert "(7 - 3 + 2*1)//1 + 1 = 7" in out
+    assert "is not a multiple of the stride 3" in out and "never used" in out
+
+
+def test_summary_batch_scales_macs_and_shapes(capsys):
+    main(["summary", "examples/lenet5.cnn", "--batch", "4"])
+    out = capsys.readouterr().out
+    assert "[4, 6, 28, 28]" in out and "(batch 4)" in out
+    # LeNet-5's MACs per image: 117,600 + 240,000 + 48,000 + 10,080 + 840 = 416,520
+    assert "MACs: 1,666,080" in out
+
+
+def test_python_dash_m_and_console_script_agree():
+    result = run("--version")
+    assert result.returncode == 0 and result.stdout.startswith("cnnc ")
