@@ -167,3 +167,6 @@ class Case:
         shapes = [tuple(t.shape) for t in self.inputs]
         extra = f"\nstricter: {self.stricter}" if self.stricter else ""
         return f"Case(inputs at batch {BATCH}: {shapes}){extra}\n{self.src}"
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # how Hypothesis shows a failing case
+        printer.text(repr(self))

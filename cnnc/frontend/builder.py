@@ -138,6 +138,8 @@ class Builder:
 
     # ------------------------------------------------------------ network
     def build(self, net: ast.NetworkDef) -> Graph:
+        for name in self.program.consts:  # every const is checked, used or not
+            self.const(name)
         self.graph = graph = Graph(net.name)
         graph.location = net.loc
         scope = Scope(self)

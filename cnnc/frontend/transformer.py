@@ -64,6 +64,8 @@ class ToAst(Transformer_NonRecursive):
         (tok,) = children
         text = str(tok)
         loc = self._loc(tok)
+        if len(text) > 60:
+            raise CompileError(f"number {text[:20]}... is too long", loc)
         if any(c in text for c in ".eE"):
             value = float(text)
             if math.isinf(value):
