@@ -76,3 +76,13 @@ def test_training_mode_updates_running_statistics_like_torch():
     torch.testing.assert_close(ours(x), twin(x), rtol=1e-5, atol=1e-5)
     for (k, a), (_, b) in zip(ours.state_dict().items(), twin.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_parameters_start_as_pytorch_initialises_the_same_layers():
+    # Same seed, same layer order: nn.Conv2d / nn.Linear defaults draw the same numbers.
+    torch.manual_seed(0)
+    ours = cnnc.reference(*CNN_EXAMPLES["lenet5"]).state_dict()
+    torch.manual_seed(0)
+    theirs = MODELS["lenet5"]().state_dict()
+    for key in theirs:
+        torch.testing.assert_close(ours[key], theirs[key], rtol=0, atol=0, msg=key)

@@ -47,20 +47,14 @@ class BatchNorm(Op):
         c = (inputs[0].shape[1],)
         specs = []
         if attrs.affine:
-            specs += [ParamSpec("weight", c), ParamSpec("bias", c)]
+            specs += [ParamSpec("weight", c, init=("fill", 1)), ParamSpec("bias", c)]
         if attrs.track_running_stats:
             specs += [
                 ParamSpec("running_mean", c, trainable=False),
-                ParamSpec("running_var", c, trainable=False),
+                ParamSpec("running_var", c, trainable=False, init=("fill", 1)),
                 ParamSpec("num_batches_tracked", (), trainable=False, dtype="long"),
             ]
         return tuple(specs)
-
-    def init_params(self, attrs, tensors) -> None:
-        defaults = {"weight": 1, "bias": 0, "running_mean": 0, "running_var": 1,
-                    "num_batches_tracked": 0}
-        for name, tensor in tensors.items():
-            tensor.fill_(defaults[name])
 
     def reference(self, attrs: BatchNormAttrs, xs, p, training):
         # nn.modules.batchnorm._BatchNorm.forward, step for step.

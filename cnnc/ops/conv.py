@@ -155,22 +155,15 @@ class Conv(Op):
     def params(self, attrs: ConvAttrs, inputs: list[TensorInfo]) -> tuple[ParamSpec, ...]:
         in_channels = inputs[0].shape[1]
         weight = (attrs.out_channels, in_channels // attrs.groups, *attrs.kernel_size)
-        specs = [ParamSpec("weight", weight, trainable=attrs.weight is None)]
-        if attrs.bias:
-            specs.append(ParamSpec("bias", (attrs.out_channels,)))
-        return tuple(specs)
-
-    def init_params(self, attrs: ConvAttrs, tensors: dict[str, torch.Tensor]) -> None:
-        weight = tensors["weight"]
-        if attrs.weight is not None:
-            fixed = torch.tensor(attrs.weight.values, dtype=weight.dtype)
-            weight.copy_(fixed.reshape(attrs.weight.shape).expand_as(weight))
+        if attrs.weight is None:
+            specs = [ParamSpec("weight", weight, init=("kaiming_uniform",))]
         else:
-            torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-        if "bias" in tensors:
-            fan_in = weight[0].numel()
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            torch.nn.init.uniform_(tensors["bias"], -bound, bound)
+            specs = [ParamSpec("weight", weight, trainable=False,
+                               init=("const", attrs.weight.shape, attrs.weight.values))]
+        if attrs.bias:
+            fan_in = math.prod(weight[1:])
+            specs.append(ParamSpec("bias", (attrs.out_channels,), init=("uniform", fan_in ** -0.5)))
+        return tuple(specs)
 
     # ------------------------------------------------------------ numerics
     def reference(self, attrs: ConvAttrs, xs, p, training):

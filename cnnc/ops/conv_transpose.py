@@ -84,18 +84,11 @@ class ConvTranspose(Op):
     def params(self, attrs: ConvTransposeAttrs, inputs) -> tuple[ParamSpec, ...]:
         in_channels = inputs[0].shape[1]
         weight = (in_channels, attrs.out_channels // attrs.groups, *attrs.kernel_size)
-        specs = [ParamSpec("weight", weight)]
+        specs = [ParamSpec("weight", weight, init=("kaiming_uniform",))]
         if attrs.bias:
-            specs.append(ParamSpec("bias", (attrs.out_channels,)))
+            fan_in = math.prod(weight[1:])  # PyTorch takes weight.size(1) * kernel for fan_in
+            specs.append(ParamSpec("bias", (attrs.out_channels,), init=("uniform", fan_in ** -0.5)))
         return tuple(specs)
-
-    def init_params(self, attrs, tensors) -> None:
-        weight = tensors["weight"]
-        torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-        if "bias" in tensors:
-            fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            torch.nn.init.uniform_(tensors["bias"], -bound, bound)
 
     def reference(self, attrs: ConvTransposeAttrs, xs, p, training):
         return self._fn(

@@ -40,18 +40,11 @@ class Linear(Op):
         return (*x.shape[:-1], attrs.out_features)
 
     def params(self, attrs: LinearAttrs, inputs) -> tuple[ParamSpec, ...]:
-        specs = [ParamSpec("weight", (attrs.out_features, inputs[0].shape[-1]))]
+        fan_in = inputs[0].shape[-1]
+        specs = [ParamSpec("weight", (attrs.out_features, fan_in), init=("kaiming_uniform",))]
         if attrs.bias:
-            specs.append(ParamSpec("bias", (attrs.out_features,)))
+            specs.append(ParamSpec("bias", (attrs.out_features,), init=("uniform", fan_in ** -0.5)))
         return tuple(specs)
-
-    def init_params(self, attrs, tensors) -> None:
-        weight = tensors["weight"]
-        torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
-        if "bias" in tensors:
-            fan_in = weight.shape[1]
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            torch.nn.init.uniform_(tensors["bias"], -bound, bound)
 
     def reference(self, attrs, xs, p, training):
         return F.linear(xs[0], p["weight"], p.get("bias"))

@@ -1,8 +1,8 @@
 """The operator registry: every rule about one operator lives on its Op object.
 
 An Op knows its signature, builds its attribute record, infers its output shape (raising
-ShapeError with PyTorch's conditions), declares and initialises its parameters as
-PyTorch does, computes itself with torch.nn.functional (the reference backend), counts
+ShapeError with PyTorch's conditions), declares its parameters with PyTorch's
+initialisation recipes, computes itself with torch.nn.functional (the reference backend), counts
 its MACs and explains its arithmetic. Adding an operator means writing one Op subclass
 and registering it; nothing else changes.
 """
@@ -51,9 +51,6 @@ class Op:
         return ()
 
     # ------------------------------------------------------------ reference backend
-    def init_params(self, attrs: Any, tensors: dict[str, torch.Tensor]) -> None:
-        """Fill freshly allocated parameters in place, as PyTorch's layer would."""
-
     def reference(
         self, attrs: Any, xs: list[torch.Tensor], p: dict[str, torch.Tensor], training: bool
     ) -> torch.Tensor:

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..ir.graph import Graph, Node
 from ..ops import OPS
+from .init import initialize
 from .inputs import check_inputs
 
 DTYPES = {"float": None, "long": torch.long}
@@ -43,9 +44,8 @@ def build_parameter_tree(root: nn.Module, graph: Graph, dtype: torch.dtype,
             spec.name: torch.empty(spec.shape, dtype=DTYPES[spec.dtype] or dtype, device=device)
             for spec in node.params
         }
-        with torch.no_grad():
-            OPS[node.op].init_params(node.attrs, tensors)
         for spec in node.params:
+            initialize(tensors[spec.name], spec.init)
             if spec.trainable:
                 holder.register_parameter(spec.name, nn.Parameter(tensors[spec.name]))
             else:
