@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from .compiler import load
-from .errors import CompileError, Location
-from .ir.graph import Graph
-from .ir.printer import print_graph
-from .runtime.inputs import InputError
-from .runtime.reference import ReferenceModule
+from .runtime.device import select_triton_mode
+
+select_triton_mode()  # TRITON_INTERPRET=1 before triton is first imported, when no GPU
+
+from .compiler import generate, load  # noqa: E402
+from .errors import CompileError, Location  # noqa: E402
+from .ir.graph import Graph  # noqa: E402
+from .ir.printer import print_graph  # noqa: E402
+from .runtime.inputs import InputError  # noqa: E402
+from .runtime.reference import ReferenceModule  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -25,9 +29,28 @@ def reference(path_or_source=None, network: str | None = None, *, source: str | 
     return ReferenceModule(load(path_or_source, network, source=source), dtype=dtype)
 
 
+def compile(path_or_source=None, network: str | None = None, *, source: str | None = None,
+            dtype: torch.dtype = torch.float32, device=None) -> torch.nn.Module:
+    """The network as an nn.Module whose forward launches cnnc's generated Triton kernels.
+
+    The module has the reference's parameter names (so load_state_dict takes a torchvision
+    model's weights) and a `plan` attribute: the kernel launches of one forward pass.
+    """
+    from .options import Options
+    from .runtime.device import require_triton
+    from .runtime.loader import load_generated
+
+    require_triton()
+    generated = generate(load(path_or_source, network, source=source))
+    module, path, _ = load_generated(generated.source, Options.from_environment().cache_dir)
+    net = getattr(module, generated.class_name)(dtype=dtype, device=device)
+    net.source_path = str(path)
+    return net
+
+
 parse = load
 
 __all__ = [
-    "CompileError", "Graph", "InputError", "Location", "ReferenceModule", "load", "parse",
-    "print_graph", "reference",
+    "CompileError", "Graph", "InputError", "Location", "ReferenceModule", "compile", "generate",
+    "load", "parse", "print_graph", "reference",
 ]

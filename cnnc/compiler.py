@@ -1,8 +1,9 @@
-"""The pipeline, one stage a line: text -> AST -> graph IR -> checked graph (-> kernels, next)."""
+"""The pipeline, one stage a line: text -> AST -> graph IR -> plans -> Triton source -> module."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from .frontend import build_graph, load_program
 from .ir.graph import Graph
@@ -31,3 +32,22 @@ def load(path_or_source=None, network: str | None = None, *, source: str | None 
     graph = build_graph(program, network)  # expand blocks, bind arguments, infer shapes, name
     verify(graph)  # IR invariants and parameter names
     return graph
+
+
+@dataclass
+class Generated:
+    graph: Graph
+    source: str  # the whole generated Python file
+    class_name: str
+
+
+def generate(graph: Graph) -> Generated:
+    """The checked graph as one Python file of Triton kernels and an nn.Module."""
+    from .codegen.module import emit_module
+    from .passes import fuse, simplify
+
+    eval_plan = fuse(simplify(graph, training=False), training=False)  # fold BN, fuse
+    train_plan = fuse(simplify(graph, training=True), training=True)  # batch statistics
+    origin = graph.location.file if graph.location is not None else "<source>"
+    emitted = emit_module(graph, eval_plan, train_plan, origin)  # templates + module
+    return Generated(graph, emitted.source, emitted.class_name)

@@ -85,17 +85,19 @@ def tensors(shapes: Sequence[Sequence], seed: int) -> list[torch.Tensor]:
 
 
 @st.composite
-def call_text(draw, op: str, args: Sequence[tuple[str, Any]]) -> str:
-    """`op(...)` with the spelled arguments (OMIT: left out), some by position, the rest by
-    name in a random order; `op` or `op()` when nothing is spelled."""
+def call_text(draw, op: str, args: Sequence[tuple[str, Any]], on: str | None = "x") -> str:
+    """`op(...)` applied to the tensor `on`, as a chain stage (`x -> op(...)`) or as a call
+    (`op(x, ...)`); the spelled arguments (OMIT: left out) come some by position, the rest
+    by name in a random order; a stage without arguments is `op` or `op()`."""
     first_omitted = next((i for i, (_, v) in enumerate(args) if v is OMIT), len(args))
     n_positional = draw(st.integers(0, first_omitted))
     parts = [fmt(v) for _, v in args[:n_positional]]
     keywords = [f"{k}={fmt(v)}" for k, v in args[n_positional:] if v is not OMIT]
     parts += draw(st.permutations(keywords))
-    if not parts:
-        return draw(st.sampled_from([op, f"{op}()"]))
-    return f"{op}({', '.join(parts)})"
+    if on is not None and draw(st.integers(0, 3)) == 0:
+        return f"{op}({', '.join([on, *parts])})"
+    stage = f"{op}({', '.join(parts)})" if parts else draw(st.sampled_from([op, f"{op}()"]))
+    return stage if on is None else f"{on} -> {stage}"
 
 
 @st.composite

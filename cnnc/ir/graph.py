@@ -7,6 +7,7 @@ topological order after passes too (ties broken by id).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,21 @@ class Graph:
             else:
                 self._g.add_edge(new, consumer, indices=list(indices))
         self.outputs = [new if o == old else o for o in self.outputs]
+
+    def copy(self) -> Graph:
+        """An independent copy: passes rewrite copies, never the graph they are given."""
+        other = Graph(self.name)
+        other._g = nx.DiGraph()
+        for node_id in self._g.nodes:
+            node = dataclasses.replace(self.node(node_id), meta=dict(self.node(node_id).meta))
+            other._g.add_node(node_id, node=node)
+        for a, b, data in self._g.edges(data=True):
+            other._g.add_edge(a, b, indices=list(data["indices"]))
+        other._next_id = self._next_id
+        other.inputs, other.outputs = list(self.inputs), list(self.outputs)
+        other.output_names, other.layers = list(self.output_names), list(self.layers)
+        other.location = self.location
+        return other
 
     # ------------------------------------------------------------ reading
     def node(self, node_id: int) -> Node:

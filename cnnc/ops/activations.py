@@ -28,12 +28,25 @@ class GeluAttrs:
     approximate: str
 
 
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+def _tanh(x: str) -> str:
+    return f"_cnnc_tanh({x})"  # a helper every generated file defines (codegen/helpers.py)
+
+
 class Activation(Op):
-    def __init__(self, name: str, fn: Callable, attrs_type: type = NoAttrs, *args: Arg):
+    def __init__(self, name: str, fn: Callable, expr: Callable[[str, object], str],
+                 attrs_type: type = NoAttrs, *args: Arg):
         self.name = name
         self.attrs_type = attrs_type
         self.signature = (Arg("input", Tensor()), *args)
         self._fn = fn
+        self._expr = expr
+
+    def triton_expr(self, attrs, x: str) -> str:
+        return self._expr(x, attrs)
 
     def infer(self, attrs, inputs: list[TensorInfo]) -> Shape:
         return inputs[0].shape
@@ -43,21 +56,33 @@ class Activation(Op):
 
 
 register(
-    Activation("relu", lambda x, a: F.relu(x)),
-    Activation("relu6", lambda x, a: F.relu6(x)),
-    Activation("sigmoid", lambda x, a: x.sigmoid()),
-    Activation("tanh", lambda x, a: x.tanh()),
-    Activation("silu", lambda x, a: F.silu(x)),
-    Activation("hardsigmoid", lambda x, a: F.hardsigmoid(x)),
-    Activation("hardswish", lambda x, a: F.hardswish(x)),
+    Activation("relu", lambda x, a: F.relu(x), lambda x, a: f"tl.maximum({x}, 0.0)"),
+    Activation("relu6", lambda x, a: F.relu6(x),
+               lambda x, a: f"tl.minimum(tl.maximum({x}, 0.0), 6.0)"),
+    Activation("sigmoid", lambda x, a: x.sigmoid(), lambda x, a: f"tl.sigmoid({x})"),
+    Activation("tanh", lambda x, a: x.tanh(), lambda x, a: _tanh(x)),
+    Activation("silu", lambda x, a: F.silu(x), lambda x, a: f"({x} * tl.sigmoid({x}))"),
+    Activation("hardsigmoid", lambda x, a: F.hardsigmoid(x),
+               lambda x, a: f"(tl.minimum(tl.maximum({x} + 3.0, 0.0), 6.0) / 6.0)"),
+    Activation("hardswish", lambda x, a: F.hardswish(x),
+               lambda x, a: f"({x} * tl.minimum(tl.maximum({x} + 3.0, 0.0), 6.0) / 6.0)"),
     Activation(
-        "leaky_relu", lambda x, a: F.leaky_relu(x, a.negative_slope), LeakyReluAttrs,
-        Arg("negative_slope", Float(), 0.01),
+        "leaky_relu", lambda x, a: F.leaky_relu(x, a.negative_slope),
+        lambda x, a: f"tl.where({x} > 0, {x}, {x} * {_num(a.negative_slope)})",
+        LeakyReluAttrs, Arg("negative_slope", Float(), 0.01),
     ),
-    Activation("elu", lambda x, a: F.elu(x, a.alpha), EluAttrs, Arg("alpha", Float(), 1.0)),
     Activation(
-        "gelu", lambda x, a: F.gelu(x, approximate=a.approximate), GeluAttrs,
-        Arg("approximate", Choice("none", "tanh"), "none"),
+        "elu", lambda x, a: F.elu(x, a.alpha),
+        lambda x, a: f"tl.where({x} > 0, {x}, {_num(a.alpha)} * (tl.exp({x}) - 1.0))",
+        EluAttrs, Arg("alpha", Float(), 1.0),
     ),
-    Activation("identity", lambda x, a: x),
+    Activation(
+        "gelu", lambda x, a: F.gelu(x, approximate=a.approximate), lambda x, a: (
+            f"(0.5 * {x} * (1.0 + tl.erf({x} * 0.7071067811865476)))"
+            if a.approximate == "none" else
+            f"(0.5 * {x} * (1.0 + {_tanh(f'0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x})')}))"
+        ),
+        GeluAttrs, Arg("approximate", Choice("none", "tanh"), "none"),
+    ),
+    Activation("identity", lambda x, a: x, lambda x, a: x),
 )

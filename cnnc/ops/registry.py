@@ -56,6 +56,11 @@ class Op:
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    # ------------------------------------------------------------ code generation
+    def triton_expr(self, attrs: Any, x: str) -> str | None:
+        """For elementwise ops: a Triton expression of the float32 value `x` (else None)."""
+        return None
+
     # ------------------------------------------------------------ reporting
     def macs(self, attrs: Any, inputs: list[TensorInfo], out: Shape) -> int:
         """Multiply-accumulates per unit of batch."""

@@ -12,46 +12,8 @@ from torch import nn
 
 from ..ir.graph import Graph, Node
 from ..ops import OPS
-from .init import initialize
-from .inputs import check_inputs
-
-DTYPES = {"float": None, "long": torch.long}
-
-
-class ParameterScope(nn.Module):
-    """A named level of the parameter tree (`layer1`, `layer1.0`, ...); computes nothing."""
-
-    def forward(self, *args):  # pragma: no cover - never called
-        raise RuntimeError("a parameter scope is not callable")
-
-
-def build_parameter_tree(root: nn.Module, graph: Graph, dtype: torch.dtype,
-                         device: torch.device | str | None = None) -> dict[int, nn.Module]:
-    """Create every node's parameters under `root`, initialised as PyTorch does; returns the
-    module holding each node's parameters."""
-    holders: dict[int, nn.Module] = {}
-    for node in graph.nodes():
-        if not node.params:
-            continue
-        holder = root
-        for part in node.scope.split("."):
-            child = holder._modules.get(part)
-            if child is None:
-                child = ParameterScope()
-                holder.add_module(part, child)
-            holder = child
-        tensors = {
-            spec.name: torch.empty(spec.shape, dtype=DTYPES[spec.dtype] or dtype, device=device)
-            for spec in node.params
-        }
-        for spec in node.params:
-            initialize(tensors[spec.name], spec.init)
-            if spec.trainable:
-                holder.register_parameter(spec.name, nn.Parameter(tensors[spec.name]))
-            else:
-                holder.register_buffer(spec.name, tensors[spec.name])
-        holders[node.id] = holder
-    return holders
+from .inputs import check_inputs, input_specs, parameter_specs
+from .support import make_parameters
 
 
 class ReferenceModule(nn.Module):
@@ -60,15 +22,17 @@ class ReferenceModule(nn.Module):
     def __init__(self, graph: Graph, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.graph = graph
-        self._holders = build_parameter_tree(self, graph, dtype)
+        make_parameters(self, parameter_specs(graph), dtype)
         self._order: list[Node] = [n for n in graph.nodes() if n.op != "input"]
+        self._inputs = input_specs(graph)
 
     def forward(self, *inputs: torch.Tensor):
-        check_inputs(self.graph, inputs)
+        check_inputs(self.graph.name, self._inputs, inputs, None, None)
         env: dict[int, torch.Tensor] = dict(zip(self.graph.inputs, inputs))
         for node in self._order:
-            holder = self._holders.get(node.id)
-            params = {s.name: getattr(holder, s.name) for s in node.params} if holder else {}
+            params = {s.name: self.get_submodule(node.scope).get_parameter(s.name)
+                      if s.trainable else self.get_submodule(node.scope).get_buffer(s.name)
+                      for s in node.params}
             xs = [env[i] for i in node.inputs]
             env[node.id] = OPS[node.op].reference(node.attrs, xs, params, self.training)
         outputs = tuple(env[o] for o in self.graph.outputs)

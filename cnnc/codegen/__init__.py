@@ -1,0 +1,1 @@
+"""Code generation: Triton kernels from templates, and the module that launches them."""

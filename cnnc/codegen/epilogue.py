@@ -1,0 +1,127 @@
+"""The epilogue slot: elementwise ops applied to a kernel's result before it is stored.
+
+A template computes its value `acc` (float32) over a tile of output elements and gives,
+for each output dim d, an index expression that broadcasts over the tile (for a GEMM
+tile, `n[:, None]` for the batch and `co[None, :]` for channels). The epilogue then
+applies each fused node: an activation (its op's triton_expr), add/mul with a number
+or another tensor (loaded through that tensor's broadcast strides), or a batch-norm
+affine (per-channel scale and shift computed from the parameters at run time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..ir.graph import Graph
+from ..ops import OPS
+from .source import number
+
+COMBINE = {"add": "+", "mul": "*"}
+
+
+@dataclass
+class Operand:
+    """A tensor the epilogue reads: kernel parameters `{name}_ptr, {name}_s0, ...`."""
+
+    name: str
+    node: int
+    rank: int
+
+    def params(self) -> list[str]:
+        return [f"{self.name}_ptr"] + [f"{self.name}_s{d}" for d in range(self.rank)]
+
+
+@dataclass
+class Affine:
+    """A batch norm applied as y = x * scale + shift: params `{name}_scale_ptr`, `_shift_ptr`."""
+
+    name: str
+    node: int
+
+    def params(self) -> list[str]:
+        return [f"{self.name}_scale_ptr", f"{self.name}_shift_ptr"]
+
+
+@dataclass
+class Epilogue:
+    graph: Graph
+    nodes: list[int]
+    start: int  # the node whose value `acc` holds when the epilogue begins
+    operands: list[Operand] = field(default_factory=list)
+    affines: list[Affine] = field(default_factory=list)
+    uses_tanh: bool = False
+
+    def __post_init__(self):
+        value = self.start
+        for node_id in self.nodes:
+            node = self.graph.node(node_id)
+            if node.op == "batch_norm":
+                self.affines.append(Affine(f"bn{len(self.affines)}", node_id))
+            for i in self._operand_inputs(node, value):
+                if i not in [o.node for o in self.operands]:
+                    rank = len(self.graph.node(i).shape)
+                    self.operands.append(Operand(f"r{len(self.operands)}", i, rank))
+            value = node_id
+
+    @staticmethod
+    def _operand_inputs(node, value: int) -> list[int]:
+        if node.op not in COMBINE:
+            return []
+        return [i for i in node.inputs if i != value]
+
+    def params(self) -> list[str]:
+        out: list[str] = []
+        for item in (*self.operands, *self.affines):
+            out += item.params()
+        return out
+
+    def lines(self, acc: str, index: Callable[[int], str], mask: str, rank: int) -> list[str]:
+        """Code applying every node to `acc`. index(d): output dim d's index expression."""
+        code: list[str] = []
+        value = self.start
+        loaded: set[str] = set()
+        for node_id in self.nodes:
+            node = self.graph.node(node_id)
+            label = node.loc.text() if node.loc else node.op
+            code.append(f"# {node.op}: {_comment(label)}")
+            if node.op == "batch_norm":
+                affine = next(a for a in self.affines if a.node == node_id)
+                c = index(1)
+                code.append(f"{acc} = {acc} * tl.load({affine.name}_scale_ptr + {c}, mask={mask}"
+                            f", other=1.0) + tl.load({affine.name}_shift_ptr + {c}, mask={mask},"
+                            f" other=0.0)")
+            elif node.op in COMBINE:
+                terms = []
+                for arg_index, i in enumerate(node.inputs):
+                    if i == value:
+                        terms.append(acc)
+                        continue
+                    operand = next(o for o in self.operands if o.node == i)
+                    if operand.name not in loaded:
+                        code.append(self._load(operand, index, mask, rank))
+                        loaded.add(operand.name)
+                    terms.append(operand.name)
+                for scalar in node.attrs.others:
+                    if not hasattr(scalar, "index"):
+                        terms.append(number(float(scalar)))
+                code.append(f"{acc} = " + f" {COMBINE[node.op]} ".join(terms))
+            else:
+                expr = OPS[node.op].triton_expr(node.attrs, acc)
+                self.uses_tanh |= "_cnnc_tanh" in expr
+                code.append(f"{acc} = {expr}")
+            value = node_id
+        return code
+
+    @staticmethod
+    def _load(operand: Operand, index: Callable[[int], str], mask: str, rank: int) -> str:
+        # The operand broadcasts from the right against the output's dims.
+        shift = rank - operand.rank
+        terms = [f"{index(d + shift)} * {operand.name}_s{d}" for d in range(operand.rank)]
+        offset = " + ".join(terms) if terms else "0"
+        return (f"{operand.name} = tl.load({operand.name}_ptr + {offset}, mask={mask}, "
+                f"other=0.0).to(tl.float32)")
+
+
+def _comment(text: str) -> str:
+    return " ".join(text.split())[:80]

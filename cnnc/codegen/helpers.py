@@ -1,0 +1,61 @@
+"""Code every generated file carries: tile choices, precision, a strided copy kernel, and
+jit helpers that kernels call (emitted only where used)."""
+
+RUNTIME = '''
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Tile caps per kernel family. The interpreter pays per program and per operation, so
+# on the CPU the tiles are large; on a GPU they fit the registers.
+if INTERPRET:
+    TILES = {"gemm": (1024, 128, 128), "elementwise": 8192, "reduction": 4096}
+else:
+    TILES = {"gemm": (64, 64, 32), "elementwise": 1024, "reduction": 1024}
+
+
+def dot_precision(x):
+    """IEEE float32 unless the user allows TF32, as torch.backends.cuda.matmul does."""
+    if x.dtype == torch.float32 and x.is_cuda and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+@triton.jit
+def _cnnc_copy(src_ptr, dst_ptr, total, s0, s1, s2, s3, s4, d0, d1, d2, d3, d4,
+               n1, n2, n3, n4, BLOCK: tl.constexpr):
+    """dst[i] = src[i] over a 5-d index space (leading dims of size 1 pad lower ranks)."""
+    offs = (tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)).to(tl.int64)
+    mask = offs < total
+    i4 = offs % n4
+    rest = offs // n4
+    i3 = rest % n3
+    rest = rest // n3
+    i2 = rest % n2
+    rest = rest // n2
+    i1 = rest % n1
+    i0 = rest // n1
+    value = tl.load(src_ptr + i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3 + i4 * s4, mask=mask)
+    tl.store(dst_ptr + i0 * d0 + i1 * d1 + i2 * d2 + i3 * d3 + i4 * d4, value, mask=mask)
+
+
+def copy_into(dst, src):
+    """Copy src into dst (a slice of a concat's output) with one kernel launch."""
+    pad = 5 - dst.dim()
+    shape = [1] * pad + list(dst.shape)
+    s = [0] * pad + list(src.stride())
+    d = [0] * pad + list(dst.stride())
+    total = dst.numel()
+    block = min(TILES["elementwise"], triton.next_power_of_2(max(total, 16)))
+    _cnnc_copy[(triton.cdiv(total, block),)](src, dst, total, *s, *d, *shape[1:], BLOCK=block)
+'''
+
+JIT = {
+    "tanh": '''
+@triton.jit
+def _cnnc_tanh(x):
+    """tanh in float32, accurate near 0 (where 1 - 2/(e^2x + 1) would cancel)."""
+    t = tl.exp(-2.0 * tl.abs(x))
+    y = (1.0 - t) / (1.0 + t)
+    x2 = x * x
+    y = tl.where(tl.abs(x) < 0.01, x * (1.0 - x2 / 3.0 + 2.0 * x2 * x2 / 15.0), y)
+    return tl.where(x < 0, -tl.abs(y), tl.abs(y))
+''',
+}

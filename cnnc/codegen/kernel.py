@@ -1,0 +1,74 @@
+"""What every template produces, and what it may ask of the module emitter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir.graph import Graph
+from ..passes.plan import Kernel
+from .source import dotted, identifier
+
+SPATIAL = {1: ("l",), 2: ("h", "w"), 3: ("d", "h", "w")}
+
+
+@dataclass
+class Argument:
+    """A tensor the launcher passes: a run-time value of the forward function.
+
+    kind: "value" (a node's tensor), "param" (a parameter or buffer by dotted name),
+    "derived" (a tensor computed from parameters, e.g. folded weights; `key` names it).
+    """
+
+    name: str  # the launcher's parameter name
+    kind: str
+    ref: object  # node id, parameter name, or derived key
+
+
+@dataclass
+class Derived:
+    """A tensor computed from parameters and cached until they change (support.DerivedTensors).
+
+    function: a support function name; sources: dotted parameter names (None: absent);
+    extra: further literal arguments (numbers); pick: which element of the result.
+    """
+
+    key: str
+    function: str
+    sources: list[str | None]
+    extra: list[str] = field(default_factory=list)
+    pick: int | None = None
+
+
+@dataclass
+class EmittedKernel:
+    name: str
+    source: str  # the @triton.jit function and its launcher
+    launcher: str  # the launcher function's name: launcher(out, *arguments)
+    arguments: list[Argument]  # what the launcher takes after `out`, in order
+    derived: list[Derived] = field(default_factory=list)
+    helpers: set[str] = field(default_factory=set)  # shared jit helpers it calls
+
+
+@dataclass
+class EmitContext:
+    graph: Graph
+    kernel: Kernel
+    prefix: str = "k"  # "k" for the eval plan's kernels, "t" for the training plan's
+
+    @property
+    def name(self) -> str:
+        anchor = self.graph.node(self.kernel.anchor)
+        return identifier(f"{self.prefix}{self.kernel.index}_{anchor.op}")
+
+    def node(self, node_id: int):
+        return self.graph.node(node_id)
+
+    def describe(self) -> list[str]:
+        """Header comment lines: the ops covered and the .cnn lines they came from."""
+        lines = []
+        for node_id in self.kernel.nodes:
+            node = self.graph.node(node_id)
+            where = f"line {node.loc.line}" if node.loc is not None else "?"
+            scope = f" [{dotted(node.scope)}]" if node.scope else ""
+            lines.append(f"{node.op:<22} layer {identifier(node.layer)}{scope}, {where}")
+        return lines

@@ -1,0 +1,181 @@
+"""Fusion: the simplified graph becomes an ordered plan of kernels (passes/plan.py).
+
+Expects: a graph from `simplify` (no identities; in eval no dropout). Guarantees: every
+non-input node is covered by exactly one plan step; steps are in an order where each
+reads only what earlier steps wrote; every fusion refused is in `plan.refusals` with
+its reason. Decisions are functions of early returns: None means "fuse", a string is
+the reason not to.
+
+Groups, in eval mode:
+- conv / linear + folded batch_norm + bias + elementwise chain (activations, add/mul
+  with another tensor or a number, batch-norm affine) in the GEMM epilogue;
+- a max or avg pool right after a conv group, inside the conv's kernel;
+- adaptive avg pool + flatten + linear as one kernel;
+- remaining elementwise chains as one pointwise kernel; softmax as a row kernel;
+- flatten as a free reshape, concat as a view its producers write into.
+In training mode batch norm is not folded: it runs as a kernel of its own that computes
+the batch statistics, with the following elementwise chain in its epilogue.
+"""
+
+from __future__ import annotations
+
+from ..ir.graph import Graph, Node
+from .plan import Kernel, Plan, Refusal, View
+
+ACTIVATIONS = {"relu", "relu6", "sigmoid", "tanh", "silu", "hardsigmoid", "hardswish",
+               "leaky_relu", "elu", "gelu"}
+BINARY = {"add", "mul"}
+ANCHORS = {
+    **{f"conv{d}d": "conv" for d in (1, 2, 3)},
+    **{f"conv_transpose{d}d": "conv_transpose" for d in (1, 2, 3)},
+    **{f"{k}_pool{d}d": "pool" for k in ("max", "avg") for d in (1, 2, 3)},
+    **{f"adaptive_{k}_pool{d}d": "adaptive_pool" for k in ("max", "avg") for d in (1, 2, 3)},
+    "linear": "linear",
+    "softmax": "softmax",
+    "log_softmax": "softmax",
+    "upsample": "upsample",
+}
+EPILOGUE_KINDS = {"conv", "conv_transpose", "linear", "pointwise", "batch_norm_train"}
+FOLDABLE = {"conv1d", "conv2d", "conv3d", "linear"}
+
+
+class _Fuser:
+    def __init__(self, graph: Graph, training: bool):
+        self.graph = graph
+        self.training = training
+        self.plan = Plan(training)
+        self.producer: dict[int, Kernel | View] = {}  # node id -> the step computing it
+
+    def run(self) -> Plan:
+        for node in self.graph.nodes():
+            if node.op != "input":
+                self.place(node)
+        steps = {id(s): s for s in self.producer.values()}
+        self.plan.steps = sorted(steps.values(), key=lambda s: s.output)
+        for i, kernel in enumerate(self.plan.kernels):
+            kernel.index = i
+        return self.plan
+
+    # ------------------------------------------------------------ placing one node
+    def place(self, node: Node) -> None:
+        op = node.op
+        if op == "flatten":
+            return self.add(View("reshape", node.id))
+        if op == "concat":
+            return self.add(View("concat", node.id))
+        if op == "batch_norm":
+            if self.training:
+                return self.add(Kernel("batch_norm_train", node.id))
+            if self.try_fold(node):
+                return
+            return self.elementwise(node)
+        if op in ACTIVATIONS or op in BINARY or op == "dropout":
+            return self.elementwise(node)
+        if ANCHORS.get(op) == "pool" and self.try_pool(node):
+            return
+        if op == "linear" and self.try_pooled_linear(node):
+            return
+        self.add(Kernel(ANCHORS[op], node.id))
+
+    def add(self, step: Kernel | View) -> None:
+        for n in step.nodes:
+            self.producer[n] = step
+
+    def refuse(self, node: Node, into: int | None, reason: str) -> None:
+        self.plan.refusals.append(Refusal(node.id, into, reason))
+
+    # ------------------------------------------------------------ decisions
+    def sole_consumer(self, value: int, node: Node) -> str | None:
+        consumers = self.graph.consumers(value)
+        if value in self.graph.outputs:
+            return "its input is also a network output"
+        if [c.id for c in consumers] != [node.id]:
+            names = ", ".join(sorted({c.label for c in consumers if c.id != node.id}))
+            return f"its input is also used by {names}"
+        return None
+
+    def epilogue_refusal(self, node: Node, value: int) -> str | None:
+        step = self.producer.get(value)
+        if not isinstance(step, Kernel) or step.output != value:
+            return "its input is not the result of a kernel"
+        if step.kind not in EPILOGUE_KINDS:
+            return f"a {step.kind} kernel has no epilogue"
+        if step.pool is not None:
+            return "the pool fused into that kernel ends it"
+        if node.op == "dropout":
+            return "dropout in training draws random numbers; it runs as a pointwise kernel"
+        if node.shape != self.graph.node(value).shape:
+            return "broadcasting makes the result larger than the kernel's output"
+        return self.sole_consumer(value, node)
+
+    def elementwise(self, node: Node) -> None:
+        tensors = [i for i in dict.fromkeys(node.inputs)]
+        reasons = []
+        for value in tensors:
+            reason = self.epilogue_refusal(node, value)
+            if reason is None:
+                step = self.producer[value]
+                step.epilogue.append(node.id)
+                self.producer[node.id] = step
+                return
+            reasons.append((value, reason))
+        for value, reason in reasons[:1]:
+            self.refuse(node, value, reason)
+        self.add(Kernel("pointwise", node.id))
+
+    def try_fold(self, bn: Node) -> bool:
+        value = bn.inputs[0]
+        step = self.producer.get(value)
+        reason = None
+        if not bn.attrs.track_running_stats:
+            reason = "without running statistics batch norm normalises by batch statistics"
+        elif not isinstance(step, Kernel) or step.output != value or \
+                self.graph.node(step.anchor).op not in FOLDABLE:
+            reason = "its input is not the result of a conv or linear"
+        elif step.epilogue or step.folded_bn is not None:
+            reason = "the conv's result is changed before the batch norm"
+        elif self.graph.node(value).op == "linear" and len(bn.shape) != 2:
+            reason = "batch norm over dim 1 of a rank-3 linear output is not per feature"
+        else:
+            reason = self.sole_consumer(value, bn)
+        if reason is not None:
+            self.refuse(bn, value, f"not folded: {reason}")
+            return False
+        step.folded_bn = bn.id
+        self.producer[bn.id] = step
+        return True
+
+    def try_pool(self, pool: Node) -> bool:
+        value = pool.inputs[0]
+        step = self.producer.get(value)
+        if not isinstance(step, Kernel) or step.output != value or step.kind != "conv":
+            return False  # nothing to fuse with: not a refusal worth reporting
+        reason = self.sole_consumer(value, pool)
+        if reason is None and step.pool is not None:
+            reason = "the conv already holds a pool"
+        if reason is not None:
+            self.refuse(pool, value, reason)
+            return False
+        step.pool = pool.id
+        self.producer[pool.id] = step
+        return True
+
+    def try_pooled_linear(self, linear: Node) -> bool:
+        flat = self.graph.node(linear.inputs[0])
+        if flat.op != "flatten" or len(flat.shape) != 2:
+            return False
+        pooled = self.graph.node(flat.inputs[0])
+        if not pooled.op.startswith("adaptive_avg_pool") or flat.shape[0] != pooled.shape[0]:
+            return False
+        reason = self.sole_consumer(flat.id, linear) or self.sole_consumer(pooled.id, flat)
+        if reason is not None:
+            self.refuse(linear, pooled.id, f"pool + flatten not fused: {reason}")
+            return False
+        for n in (pooled.id, flat.id):
+            del self.producer[n]
+        self.add(Kernel("linear", linear.id, prologue=[pooled.id, flat.id]))
+        return True
+
+
+def fuse(graph: Graph, training: bool = False) -> Plan:
+    return _Fuser(graph, training).run()
