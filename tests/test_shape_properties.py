@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 from torch import nn
 
 import cnnc
@@ -65,7 +66,15 @@ settings.register_profile(
 )
 PROFILE = settings.get_profile("cnnc-shapes")
 
-torch.set_num_threads(1)  # tiny tensors: threads only cost time on the 2-core CI machine
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: threads only cost time (on the 2-core CI machine, too)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ================================================================ known bugs
@@ -101,6 +110,12 @@ def known_bug_batch_norm_zero_eps(eps, track: bool) -> bool:
 # ================================================================ the harness
 
 
+def outcome(text: str) -> None:
+    """Counted in --hypothesis-show-statistics (outside Hypothesis tests: nothing)."""
+    if currently_in_test_context():
+        event(text)
+
+
 def expect_compile_error(src: str, why: str) -> cnnc.CompileError:
     try:
         cnnc.load(source=src)
@@ -121,20 +136,20 @@ def run_torch(case: Case):
 def check(case: Case) -> None:
     """The core property (see the module docstring)."""
     if case.stricter:
-        event("cnnc deliberately stricter")
+        outcome("cnnc deliberately stricter")
         expect_compile_error(case.src, f"cnnc is deliberately stricter: {case.stricter}")
         return
     try:
         expected, module = run_torch(case)
     except Exception as e:  # noqa: BLE001 - PyTorch rejecting the configuration, any way
-        event("PyTorch rejects")
+        outcome("PyTorch rejects")
         expect_compile_error(case.src, f"PyTorch raises {type(e).__name__}: {e}")
         return
     if expected.numel() == 0:
-        event("PyTorch gives an empty result")
+        outcome("PyTorch gives an empty result")
         expect_compile_error(case.src, f"PyTorch's result {tuple(expected.shape)} is empty")
         return
-    event("PyTorch accepts")
+    outcome("PyTorch accepts")
     try:
         graph = cnnc.load(source=case.src)
     except cnnc.CompileError as e:
