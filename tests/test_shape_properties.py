@@ -44,6 +44,7 @@ from strategies import (
     batch_dim,
     call_text,
     concrete,
+    dims_text,
     fmt,
     int_or_tuple,
     network,
@@ -891,15 +892,15 @@ SPECS.update({
     "elu": (2, X4, [("alpha", "1.0", "float")]),
     "gelu": (2, X4, [("approximate", '"tanh"', "choice")]),
     "upsample": (2, X4, [("scale_factor", "2", "scale")]),
-    "add": (2, X4, [("other", "x", "tensor_or_number")]),  # variadic: by position only
-    "mul": (2, X4, [("other", "2", "tensor_or_number")]),
-    "concat": (2, X4, [("other", "x", "tensor"), ("dim", "1", "int")]),
+    "add": (2, X4, [("others", "x", "tensor_or_number")]),  # variadic: by position only
+    "mul": (2, X4, [("others", "2", "tensor_or_number")]),
+    "concat": (2, X4, [("others", "x", "tensor"), ("dim", "1", "int")]),
     **{op: (2, X4, []) for op in [*PLAIN_ACTIVATIONS]},
 })
 VARIADIC = {"add", "mul", "concat"}  # their first argument is positional-only
 
 
-def wrong_spelling(kind: str, d: int, valid: str, choice: str) -> str:
+def wrong_spelling(d: int, choice: str) -> str:
     if choice == "@LONG":
         return fmt((2,) * (d + 1))
     if choice == "@SHORT":
@@ -922,9 +923,10 @@ def mutated_calls(draw):
     if mutation == "type":
         i = draw(st.integers(0, len(spec) - 1))
         name, valid, kind = spec[i]
-        text = wrong_spelling(kind, d, valid, draw(st.sampled_from(WRONG[kind])))
+        text = wrong_spelling(d, draw(st.sampled_from(WRONG[kind])))
         args[i] = (name, text)
         culprit = i
+        mention = f"`{name}`"
     if op in VARIADIC:  # every positional argument joins the tensors: spell the rest by name
         n_positional = 1
     elif mutation == "positional":
@@ -939,8 +941,10 @@ def mutated_calls(draw):
                                       "input=x"]))
         at = draw(st.integers(n_positional, len(parts)))
         parts.insert(at, (bogus, True))
+        mention = f"`{bogus.split('=')[0]}`"
     elif mutation == "positional":  # one positional argument too many
         parts.append(("7", True))
+        mention = "the int 7"
     prefix = f"    y = a -> {op}("
     text, span = prefix, None
     for j, (part, is_culprit) in enumerate(parts):
@@ -953,24 +957,21 @@ def mutated_calls(draw):
     src = "\n".join([
         "# a network with one wrong argument",
         "network T {",
-        f"    input x: {fmt_dims(shape)}",
+        f"    input x: {dims_text(shape)}",
         "    a = x -> relu",
         text,
         "    output y",
         "}",
     ]) + "\n"
-    return src, 5, span
-
-
-def fmt_dims(shape) -> str:
-    return "[" + ", ".join(str(v) for v in shape) + "]"
+    return src, 5, span, mention
 
 
 @PROFILE
 @given(mutated_calls())
 def test_wrong_argument_is_located(drawn):
-    src, line, (start, end) = drawn
+    src, line, (start, end), mention = drawn
     e = expect_compile_error(src, "one argument has the wrong type, or is unknown or extra")
+    assert mention in e.message, f"the message does not mention {mention}\n{e}"
     loc = e.location
     assert loc is not None, f"no location\n{src}\n{e}"
     culprit = src.splitlines()[line - 1][start - 1:end - 1]

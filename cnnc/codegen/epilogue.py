@@ -76,15 +76,17 @@ class Epilogue:
             out += item.params()
         return out
 
-    def lines(self, acc: str, index: Callable[[int], str], mask: str, rank: int) -> list[str]:
-        """Code applying every node to `acc`. index(d): output dim d's index expression."""
+    def lines(self, acc: str, index: Callable[[int], str], mask: str, rank: int,
+              random_offsets: str | None = None) -> list[str]:
+        """Code applying every node to `acc`. index(d): output dim d's index expression;
+        random_offsets: per-element offsets for dropout's random numbers (and `seed`)."""
         code: list[str] = []
         value = self.start
         loaded: set[str] = set()
         for node_id in self.nodes:
             node = self.graph.node(node_id)
-            label = node.loc.text() if node.loc else node.op
-            code.append(f"# {node.op}: {_comment(label)}")
+            line = f", line {node.loc.line}" if node.loc else ""
+            code.append(f"# {node.op} (layer {node.layer}{line})")
             if node.op == "batch_norm":
                 affine = next(a for a in self.affines if a.node == node_id)
                 c = index(1)
@@ -106,6 +108,13 @@ class Epilogue:
                     if not hasattr(scalar, "index"):
                         terms.append(number(float(scalar)))
                 code.append(f"{acc} = " + f" {COMBINE[node.op]} ".join(terms))
+            elif node.op == "dropout":
+                if random_offsets is None:
+                    raise ValueError("dropout needs a template with random offsets")
+                p = node.attrs.p
+                scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+                code.append(f"keep = tl.rand(seed, {random_offsets}) >= {number(float(p))}")
+                code.append(f"{acc} = tl.where(keep, {acc} * {number(scale)}, 0.0)")
             else:
                 expr = OPS[node.op].triton_expr(node.attrs, acc)
                 self.uses_tanh |= "_cnnc_tanh" in expr
@@ -121,7 +130,3 @@ class Epilogue:
         offset = " + ".join(terms) if terms else "0"
         return (f"{operand.name} = tl.load({operand.name}_ptr + {offset}, mask={mask}, "
                 f"other=0.0).to(tl.float32)")
-
-
-def _comment(text: str) -> str:
-    return " ".join(text.split())[:80]

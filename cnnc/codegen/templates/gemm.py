@@ -1,0 +1,166 @@
+"""GEMM for `linear`: out[rows, f] = in[rows, :] @ weight[f, :]^T (+ bias), then the epilogue.
+
+Rows are every leading position of the input (nn.Linear acts on the last dim). With a
+prologue, the input is an adaptive average pool followed by flatten, computed while
+loading the A tile: A[n, k] is the mean of x[n, c, window(p)] where k = (c, p).
+"""
+
+from __future__ import annotations
+
+from ...ops.adaptive_pool import adaptive_sizes
+from ..epilogue import Epilogue
+from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel
+from ..source import Source, dotted, number
+from .conv import _epilogue_arguments, _epilogue_refs, _param
+
+
+def emit(ctx: EmitContext) -> EmittedKernel:
+    graph, kernel = ctx.graph, ctx.kernel
+    linear = graph.node(kernel.anchor)
+    a = linear.attrs
+    pooled = graph.node(kernel.prologue[0]) if kernel.prologue else None
+    source = graph.node(pooled.inputs[0]) if pooled else graph.node(linear.inputs[0])
+    in_features = graph.node(linear.inputs[0]).shape[-1]
+    out_shape = graph.node(kernel.output).shape
+    rank = len(out_shape)
+    lead = len(linear.shape) - 1  # leading (row) dims of input and output
+    start = kernel.folded_bn if kernel.folded_bn is not None else kernel.anchor
+    epi = Epilogue(graph, kernel.epilogue, start)
+    has_bias = a.bias or kernel.folded_bn is not None
+    name = ctx.name
+    consts = {"K": in_features, "F": a.out_features}
+    consts.update({f"R{d}": linear.shape[d] for d in range(1, lead)})
+    if pooled is not None:
+        dims = SPATIAL[len(source.shape) - 2]
+        outs = adaptive_sizes(pooled.attrs, tuple(source.shape[2:]))
+        for i, d in enumerate(dims):
+            size, out = source.shape[2 + i], outs[i]
+            consts[f"{d.upper()}"] = size
+            consts[f"P{d.upper()}"] = out
+            consts[f"WIN{d.upper()}"] = -(-size // out) + (1 if size % out else 0)
+    src = Source()
+    src.line("@triton.jit")
+    params = ["a_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"] + epi.params()
+    in_rank = len(source.shape)
+    params += ["M"] + [f"sa{i}" for i in range(in_rank)] + [f"so{i}" for i in range(rank)]
+    params += [f"{k}: tl.constexpr" for k in consts]
+    params += ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr",
+               "DOT_PRECISION: tl.constexpr"]
+    with src.indent(f"def {name}("):
+        for i in range(0, len(params), 6):
+            src.line(", ".join(params[i:i + 6]) + ",")
+    src.line("):")
+    with src.indent():
+        what = "adaptive avg pool + flatten + linear" if pooled else "linear"
+        src.line(f'"""{what} as a GEMM; rows are the input\'s leading positions."""')
+        src.line("pid_m = tl.program_id(0)")
+        src.line("pid_n = tl.program_id(1)")
+        src.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+        src.line("m_mask = offs_m < M")
+        src.line("# row -> (i0, " + ", ".join(f"i{d}" for d in range(1, lead)) + ")")
+        src.line("rest = offs_m")
+        for d in reversed(range(1, lead)):
+            src.line(f"i{d} = rest % R{d}")
+            src.line(f"rest = rest // R{d}")
+        src.line("i0 = rest.to(tl.int64)")
+        a_row = " + ".join(f"i{d} * sa{d}" for d in range(lead)) if not pooled else "i0 * sa0"
+        src.line(f"a_row = {a_row}")
+        src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+        src.line("n_mask = offs_n < F")
+        src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+        with src.indent("for k0 in range(0, K, BLOCK_K):"):
+            src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
+            src.line("k_mask = offs_k < K")
+            src.line("tile_mask = m_mask[:, None] & k_mask[None, :]")
+            if pooled is None:
+                src.line(f"a = tl.load(a_ptr + a_row[:, None] + offs_k[None, :] * sa{in_rank - 1}"
+                         ", mask=tile_mask, other=0.0)")
+            else:
+                _pooled_load(src, dims)
+            src.line("b = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], "
+                     "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+            src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
+        if has_bias:
+            src.line("acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)"
+                     "[None, :]")
+
+        def index(d: int) -> str:
+            return "offs_n[None, :]" if d == rank - 1 else f"i{d}[:, None]"
+
+        out_mask = "m_mask[:, None] & n_mask[None, :]"
+        src.extend(epi.lines("acc", index, out_mask, rank))
+        offset = " + ".join(f"i{d}[:, None] * so{d}" for d in range(lead))
+        src.line(f"tl.store(out_ptr + {offset} + offs_n[None, :] * so{rank - 1}, "
+                 f"acc.to(out_ptr.dtype.element_ty), mask={out_mask})")
+    src.line("")
+    src.line("")
+
+    args = [Argument("x", "value", source.id)]
+    derived: list[Derived] = []
+    weight = f"{dotted(linear.scope)}.weight"
+    bias = f"{linear.scope}.bias" if a.bias else None
+    if kernel.folded_bn is not None:
+        bn = graph.node(kernel.folded_bn)
+        sources = [weight, bias, _param(bn, "weight"), _param(bn, "bias"),
+                   f"{bn.scope}.running_mean", f"{bn.scope}.running_var"]
+        for pick, part in ((0, "weight"), (1, "bias")):
+            derived.append(Derived(f"{name}.{part}", "fold_batch_norm", sources,
+                                   [number(bn.attrs.eps)], pick=pick))
+        args += [Argument("w", "derived", f"{name}.weight"),
+                 Argument("b", "derived", f"{name}.bias")]
+    else:
+        args.append(Argument("w", "param", weight))
+        if a.bias:
+            args.append(Argument("b", "param", bias))
+    operand_params, operand_call = _epilogue_arguments(epi, graph, derived)
+    launcher = f"launch_{name}"
+    src.line(f"def {launcher}({', '.join(['out'] + [x.name for x in args] + operand_params)}):")
+    with src.indent():
+        rows = " * ".join(["x.shape[0]"] + [str(linear.shape[d]) for d in range(1, lead)])
+        src.line(f"M = {rows}")
+        src.line("caps = TILES['gemm']")
+        src.line(f"BLOCK_M, BLOCK_N, BLOCK_K = tile(M, caps[0]), tile({a.out_features}, caps[1]), "
+                 f"tile({in_features}, caps[2])")
+        src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({a.out_features}, BLOCK_N))")
+        call = ["x", "w.contiguous()"] + (["b"] if has_bias else []) + ["out"] + operand_call
+        call += ["M", "*x.stride()", "*out.stride()"] + [f"{k}={v}" for k, v in consts.items()]
+        call += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
+                 "DOT_PRECISION=dot_precision(x)"]
+        src.line(f"{name}[grid](")
+        with src.indent():
+            for i in range(0, len(call), 6):
+                src.line(", ".join(call[i:i + 6]) + ",")
+        src.line(")")
+    helpers = {"tanh"} if epi.uses_tanh else set()
+    refs = [Argument(n, kind, ref) for n, kind, ref in _epilogue_refs(epi)]
+    return EmittedKernel(name, src.text(), launcher, args + refs, derived, helpers)
+
+
+def _pooled_load(src: Source, dims) -> None:
+    """A[n, k] = mean of x[n, c, window(p)], k = (c, p...): the adaptive pool's windows."""
+    src.line("# column -> (c, " + ", ".join(f"p{d}" for d in dims) + ") of the pooled tensor")
+    src.line("rest_k = offs_k")
+    for d in reversed(dims):
+        src.line(f"p{d} = rest_k % P{d.upper()}")
+        src.line(f"rest_k = rest_k // P{d.upper()}")
+    src.line("c = rest_k")
+    count = []
+    for d in dims:
+        D = d.upper()
+        src.line(f"start_{d} = (p{d} * {D}) // P{D}")
+        src.line(f"end_{d} = ((p{d} + 1) * {D} + P{D} - 1) // P{D}")
+        count.append(f"(end_{d} - start_{d})")
+    src.line("total = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)")
+    window = " * ".join(f"WIN{d.upper()}" for d in dims)
+    with src.indent(f"for w in tl.static_range({window}):"):
+        src.line("rest_w = w")
+        for d in reversed(dims):
+            src.line(f"w{d} = rest_w % WIN{d.upper()}")
+            src.line(f"rest_w = rest_w // WIN{d.upper()}")
+        valid = " & ".join(f"(start_{d} + w{d} < end_{d})" for d in dims)
+        offset = "a_row[:, None] + c[None, :] * sa1" + "".join(
+            f" + (start_{d} + w{d})[None, :] * sa{2 + i}" for i, d in enumerate(dims))
+        src.line(f"total += tl.load(a_ptr + {offset}, mask=tile_mask & ({valid})[None, :], "
+                 "other=0.0).to(tl.float32)")
+    src.line(f"a = (total / ({' * '.join(count)}).to(tl.float32)[None, :])"
+             ".to(w_ptr.dtype.element_ty)")

@@ -1,0 +1,358 @@
+"""Every file in examples/errors/ is one student's mistake; each must give one precise diagnostic.
+
+The table below says, for each file, where the diagnostic must point (line and column,
+checked by hand against the file) and the text the carets must underline, a piece of the
+message, and for errors inside blocks the instantiation trail. The tests check the
+`error.location`, the rendered `--> file:line:col` line, the quoted source line, and that the
+caret line puts its first `^` under the culprit.
+
+Cases marked `bug=` / `message_bug=` / `wrong=` (both) are known cnnc defects, expected to fail (strict xfail)
+until they are fixed; the expectation written in the table is the *correct* behaviour.
+
+Run from the repository root (tests/conftest.py changes to it): diagnostics show paths
+relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import cnnc
+
+ROOT = Path(__file__).resolve().parents[1]
+ERRORS = ROOT / "examples" / "errors"
+
+
+@dataclass(frozen=True)
+class Case:
+    file: str  # in examples/errors/
+    line: int  # where the caret must be (1-based)
+    col: int
+    span: str | None  # the text the carets underline exactly (None: only the start is checked)
+    message: str  # a piece of error.message
+    text: tuple[str, ...] = ()  # pieces of the whole rendered diagnostic (notes, help, trail)
+    trail: tuple[tuple[str, int, int], ...] = ()  # (block, line, col) of each use, outermost first
+    where: str | None = None  # the file the location is in, when not `file` (imports)
+    bug: str | None = None  # known defect in the location: strict xfail
+    message_bug: str | None = None  # known defect in the message: strict xfail
+    wrong: str | None = None  # known defect in both (a misleading diagnostic): strict xfail
+
+    def __str__(self) -> str:
+        return self.file.removesuffix(".cnn")
+
+
+E = "examples/errors/"
+
+CASES = [
+    # ------------------------------------------------------------ the Diagnostics list
+    Case("kernel_too_large.cnn", 9, 16, "conv2d(16, 5)",
+         "conv2d() kernel 5x5 is larger than the padded input 3x3 of p2"),
+    Case("groups_not_dividing.cnn", 7, 55, "4",
+         "groups=4 does not divide the 6 input channels of stem [N, 6, 32, 32]"),
+    Case("unknown_op.cnn", 6, 16, "maxpool2d", "unknown operator `maxpool2d`",
+         text=("help: did you mean `max_pool2d`?",)),
+    Case("unknown_argument.cnn", 5, 33, "pad", "conv2d() has no argument `pad`",
+         text=("help: did you mean `padding`?",)),
+    Case("wrong_argument_type.cnn", 6, 30, '"3"',
+         'conv2d() argument `kernel_size` expects a positive int or a tuple of 2 of them, '
+         'found the string "3"'),
+    Case("tensor_as_number.cnn", 8, 28, "big",
+         "upsample() argument `scale_factor` expects"),  # see report: the wording repeats itself
+    Case("number_as_tensor.cnn", 8, 34, "1", "found the int 1", text=("dim=1",),
+         message_bug="calls the variadic tensors `others` (not a name the user knows) and does "
+         "not say that concat's dim must be given by name"),
+    Case("unbound_name.cnn", 7, 10, "conv2", "`conv2` is not defined"),
+    Case("unused_input.cnn", 4, 11, "mask", "input `mask` is never used"),
+    Case("missing_output.cnn", 2, 9, "SmallCNN", "network SmallCNN has no `output` statement"),
+    Case("broadcast_in_block.cnn", 9, 19, "add(x)",
+         "add() cannot broadcast bn2 [N, 128, 28, 28] with x [N, 64, 56, 56]",
+         text=("help: a strided 1x1 conv2d on x makes the shapes agree",
+               f"= in block basic, used at {E}broadcast_in_block.cnn:18:24 "
+               "(layer2 = layer1 -> basic(128, stride=2))"),
+         trail=(("basic", 18, 24),),
+         message_bug="inside the block the tensor is called by the caller's name `layer1` "
+         "instead of the parameter name `x` (message and help)"),
+    # ------------------------------------------------------------ names and scopes
+    Case("rebinding.cnn", 6, 5, "x", "`x` is already bound",
+         text=(f"note: first bound at {E}rebinding.cnn:5:5",)),
+    Case("shadow_block_param.cnn", 3, 5, "planes",
+         "`planes` is a parameter of this block and cannot be rebound",
+         text=(f"note: the parameter is declared at {E}shadow_block_param.cnn:2:30",),
+         trail=(("double_conv", 10, 25),)),
+    Case("recursive_block.cnn", 4, 17, "tower(planes)", "block tower uses itself",
+         trail=(("tower", 10, 25),)),
+    Case("import_cycle.cnn", 2, 1, 'import "../import_cycle.cnn"', "import cycle",
+         where="imports/cycle_partner.cnn",
+         text=(f"{E}import_cycle.cnn:3:1",)),  # names the other place too
+    Case("import_cycle_indirect.cnn", 2, 1, 'import "cycle_a.cnn"', "import cycle",
+         where="imports/cycle_b.cnn",
+         text=(f"{E}imports/cycle_a.cnn:2:1",)),
+    Case("missing_import.cnn", 3, 1, 'import "blocks/resnet_blocks.cnn"',
+         'cannot import "blocks/resnet_blocks.cnn": no file examples/errors/blocks/resnet_blocks.cnn'),
+    Case("duplicate_definition.cnn", 4, 7, "width", "`width` is defined twice",
+         text=(f"note: first defined at {E}duplicate_definition.cnn:2:7",)),
+    Case("duplicate_network.cnn", 10, 9, "Net", "defined twice",
+         text=(f"{E}duplicate_network.cnn:2:9",),
+         wrong="two networks with one name: cnnc says 'defines several networks (Net, Net); say "
+         "which one' with no location, and load(network='Net') silently takes the first"),
+    Case("reserved_word.cnn", 2, 15, "input",
+         "`input` is a reserved word and cannot name a block parameter"),
+    Case("reserved_word_statement.cnn", 6, 5, "output", "`output` is a reserved word",
+         wrong="`output = ...` reports \"unexpected `=`; expected a name\" at the `=`"),
+    Case("builtin_name.cnn", 2, 7, "conv2d", "`conv2d` is the name of a built-in operator"),
+    Case("const_cycle.cnn", 2, 7, "width", "const width depends on itself (width -> wide -> width)"),
+    Case("const_uses_tensor.cnn", 2, 24, "image", "`image` is not a const"),
+    Case("output_not_tensor.cnn", 9, 12, "classes", "output `classes` is the int 10, not a tensor"),
+    Case("stage_is_tensor.cnn", 6, 19, "image", "a stage must be an operator or a block",
+         text=("help: to combine tensors use add(image)",)),
+    # ------------------------------------------------------------ operator rules
+    Case("same_padding_stride.cnn", 5, 53, '"same"',
+         'conv2d() padding="same" is not supported with stride 2'),
+    Case("reflect_padding_too_large.cnn", 6, 44, "4",
+         'padding_mode="reflect" needs padding smaller than the input: H of small is 4, padding is 4'),
+    Case("pool_padding_too_large.cnn", 6, 48, "2",
+         "max_pool2d() padding 2 is more than half the window 3"),
+    Case("pool_window_too_large.cnn", 8, 16, "max_pool2d(2)",
+         "max_pool2d() window 2x2 does not fit in p3 [N, 16, 1, 1]"),
+    Case("output_padding_too_large.cnn", 6, 78, "2",
+         "conv_transpose2d() output_padding 2 must be smaller than the stride (2)"),
+    Case("flatten_range.cnn", 6, 36, "4",
+         "flatten() start_dim=4 is out of range for a 4-d tensor (expected -4 to 3)"),
+    Case("concat_mismatch.cnn", 8, 20, "concat(right)",
+         "left [N, 16, 32, 32] and right [N, 16, 16, 16] differ in dim 2"),
+    Case("missing_batch_dim.cnn", 5, 19, "conv2d(16, 3, padding=1)",
+         "conv2d() expects a 4-d input [N, C, H, W], found image [3, 32, 32]",
+         text=("help: inputs carry a batch dim first",)),
+    Case("fixed_filter_shape.cnn", 7, 50, "sobel_x",
+         "conv2d() weight has shape [3, 3]; expected the kernel's [5, 5]"),
+    Case("bad_padding_mode.cnn", 5, 57, '"mirror"',
+         'argument `padding_mode` expects one of "zeros", "reflect", "replicate", "circular", '
+         'found the string "mirror"'),
+    Case("dropout_range.cnn", 6, 34, "50",
+         "dropout() argument `p` expects a number from 0 to 1, found the int 50"),
+    # ------------------------------------------------------------ arguments
+    Case("missing_argument.cnn", 5, 19, "conv2d(16)", "conv2d() needs an argument `kernel_size`"),
+    Case("too_many_arguments.cnn", 5, 52, "0.1", "relu() takes no arguments",
+         message_bug="says 'relu() takes at most 1 positional arguments, found another: the "
+         "float 0.1' although the user gave only one"),
+    Case("positional_after_keyword.cnn", 5, 43, "3",
+         "positional argument after keyword argument `out_channels` in conv2d()"),
+    Case("duplicate_keyword.cnn", 5, 54, "padding", "argument `padding` is given twice",
+         text=(f"note: first given at {E}duplicate_keyword.cnn:5:33",)),
+    Case("chain_without_input.cnn", 6, 17, "16", "expects a tensor", text=("->",),
+         message_bug="conv2d(16, 3) at the head of a chain: says argument `input` expects a "
+         "tensor, found the int 16, with no hint that the chain has no tensor to start from"),
+    Case("call_in_expression.cnn", 7, 20, "relu(c1)",
+         "a call to relu() cannot stand inside an expression"),
+    Case("channels_of_number.cnn", 8, 32, "width", "channels() takes a tensor, found the int 16"),
+    # ------------------------------------------------------------ blocks
+    Case("block_argument_type.cnn", 14, 30, "width / 2",
+         "block conv_bn parameter `planes` expects an int, found the float 32.0",
+         message_bug="the float 32.0 is printed as 'the float 32', which reads as an int"),
+    Case("missing_block_argument.cnn", 10, 21, "conv_bn", "block conv_bn needs an argument `planes`"),
+    Case("unknown_block_argument.cnn", 10, 29, "planes_out",
+         "block conv_bn has no parameter `planes_out`", text=("help: did you mean `planes`?",)),
+    Case("unknown_param_type.cnn", 3, 34, "integer", "unknown parameter type `integer`"),
+    Case("duplicate_param.cnn", 2, 39, "planes: int = 1",
+         "block conv_bn has two parameters named `planes`"),
+    Case("default_order.cnn", 2, 43, "planes: int",
+         "parameter `planes` has no default but follows `stride`, which has one"),
+    Case("missing_return.cnn", 2, 7, "conv_bn", "block conv_bn has no `return` statement"),
+    Case("return_not_last.cnn", 4, 5, "return conv -> batch_norm -> relu",
+         "`return` must be the last statement of a block"),
+    Case("output_in_block.cnn", 5, 5, "output bn", "`output` is only for networks"),
+    Case("return_in_network.cnn", 6, 5, None, "`return` is only for blocks"),
+    Case("two_outputs.cnn", 10, 5, "output boxes", "network TwoHeads has a second `output` statement",
+         text=(f"note: the first is at {E}two_outputs.cnn:9:5",)),
+    # ------------------------------------------------------------ values
+    Case("bad_const_list.cnn", 3, 29, "[1, -4]", "a const list must be rectangular",
+         bug="the caret sits under `1, -4` (col 30), inside the brackets of the culprit "
+         "`[1, -4]` (list and tuple spans leave out their brackets)"),
+    Case("empty_list.cnn", 2, 25, "[]", "an empty list is not a value"),
+    Case("division_by_zero.cnn", 3, 19, "32 // groups", "division by zero"),
+    Case("zero_repeat.cnn", 7, 48, "depth", "a repeat count must be a positive int, found the int 0"),
+    Case("named_spatial_dim.cnn", 4, 25, "H", "only dim 0 may be a name",
+         message_bug="says '`H` is not defined' instead of that only the batch dim may be a name"),
+    Case("zero_input_dim.cnn", 3, 25, "0",
+         "dim 2 of input `image` must be a positive int, found the int 0"),
+    Case("unknown_escape.cnn", 5, 63, "\\n", "unknown escape `\\n` in a string"),
+    # ------------------------------------------------------------ parse errors
+    Case("missing_arrow.cnn", 7, 9, "relu", "`relu` stands alone at the end of a line",
+         text=("`->`",)),
+    Case("missing_comma.cnn", 5, 29, "3", "a `,` is missing before `3`"),
+    Case("unclosed_brace.cnn", 9, 18, None, "a closing `}` is missing"),
+    Case("unclosed_brace_middle.cnn", 10, 1, "network",
+         "`network` belongs at the top level of the file",
+         wrong="a network whose `}` is missing before the next network: cnnc says \"unexpected "
+         "`Large`; expected `=`\" at 10:9"),
+    Case("unclosed_paren.cnn", 5, 25, "(", "`(`",
+         wrong="an unclosed `(` at the end of a line: cnnc says 'a `,` is missing before `p1`' at "
+         "the next line's first name"),
+    Case("dangling_arrow.cnn", 6, 42, "->", "`->`",
+         wrong="a chain ending in `->`: cnnc says '`logits` stands alone at the end of a line; is a "
+         "`->` missing before it?', pointing at the output statement (the opposite mistake)"),
+    Case("const_in_body.cnn", 4, 5, "const", "`const` belongs at the top level of the file",
+         wrong="`const` inside a network body: cnnc says \"unexpected `width`; expected `=`\""),
+    Case("input_shape_parens.cnn", 3, 18, "(", "an input's shape is a list in square brackets"),
+    Case("input_equals.cnn", 3, 17, "=", "an input's shape follows a `:`, not `=`"),
+    Case("semicolon.cnn", 5, 51, ";", "statements need no `;`"),
+    Case("single_quotes.cnn", 5, 57, "'", "strings are written in double quotes"),
+    Case("power_operator.cnn", 2, 17, "**", "`**` is not an operator in .cnn",
+         bug="the caret sits under the second `*` of `**` (col 18)"),
+    Case("unicode_arrow.cnn", 5, 16, "→", "unexpected character `→`"),
+    # ------------------------------------------------------------ limits
+    Case("huge_repeat.cnn", 5, 48, "100000000", "repeating 100,000,000 times"),
+    Case("huge_tensor.cnn", 3, 5, "input scan: [N, 1024, 1024, 1024, 1024]",
+         "would hold 1,099,511,627,776 elements per batch item"),
+    Case("deep_nesting.cnn", 3, 15, None, "expression nested more than 200 deep",
+         bug="points at a `1` 200 levels inside the expression (col 1016 of a 50,000-column "
+         "line), not at the expression"),
+    Case("deep_minus.cnn", 3, 14, None, "expression nested more than 200 deep",
+         bug="points at the 201st `-` (col 215), not at the expression"),
+]
+
+HUGE = ["huge_repeat.cnn", "huge_tensor.cnn", "deep_nesting.cnn", "deep_minus.cnn"]
+
+
+def _param(case: Case, bug: str | None):
+    marks = [pytest.mark.xfail(strict=True, reason=bug)] if bug else []
+    return pytest.param(case, id=str(case), marks=marks)
+
+
+def _shown(path: Path) -> str:
+    """How cnnc shows a path: relative to the working directory."""
+    return os.path.relpath(path)
+
+
+def _error(case: Case) -> cnnc.CompileError:
+    path = ERRORS / case.file
+    with pytest.raises(cnnc.CompileError) as info:
+        cnnc.load(_shown(path))
+    return info.value
+
+
+def test_every_error_file_has_a_case():
+    files = {p.name for p in ERRORS.glob("*.cnn")}
+    cases = [c.file for c in CASES]
+    assert len(cases) == len(set(cases)), "a file is in the table twice"
+    assert files - set(cases) == set(), "add these files to CASES"
+    assert set(cases) - files == set(), "these CASES have no file"
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=str(c)) for c in CASES])
+def test_table_matches_the_file(case: Case):
+    """The table itself: the culprit text is where the table says (guards against typos)."""
+    path = ERRORS / (case.where or case.file)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert lines[0].startswith("#"), "each file starts with a comment saying what is wrong"
+    source_line = lines[case.line - 1]
+    assert 1 <= case.col <= len(source_line) + 1
+    if case.span is not None:
+        assert source_line[case.col - 1:].startswith(case.span)
+
+
+@pytest.mark.parametrize("case", [_param(c, c.bug or c.wrong) for c in CASES])
+def test_location_points_at_the_culprit(case: Case):
+    error = _error(case)
+    where = ERRORS / (case.where or case.file)
+    loc = error.location
+    assert loc is not None, f"no location in:\n{error}"
+    assert (loc.line, loc.col) == (case.line, case.col), str(error)
+    assert os.path.normpath(loc.file) == os.path.normpath(_shown(where))
+
+    rendered = str(error).split("\n")
+    shown = f"{_shown(where)}:{case.line}:{case.col}"
+    arrows = [i for i, text in enumerate(rendered) if text.lstrip().startswith("-->")]
+    assert len(arrows) == 1, str(error)
+    assert rendered[arrows[0]].strip() == f"--> {shown}"
+
+    # The quoted line and the caret line under it.
+    source_line = where.read_text(encoding="utf-8").split("\n")[case.line - 1]
+    quoted, carets = rendered[arrows[0] + 2], rendered[arrows[0] + 3]
+    number = str(case.line)
+    assert quoted == f"{number} | {source_line}"
+    gutter = " " * len(number) + " | "
+    assert carets.startswith(gutter)
+    underline = carets[len(gutter):]
+    first = underline.index("^")
+    assert first == case.col - 1, f"first ^ at column {first + 1}, expected {case.col}"
+    assert underline[:first].strip() == "", "only blanks before the carets"
+    if case.span is not None:
+        width = len(underline) - first
+        assert underline[first:] == "^" * width
+        assert width == max(1, len(case.span)), f"carets underline {source_line[first:first + width]!r}"
+
+
+@pytest.mark.parametrize("case", [_param(c, c.message_bug or c.wrong) for c in CASES])
+def test_message_says_what_is_wrong(case: Case):
+    error = _error(case)
+    assert error.message.startswith(error.message.strip())
+    assert case.message in error.message, str(error)
+    text = str(error)
+    assert text.startswith(f"error: {error.message}")
+    for piece in case.text:
+        assert piece in text, f"{piece!r} missing from:\n{text}"
+    frames = [(f.block, f.location.line, f.location.col) for f in error.trail]
+    assert frames == list(case.trail), text
+    for block, line, col in case.trail:
+        assert f"= in block {block}, used at {_shown(ERRORS / case.file)}:{line}:{col} (" in text
+
+
+# --------------------------------------------------------------------------- limits
+
+@pytest.mark.parametrize("name", HUGE)
+def test_huge_and_deep_files_fail_fast(name: str):
+    start = time.perf_counter()
+    with pytest.raises(cnnc.CompileError):  # not MemoryError, RecursionError, a hang
+        cnnc.load(_shown(ERRORS / name))
+    assert time.perf_counter() - start < 5.0
+
+
+def _nested_blocks(depth: int) -> str:
+    items = [f"block b{i}(x: tensor) {{ return x -> b{i + 1} }}" for i in range(depth)]
+    items.append(f"block b{depth}(x: tensor) {{ return x -> relu }}")
+    return "\n".join(items) + "\nnetwork A {\n input x: [N, 3, 8, 8]\n y = x -> b0\n output y\n}\n"
+
+
+def _net(body: str, head: str = "") -> str:
+    return f"{head}\nnetwork A {{\n input x: [N, 3, 8, 8]\n y = x -> {body}\n output y\n}}\n"
+
+
+PATHOLOGICAL = {
+    "blocks nested 1,000 deep": _nested_blocks(1000),
+    "100,000 nested unary minus": _net("mul(" + "-" * 100_000 + "1)"),
+    "100,000 nested parentheses around an addition": _net(
+        "mul(" + "(1 + " * 100_000 + "1" + ")" * 100_000 + ")"),
+    "a 300-deep nested list": "const w = " + "[" * 300 + "1" + "]" * 300 + "\n" + _net("relu"),
+    "a const list of 2,000,000 numbers": "const w = [" + ", ".join(["0"] * 2_000_000) + "]\n"
+    + _net("relu"),
+    "a 5,000-digit number": _net("conv2d(4, " + "9" * 5000 + ")"),
+    "a kernel of 10**30": _net("conv2d(4, 1000000000000000000000000000000)"),
+    "an output of 10**30 features": _net("flatten -> linear(1000000000000000000000000000000)"),
+    "a source of 5 MB": "# " + "x" * 5_000_000 + "\n" + _net("relu"),
+    "an input with a huge batch-free dim": "network A {\n input x: [N, 99999999999999999999]\n"
+    " output x\n}\n",
+}
+
+
+@pytest.mark.parametrize("source", list(PATHOLOGICAL.values()), ids=list(PATHOLOGICAL))
+def test_pathological_sources_fail_fast(source: str):
+    start = time.perf_counter()
+    with pytest.raises(cnnc.CompileError):
+        cnnc.load(source=source)
+    assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.slow
+def test_reaching_the_operator_limit_through_nested_repeats_is_bounded():
+    """1,000 uses of a block of 1,000 ops: rejected, and in bounded time (see report: ~5 s)."""
+    source = "block b(x: tensor) { return x -> relu * 1000 }\n" + _net("b * 1000")
+    start = time.perf_counter()
+    with pytest.raises(cnnc.CompileError, match="100,000 operators"):
+        cnnc.load(source=source)
+    assert time.perf_counter() - start < 30.0
