@@ -49,6 +49,76 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def _one_network(path: str, name: str | None) -> str:
+    names = _networks(path, name)
+    if len(names) > 1:
+        raise CompileError(f"{path} defines several networks ({', '.join(names)}); say which one",
+                           help="pass --network NAME")
+    return names[0]
+
+
+def _progress(console, message: str):
+    """A spinner while something slow runs (only on a terminal)."""
+    import contextlib
+
+    return console.status(message) if console.is_terminal else contextlib.nullcontext()
+
+
+def cmd_compile(args) -> int:
+    from rich.console import Console
+
+    from . import generate, load
+    from .runtime.loader import write_atomic
+
+    console = Console(stderr=True)
+    name = _one_network(args.file, args.network)
+    with _progress(console, f"generating kernels for {name}"):
+        generated = generate(load(args.file, name))
+    from pathlib import Path
+
+    write_atomic(Path(args.output), generated.source)
+    if not args.quiet:
+        console.print(f"wrote {args.output}: class {generated.class_name} "
+                      f"(from {Path(args.output).stem} import {generated.class_name})",
+                      highlight=False)
+    return 0
+
+
+def cmd_run(args) -> int:
+    import torch
+    from rich.console import Console
+
+    from . import compile as compile_network
+    from . import load, reference
+    from .report.run import run_and_compare
+
+    console = Console(stderr=True)
+    out = Console(width=None if sys.stdout.isatty() else 140)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for name in _networks(args.file, args.network):
+        with _progress(console, f"compiling {name}"):
+            graph = load(args.file, name)
+            net = compile_network(args.file, name, device=device)
+            ref = reference(args.file, name).to(device)
+        with _progress(console, f"running {name} on {device}"
+                       + (" (Triton interpreter)" if device == "cpu" else "")):
+            report = run_and_compare(net, ref, graph, args.batch, device, args.repeat)
+        status = "ok" if report.max_rel_error <= 1e-4 else "MISMATCH"
+        out.print(
+            f"{report.network}: batch {report.batch} on {report.device}\n"
+            f"  max error vs reference: {report.max_abs_error:.3g} absolute, "
+            f"{report.max_rel_error:.3g} relative  ({status})\n"
+            f"  kernel launches: {report.launches} (PyTorch eager: {report.torch_ops} operator "
+            f"calls)\n"
+            f"  time per forward: cnnc {report.cnnc_ms:.2f} ms, PyTorch eager "
+            f"{report.torch_ms:.2f} ms (median of {args.repeat})",
+            highlight=False,
+        )
+        if status != "ok":
+            return EXIT_DIAGNOSTIC
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -83,6 +153,14 @@ def make_parser() -> argparse.ArgumentParser:
                    help="batch size for MACs and memory (default 1)")
     p.add_argument("--explain", action="store_true",
                    help="show the lecture's arithmetic for each conv, pool and linear")
+    p = command("compile", cmd_compile,
+                "write one Python file with the Triton kernels and an nn.Module class")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.py")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p = command("run", cmd_run, "compile, run on random input, compare with PyTorch, time it")
+    p.add_argument("--batch", type=_positive, default=2, metavar="B", help="default 2")
+    p.add_argument("--repeat", type=_positive, default=3, metavar="R",
+                   help="timed runs (default 3)")
     return parser
 
 

@@ -22,7 +22,8 @@ COMBINE = {"add": "+", "mul": "*"}
 
 @dataclass
 class Operand:
-    """A tensor the epilogue reads: kernel parameters `{name}_ptr, {name}_s0, ...`."""
+    """A tensor the epilogue reads: kernel parameters `{name}_ptr, {name}_s0, ...`, one
+    stride per output dim (support.broadcast_strides)."""
 
     name: str
     node: int
@@ -53,6 +54,8 @@ class Epilogue:
     uses_tanh: bool = False
 
     def __post_init__(self):
+        last = self.nodes[-1] if self.nodes else self.start
+        out_rank = len(self.graph.node(last).shape)  # operands are read at the output's rank
         value = self.start
         for node_id in self.nodes:
             node = self.graph.node(node_id)
@@ -60,8 +63,7 @@ class Epilogue:
                 self.affines.append(Affine(f"bn{len(self.affines)}", node_id))
             for i in self._operand_inputs(node, value):
                 if i not in [o.node for o in self.operands]:
-                    rank = len(self.graph.node(i).shape)
-                    self.operands.append(Operand(f"r{len(self.operands)}", i, rank))
+                    self.operands.append(Operand(f"r{len(self.operands)}", i, out_rank))
             value = node_id
 
     @staticmethod
@@ -124,9 +126,8 @@ class Epilogue:
 
     @staticmethod
     def _load(operand: Operand, index: Callable[[int], str], mask: str, rank: int) -> str:
-        # The operand broadcasts from the right against the output's dims.
-        shift = rank - operand.rank
-        terms = [f"{index(d + shift)} * {operand.name}_s{d}" for d in range(operand.rank)]
+        # Strides are the operand's broadcast to the output's shape (0 along broadcast dims).
+        terms = [f"{index(d)} * {operand.name}_s{d}" for d in range(operand.rank)]
         offset = " + ".join(terms) if terms else "0"
         return (f"{operand.name} = tl.load({operand.name}_ptr + {offset}, mask={mask}, "
                 f"other=0.0).to(tl.float32)")

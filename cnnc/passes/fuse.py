@@ -43,7 +43,7 @@ class _Fuser:
     def __init__(self, graph: Graph, training: bool):
         self.graph = graph
         self.training = training
-        self.plan = Plan(training)
+        self.plan = Plan(training, graph)
         self.producer: dict[int, Kernel | View] = {}  # node id -> the step computing it
 
     def run(self) -> Plan:

@@ -69,6 +69,7 @@ class Refusal:
 @dataclass
 class Plan:
     training: bool
+    graph: object = None  # the (simplified) graph the plan's node ids refer to
     steps: list[Kernel | View] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
 

@@ -44,20 +44,22 @@ def emit(ctx: EmitContext) -> EmittedKernel:
 
     src = Source()
     src.line("@triton.jit")
-    params = ["x_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"]
-    params += epi.params()
-    params += ["N"] + [f"sx{i}" for i in range(S + 2)] + [f"sw{i}" for i in range(S + 2)]
-    params += [f"so{i}" for i in range(S + 2)]
-    params += [f"{k}: tl.constexpr" for k in consts]
-    params += ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr",
-               "DOT_PRECISION: tl.constexpr"]
-    head = 4 if has_bias else 3
+    pointers = ["x_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"]
     with src.indent(f"def {name}("):
-        src.line(", ".join(params[:head]) + ",  # input, weight, " +
+        src.line(", ".join(pointers) + ",  # input, weight, " +
                  ("bias, " if has_bias else "") + "output")
-        rest = params[head:]
-        for i in range(0, len(rest), 6):
-            src.line(", ".join(rest[i:i + 6]) + ",")
+        if epi.params():
+            src.line(", ".join(epi.params()) + ",  # epilogue operands")
+        src.line("N,  # batch size")
+        for label, prefix in (("input", "sx"), ("weight", "sw"), ("output", "so")):
+            src.line(", ".join(f"{prefix}{i}" for i in range(S + 2)) + f",  # {label} strides")
+        src.line("C_IN_G: tl.constexpr, C_OUT_G: tl.constexpr,  # channels per group")
+        for group, what in ((0, "input size"), (1, "output size"), (2, "kernel size"),
+                            (3, "stride"), (4, "padding"), (5, "dilation")):
+            names = list(consts)[2 + group * S: 2 + (group + 1) * S]
+            src.line(", ".join(f"{k}: tl.constexpr" for k in names) + f",  # {what}")
+        src.line("BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,")
+        src.line("DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,")
     src.line("):")
     with src.indent():
         src.line('"""' + f"conv_transpose{S}d as a gather-form implicit GEMM.")
@@ -98,27 +100,30 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("# The input position each (output, tap) pair gathers from; it exists "
                      "only where")
             src.line("# the stride divides exactly and it lies inside the input.")
-            load_mask = "m_mask[:, None] & k_mask[None, :]"
             x_offset = "x_base[:, None] + ci[None, :] * sx1"
             w_offset = "w_base + ci[:, None] * sw0 + offs_n[None, :] * sw1"
             for i, d in enumerate(dims):
                 D = d.upper()
-                src.line(f"t{d} = o{d}[:, None] + P{D} - k{d}[None, :] * D{D}")
                 if a.stride[i] == 1:
-                    src.line(f"i{d} = t{d}")
-                    load_mask += f" & (i{d} >= 0) & (i{d} < {D})"
+                    src.line(f"i{d} = o{d}[:, None] + P{D} - k{d}[None, :] * D{D}")
+                    src.line(f"valid_{d} = (i{d} >= 0) & (i{d} < {D})")
                 else:
-                    # Clamped before dividing: the sign of % and // of negatives differs
-                    # between the interpreter and the GPU, and such lanes are masked anyway.
-                    src.line(f"t{d} = tl.where(t{d} >= 0, t{d}, -1)")
-                    src.line(f"i{d} = t{d} // S{D}")
-                    load_mask += f" & (t{d} >= 0) & (t{d} % S{D} == 0) & (i{d} < {D})"
+                    # Negative t rounds differently on the GPU and in the interpreter;
+                    # `t >= 0` masks those lanes, so either rounding is fine.
+                    src.line(f"t_{d} = o{d}[:, None] + P{D} - k{d}[None, :] * D{D}")
+                    src.line(f"i{d} = t_{d} // S{D}")
+                    src.line(f"valid_{d} = (t_{d} >= 0) & (t_{d} % S{D} == 0) & (i{d} < {D})")
                 x_offset += f" + i{d} * sx{2 + i}"
                 w_offset += f" + k{d}[:, None] * sw{2 + i}"
+            load_mask = "m_mask[:, None] & k_mask[None, :] & " + " & ".join(
+                f"valid_{d}" for d in dims)
             src.line(f"a = tl.load(x_ptr + {x_offset},")
             src.line(f"            mask={load_mask}, other=0.0)")
             src.line(f"b = tl.load(w_ptr + {w_offset},")
             src.line("            mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+            with src.indent("if UPCAST_DOT:  # the interpreter's tl.dot misreads bfloat16"):
+                src.line("a = a.to(tl.float32)")
+                src.line("b = b.to(tl.float32)")
             src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
         if has_bias:
             src.line("acc += bias[None, :]")
@@ -165,7 +170,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         kernel_args += ["N", "*x.stride()", "*w.stride()", "*out.stride()"]
         kernel_args += [f"{k}={v}" for k, v in consts.items()]
         kernel_args += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
-                        "DOT_PRECISION=dot_precision(x)"]
+                        "DOT_PRECISION=dot_precision(x)",
+                        "UPCAST_DOT=INTERPRET and x.dtype == torch.bfloat16"]
         src.line(f"{name}[grid](")
         with src.indent():
             for i in range(0, len(kernel_args), 6):

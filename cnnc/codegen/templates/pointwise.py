@@ -20,7 +20,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     out = graph.node(kernel.output)
     rank = len(out.shape)
     epi = Epilogue(graph, [kernel.anchor, *kernel.epilogue], first)
-    in_rank = len(graph.node(first).shape)
+    in_rank = rank  # the first input is read through strides broadcast to the output
     name = ctx.name
     consts = {f"D{d}": out.shape[d] for d in range(1, rank)}
     dropout = [graph.node(n) for n in epi.nodes if graph.node(n).op == "dropout"]
@@ -46,8 +46,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line(f"i{d} = rest % D{d}")
             src.line(f"rest = rest // D{d}")
         src.line("i0 = rest")
-        shift = rank - in_rank
-        x_off = " + ".join(f"i{d + shift} * sx{d}" for d in range(in_rank)) or "0"
+        x_off = " + ".join(f"i{d} * sx{d}" for d in range(in_rank))
         src.line(f"acc = tl.load(x_ptr + {x_off}, mask=mask, other=0.0).to(tl.float32)")
 
         def index(d: int) -> str:

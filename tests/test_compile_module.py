@@ -1,0 +1,150 @@
+"""The compiled module: plan, input checks, cache, standalone file, folded weights, layouts."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnnc
+from cnnc.cli import main
+from compile_helpers import assert_same, inputs_for, pair
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RESIDUAL = """
+network Residual {
+    input x: [N, 4, 10, 10]
+    stem = x -> conv2d(8, 3, padding=1, bias=false) -> batch_norm -> relu
+    body = stem -> conv2d(8, 3, padding=1) -> batch_norm
+    out = body -> add(stem) -> relu -> max_pool2d(2)
+    logits = out -> flatten -> linear(5)
+    output logits
+}
+"""
+
+
+def test_plan_names_kernels_and_layers():
+    net = cnnc.compile(source=RESIDUAL).eval()
+    # the pool cannot join conv1's kernel: its input (the add's result) is the epilogue's
+    assert [(p["kernel"], p["ops"]) for p in net.plan] == [
+        ("k0_conv2d", ["conv2d", "batch_norm", "relu"]),
+        ("k1_conv2d", ["conv2d", "batch_norm", "add", "relu", "max_pool2d"]),
+        ("k2_linear", ["linear"]),
+    ]
+    assert net.plan[0]["layers"] == ["stem"]
+    assert net.plan[1]["lines"] == [5, 6]
+
+
+def test_eval_matches_reference_and_refolds_after_parameter_changes():
+    net, ref = pair(source=RESIDUAL)
+    (x,) = inputs_for(ref)
+    assert_same(net(x), ref(x))
+    # load_state_dict changes the batch-norm statistics in place: folded weights follow.
+    state = ref.state_dict()
+    state["stem.running_var"] = state["stem.running_var"] * 3 + 1
+    state["body.running_mean"] = state["body.running_mean"] - 0.5
+    ref.load_state_dict(state)
+    net.load_state_dict(state)
+    assert_same(net(x), ref(x))
+    # an optimiser step changes a conv weight in place: folded weights follow again.
+    for module in (net, ref):
+        optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+        for p in module.parameters():
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+    assert_same(net(x), ref(x))
+
+
+def test_channels_last_input_gives_the_same_result():
+    net, ref = pair(source=RESIDUAL)
+    (x,) = inputs_for(ref)
+    assert_same(net(x.to(memory_format=torch.channels_last)), ref(x))
+
+
+def test_wrong_inputs_raise_clear_errors():
+    net = cnnc.compile(source=RESIDUAL).eval()
+    with pytest.raises(cnnc.InputError, match=r"input x must have shape \[N, 4, 10, 10\]; "
+                                               r"got \[2, 4, 10, 11\]"):
+        net(torch.randn(2, 4, 10, 11))
+    with pytest.raises(cnnc.InputError, match=r"input x must be 4-d"):
+        net(torch.randn(4, 10, 10))
+    with pytest.raises(cnnc.InputError, match="float64; the network computes in torch.float32"):
+        net(torch.randn(2, 4, 10, 10, dtype=torch.float64))
+    with pytest.raises(cnnc.InputError, match="is on meta"):
+        net(torch.empty(2, 4, 10, 10, device="meta"))
+    with pytest.raises(cnnc.InputError, match="takes 1 input"):
+        net()
+
+
+def test_second_compile_reuses_the_cached_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
+    first = cnnc.compile(source=RESIDUAL)
+    path = Path(first.source_path)
+    stamp = path.stat().st_mtime_ns
+    second = cnnc.compile(source=RESIDUAL)
+    assert second.source_path == first.source_path
+    assert path.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_generated_source_parses_and_carries_no_user_text(tmp_path):
+    source = RESIDUAL.replace("network Residual {", "# zzz_SECRET_COMMENT \"'\nnetwork Residual {")
+    out = tmp_path / "residual.py"
+    assert main(["compile", str(_write(tmp_path / "r.cnn", source)), "-o", str(out), "-q"]) == 0
+    text = out.read_text()
+    ast.parse(text)
+    assert "zzz_SECRET_COMMENT" not in text
+    assert text.count("@triton.jit") >= 4
+    assert "# ---- k1_conv2d: from r.cnn" in text
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+STANDALONE = r"""
+import sys
+sys.modules["cnnc"] = None  # cnnc must not be importable here
+sys.path.insert(0, sys.argv[1])
+import torch
+from residual import Residual
+net = Residual().eval()
+net.load_state_dict(torch.load(sys.argv[2]))
+x = torch.load(sys.argv[3])
+torch.save(net(x), sys.argv[4])
+print(len(net.plan))
+"""
+
+
+def test_compiled_file_runs_without_cnnc_and_matches(tmp_path):
+    out = tmp_path / "residual.py"
+    assert main(["compile", str(_write(tmp_path / "r.cnn", RESIDUAL)), "-o", str(out), "-q"]) == 0
+    net, ref = pair(source=RESIDUAL)
+    (x,) = inputs_for(ref)
+    torch.save(net.state_dict(), tmp_path / "state.pt")
+    torch.save(x, tmp_path / "x.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", STANDALONE, str(tmp_path), str(tmp_path / "state.pt"),
+         str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.strip()) == len(net.plan)
+    torch.testing.assert_close(torch.load(tmp_path / "y.pt"), net(x), rtol=0, atol=0)
+
+
+def test_run_command_reports_error_launches_and_time(capsys):
+    assert main(["run", str(ROOT / "examples" / "lenet5.cnn"), "--batch", "2",
+                 "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "(ok)" in out
+    assert "kernel launches: 5 (PyTorch eager: 12 operator calls)" in out
+    assert "time per forward" in out
