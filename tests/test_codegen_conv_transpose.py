@@ -203,3 +203,18 @@ def test_batch_norm_after_conv_transpose_is_an_epilogue(conv, affine, activation
     assert [step["ops"] for step in net.plan] == [ops]
     (x,) = _inputs(ref)
     torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(TEMPLATES.get("batch_norm_train") is None,
+                    reason="the batch_norm_train kernel has no template yet")
+def test_training_plan_with_batch_norm():
+    source = ("network T { input x: [N, 4, 3, 4]\n"
+              " y = x -> conv_transpose2d(6, 3, stride=2, groups=2) -> batch_norm -> relu\n"
+              " output y }")
+    net = cnnc.compile(source=source).train()
+    ref = cnnc.reference(source=source).train()
+    net.load_state_dict(ref.state_dict())
+    assert [step["ops"] for step in net.plan] == [["conv_transpose2d"], ["batch_norm", "relu"]]
+    (x,) = _inputs(ref)
+    torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(net.state_dict(), ref.state_dict(), rtol=1e-4, atol=1e-5)

@@ -14,14 +14,15 @@ from __future__ import annotations
 import ast
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import BATCH, OMIT, call_text, network
 
 import cnnc
 from cnnc.ops.arithmetic import pool_output_size
-from strategies import BATCH, OMIT, call_text, network
 
 EXAMPLES = settings(max_examples=30, deadline=None)
 GPU_TILES = {"gemm": (64, 64, 32), "elementwise": 1024, "reduction": 1024}
@@ -61,7 +62,7 @@ def check(src: str, shape: tuple[int, ...], ops: list[list[str]], how: str = "co
     """Compile `src`, check its plan's kernels (their ops), and compare with the reference."""
     net = cnnc.compile(source=src).eval()
     assert [row["ops"] for row in net.plan] == ops
-    ast.parse(open(net.source_path).read())
+    ast.parse(Path(net.source_path).read_text())
     ref = cnnc.reference(source=src).eval()
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(BATCH, *shape[1:], generator=g)
@@ -94,6 +95,8 @@ def pool_case(draw):
     sizes = []
     for k, p, d in zip(kernel, padding, dilation):
         least = max(1, d * (k - 1) + 1 - 2 * p)  # the window fits the padded input
+        if kind == "avg" and dims == 3:
+            least = max(least, k)  # F.avg_pool3d also wants the window to fit the input
         sizes.append(draw(st.integers(least, least + {1: 8, 2: 5, 3: 3}[dims])))
     channels = draw(st.integers(1, 3))
     args = [("kernel_size", per_dim(kernel)),
@@ -196,16 +199,15 @@ def test_pool_after_pointwise_kernel():
 
 def test_pools_write_into_concat_slices():
     """Each pool writes straight into its slice of the concat (through out.stride())."""
-    src = "\n".join([
-        "network T {",
-        "    input x: [N, 3, 10, 10]",
-        "    a = x -> max_pool2d(2)",
-        "    b = x -> adaptive_avg_pool2d(5)",
-        "    c = x -> avg_pool2d(4, 2, 1, ceil_mode=true, count_include_pad=false)",
-        "    y = concat(a, b, c)",
-        "    output y",
-        "}",
-    ])
+    src = """network T {
+    input x: [N, 3, 10, 10]
+    a = x -> max_pool2d(2)
+    b = x -> adaptive_avg_pool2d(5)
+    c = x -> avg_pool2d(4, 2, 1, ceil_mode=true, count_include_pad=false)
+    y = concat(a, b, c)
+    output y
+}
+"""
     check(src, (BATCH, 3, 10, 10), [["max_pool2d"], ["adaptive_avg_pool2d"], ["avg_pool2d"]])
     check(src, (BATCH, 3, 10, 10), [["max_pool2d"], ["adaptive_avg_pool2d"], ["avg_pool2d"]],
           how="channels_last")
@@ -254,3 +256,43 @@ def test_bfloat16_values_are_stored_in_bfloat16():
     expected = torch.nn.functional.avg_pool2d(x.float(), 3, 2, 1, divisor_override=4)
     torch.testing.assert_close(got.float(), expected.to(torch.bfloat16).float(),
                                rtol=1e-2, atol=1e-2)
+
+
+# ------------------------------------------------------------------ the epilogue slot
+
+
+def test_epilogue_slot(tmp_path):
+    """The fusion pass gives pools no epilogue yet; a kernel given one applies it."""
+    import importlib.util
+
+    from cnnc.codegen.kernel import EmitContext
+    from cnnc.codegen.templates import adaptive_pool, pool
+    from cnnc.passes.plan import Kernel
+
+    for op, template in (("avg_pool2d(3, 2, 1, ceil_mode=true)", pool),
+                         ("adaptive_max_pool2d((3, none))", adaptive_pool)):
+        src = f"""network T {{
+    input x: [N, 3, 7, 6]
+    input b: [3, 1, 1]
+    y = x -> {op} -> mul(0.5) -> add(b) -> leaky_relu(0.2) -> sigmoid
+    output y
+}}
+"""
+        graph = cnnc.load(source=src)
+        nodes = [n for n in graph.nodes() if n.op != "input"]
+        kind = "adaptive_pool" if template is adaptive_pool else "pool"
+        kernel = Kernel(kind, nodes[0].id, epilogue=[n.id for n in nodes[1:]], index=0)
+        emitted = template.emit(EmitContext(graph, kernel))
+        assert [a.name for a in emitted.arguments] == ["x", "r0"]
+        path = tmp_path / f"epilogue_{template.__name__.rsplit('.', 1)[-1]}.py"
+        path.write_text("import triton\nimport triton.language as tl\n"
+                        "from cnnc.runtime.support import broadcast_strides, tile\n"
+                        "TILES = {'elementwise': 1024}\n\n" + emitted.source)
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        x, b = torch.randn(BATCH, 3, 7, 6), torch.randn(3, 1, 1)
+        expected = cnnc.reference(source=src).eval()(x, b)
+        out = torch.empty_like(expected)
+        getattr(module, emitted.launcher)(out, x, b)
+        torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)

@@ -193,7 +193,7 @@ CASES = [
     Case("unclosed_paren.cnn", 5, 25, "(", "`(`",
          wrong="an unclosed `(` at the end of a line: cnnc says 'a `,` is missing before `p1`' at "
          "the next line's first name"),
-    Case("dangling_arrow.cnn", 6, 42, "->", "`->`",
+    Case("dangling_arrow.cnn", 6, 42, "->", "ends with `->`",
          wrong="a chain ending in `->`: cnnc says '`logits` stands alone at the end of a line; is a "
          "`->` missing before it?', pointing at the output statement (the opposite mistake)"),
     Case("const_in_body.cnn", 4, 5, "const", "`const` belongs at the top level of the file",
@@ -295,8 +295,11 @@ def test_message_says_what_is_wrong(case: Case):
     assert case.message in error.message, str(error)
     text = str(error)
     assert text.startswith(f"error: {error.message}")
+    # What cnnc says: the message and the `= ...` lines (not the quoted source, not `-->`).
+    said = "\n".join([error.message] + [line for line in text.split("\n")
+                                         if line.lstrip().startswith("= ")])
     for piece in case.text:
-        assert piece in text, f"{piece!r} missing from:\n{text}"
+        assert piece in said, f"{piece!r} missing from:\n{text}"
     frames = [(f.block, f.location.line, f.location.col) for f in error.trail]
     assert frames == list(case.trail), text
     for block, line, col in case.trail:
@@ -325,12 +328,9 @@ def _net(body: str, head: str = "") -> str:
 
 PATHOLOGICAL = {
     "blocks nested 1,000 deep": _nested_blocks(1000),
-    "100,000 nested unary minus": _net("mul(" + "-" * 100_000 + "1)"),
-    "100,000 nested parentheses around an addition": _net(
-        "mul(" + "(1 + " * 100_000 + "1" + ")" * 100_000 + ")"),
+    "20,000 nested unary minus": _net("mul(" + "-" * 20_000 + "1)"),
+    "20,000 nested channels() calls": _net("mul(" + "channels(" * 20_000 + "x" + ")" * 20_000 + ")"),
     "a 300-deep nested list": "const w = " + "[" * 300 + "1" + "]" * 300 + "\n" + _net("relu"),
-    "a const list of 2,000,000 numbers": "const w = [" + ", ".join(["0"] * 2_000_000) + "]\n"
-    + _net("relu"),
     "a 5,000-digit number": _net("conv2d(4, " + "9" * 5000 + ")"),
     "a kernel of 10**30": _net("conv2d(4, 1000000000000000000000000000000)"),
     "an output of 10**30 features": _net("flatten -> linear(1000000000000000000000000000000)"),

@@ -19,6 +19,7 @@ class Row:
     shape: str
     params: int
     macs: int
+    kernels: list[str] = field(default_factory=list)  # eval-plan kernels its ops run in
     explain: list[tuple[str, list[str]]] = field(default_factory=list)  # (op call, lines)
 
 
@@ -27,6 +28,7 @@ class Summary:
     network: str
     batch: int
     rows: list[Row]
+    refusals: list[str]  # fusions refused, with reasons
     params: int
     buffers: int
     macs: int
@@ -34,7 +36,26 @@ class Summary:
     param_bytes: int
 
 
+def kernel_names(graph: Graph) -> tuple[dict[int, str], list[str]]:
+    """Which eval-mode kernel (or view) each node lands in, and the refused fusions."""
+    from ..passes import fuse, simplify
+
+    plan = fuse(simplify(graph, training=False), training=False)
+    where: dict[int, str] = {}
+    for step in plan.steps:
+        label = f"k{step.index}" if hasattr(step, "index") else f"({step.kind})"
+        for n in step.nodes:
+            where[n] = label
+    refusals = []
+    for r in plan.refusals:
+        node = plan.graph.node(r.node)
+        line = f", line {node.loc.line}" if node.loc else ""
+        refusals.append(f"{node.op} (layer {node.layer}{line}) not fused: {r.reason}")
+    return where, refusals
+
+
 def summarize(graph: Graph, batch: int = 1) -> Summary:
+    where, refusals = kernel_names(graph)
     by_layer: dict[str, list] = {}
     for node in graph.nodes():
         by_layer.setdefault(node.layer, []).append(node)
@@ -61,11 +82,15 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
                 explained.append((f"{text}: {before} -> {after}", lines))
         total_macs += macs
         shape = format_shape(concrete(graph.node(layer.output).shape, batch))
-        rows.append(Row(layer.name, layer.ops, shape, params, macs, explained))
+        kernels = sorted(dict.fromkeys(where[n.id] for n in nodes if n.id in where),
+                         key=lambda k: (not k.startswith("k"), int(k[1:]) if k[1:].isdigit() else 0))
+        rows.append(Row(layer.name, layer.ops, shape, params, macs, kernels=kernels,
+                        explain=explained))
     buffers = sum(s.numel() for _, s, _ in graph.parameters(trainable=False))
     n_params = graph.parameter_count()
     return Summary(
-        network=graph.name, batch=batch, rows=rows, params=n_params, buffers=buffers,
+        network=graph.name, batch=batch, rows=rows, refusals=refusals, params=n_params,
+        buffers=buffers,
         macs=total_macs, activation_bytes=activations * BYTES_PER_ELEMENT,
         param_bytes=(n_params + buffers) * BYTES_PER_ELEMENT,
     )
@@ -97,13 +122,15 @@ def render(summary: Summary, explain: bool = False, console=None) -> None:
     table.add_column("output shape", no_wrap=True)
     table.add_column("params", justify="right")
     table.add_column("MACs", justify="right")
+    table.add_column("kernel")
     for row in summary.rows:
-        table.add_row(row.name, row.ops, row.shape, f"{row.params:,}" if row.params else "",
-                      human_count(row.macs) if row.macs else "")
+        table.add_row(_escape(row.name), _escape(row.ops), row.shape,
+                      f"{row.params:,}" if row.params else "",
+                      human_count(row.macs) if row.macs else "", ", ".join(row.kernels))
         if explain:
             for call, lines in row.explain:
                 text = call + "\n" + "\n".join("  " + line for line in lines)
-                table.add_row("", f"[dim]{_escape(text)}[/dim]", "", "", "")
+                table.add_row("", f"[dim]{_escape(text)}[/dim]", "", "", "", "")
     console.print(table)
     console.print(
         f"total params: {summary.params:,}"
@@ -113,6 +140,11 @@ def render(summary: Summary, explain: bool = False, console=None) -> None:
         + f"   weights: {human_bytes(summary.param_bytes)}  (float32, batch {summary.batch})",
         highlight=False,
     )
+    kernels = len({k for row in summary.rows for k in row.kernels if k.startswith("k")})
+    console.print(f"kernels in eval mode: {kernels}", highlight=False)
+    if explain:
+        for line in summary.refusals:
+            console.print(f"  {_escape(line)}", highlight=False)
 
 
 def _escape(text: str) -> str:

@@ -22,6 +22,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     graph, kernel = ctx.graph, ctx.kernel
     conv = graph.node(kernel.anchor)
     a = conv.attrs
+    # fuse.py applies a batch norm after a conv_transpose as an epilogue affine instead.
+    assert kernel.folded_bn is None, "conv_transpose takes no folded batch norm"
     x = graph.node(conv.inputs[0])
     S = len(a.kernel_size)
     dims = SPATIAL[S]

@@ -200,7 +200,7 @@ def window_kernel(ctx: EmitContext, spec: WindowSpec) -> EmittedKernel:
         window_size = 1
         for d in dims:
             window_size *= consts[f"K{d.upper()}"]
-        src.line("# A tile of BLOCK_M outputs x BLOCK_K window offsets, within the elementwise cap.")
+        src.line("# Tiles of BLOCK_M outputs x BLOCK_K window offsets, within the elementwise cap.")
         src.line(f"BLOCK_K = min(triton.next_power_of_2({window_size}), "
                  "TILES['elementwise'] // 16)")
         src.line("BLOCK_M = tile(M, TILES['elementwise'] // BLOCK_K)")

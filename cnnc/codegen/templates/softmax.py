@@ -119,7 +119,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line(f"D = x.shape[{dim}]")
         src.line("ROWS = x.numel() // D")
         src.line("cap = TILES['reduction']")
-        src.line("BLOCK_D = tile(D, cap)")
+        src.line("BLOCK_D = min(triton.next_power_of_2(D), cap)")
         src.line("BLOCK_R = min(triton.next_power_of_2(ROWS), max(1, cap // BLOCK_D))")
         src.line("grid = (triton.cdiv(ROWS, BLOCK_R),)")
         args = ["x", "out", "ROWS"]
