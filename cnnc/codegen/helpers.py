@@ -18,6 +18,16 @@ def dot_precision(x):
     return "ieee"
 
 
+def upcast_dot(x):
+    """Triton's interpreter computes bfloat16 dots wrongly: there, dot in float32."""
+    return INTERPRET and x.dtype == torch.bfloat16
+
+
+def wide(*tensors):
+    """Whether index arithmetic needs int64: some tensor has 2^31 elements or more."""
+    return any(t.numel() >= 2**31 for t in tensors)
+
+
 @triton.jit
 def _cnnc_copy(src_ptr, dst_ptr, total, s0, s1, s2, s3, s4, d0, d1, d2, d3, d4,
                n1, n2, n3, n4, BLOCK: tl.constexpr):

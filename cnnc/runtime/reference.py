@@ -24,15 +24,15 @@ class ReferenceModule(nn.Module):
         self.graph = graph
         make_parameters(self, parameter_specs(graph), dtype)
         self._order: list[Node] = [n for n in graph.nodes() if n.op != "input"]
+        self._holders = {n.id: self.get_submodule(n.scope) for n in self._order if n.params}
         self._inputs = input_specs(graph)
 
     def forward(self, *inputs: torch.Tensor):
         check_inputs(self.graph.name, self._inputs, inputs, None, None)
         env: dict[int, torch.Tensor] = dict(zip(self.graph.inputs, inputs))
         for node in self._order:
-            params = {s.name: self.get_submodule(node.scope).get_parameter(s.name)
-                      if s.trainable else self.get_submodule(node.scope).get_buffer(s.name)
-                      for s in node.params}
+            holder = self._holders.get(node.id)
+            params = {s.name: getattr(holder, s.name) for s in node.params}
             xs = [env[i] for i in node.inputs]
             env[node.id] = OPS[node.op].reference(node.attrs, xs, params, self.training)
         outputs = tuple(env[o] for o in self.graph.outputs)

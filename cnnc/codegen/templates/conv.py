@@ -55,7 +55,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     params += ["N"] + [f"sx{i}" for i in range(S + 2)] + [f"so{i}" for i in range(S + 2)]
     params += [f"{k}: tl.constexpr" for k in consts]
     params += ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr",
-               "DOT_PRECISION: tl.constexpr"]
+               "DOT_PRECISION: tl.constexpr", "UPCAST_DOT: tl.constexpr", "WIDE: tl.constexpr"]
     with src.indent(f"def {name}("):
         src.line(", ".join(params[:4]) + ",  # input, weight, (bias,) output")
         rest = params[4:]
@@ -71,7 +71,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("pid_n = tl.program_id(1)")
         src.line("group = tl.program_id(2)")
         src.line("# Rows: output positions (n, " + ", ".join(rows) + ").")
-        src.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+        src.line("if WIDE:  # some tensor has 2^31 elements or more: index in int64")
+        src.line("    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
+        src.line("else:")
+        src.line("    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
         src.line("rest = offs_m")
         for var, size in zip(reversed(rows), reversed(sizes)):
             src.line(f"{var} = rest % {size}")
@@ -91,6 +94,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
             with src.indent("for k0 in range(0, K_TOTAL, BLOCK_K):"):
                 src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
+                src.line("if WIDE:")
+                src.line("    offs_k = offs_k.to(tl.int64)")
                 src.line("k_mask = offs_k < K_TOTAL")
                 src.line("# reduction index -> (ci, " + ", ".join(f"k{d}" for d in dims) + ")")
                 src.line("rest_k = offs_k")
@@ -110,6 +115,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 src.line(f"a = tl.load(x_ptr + {offset}, mask={load_mask}, other=0.0)")
                 src.line("b = tl.load(w_ptr + co[None, :] * K_TOTAL + offs_k[:, None], "
                          "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+                src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
+                src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
                 src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
             if has_bias:
                 src.line("acc += bias[None, :]")
@@ -176,7 +183,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         kernel_args += ["N", "*x.stride()", "*out.stride()"]
         kernel_args += [f"{k}={v}" for k, v in consts.items()]
         kernel_args += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
-                        "DOT_PRECISION=dot_precision(x)"]
+                        "DOT_PRECISION=dot_precision(x)",
+                        "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)"]
         src.line(f"{name}[grid](")
         with src.indent():
             for i in range(0, len(kernel_args), 6):

@@ -45,7 +45,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     params += ["M"] + [f"sa{i}" for i in range(in_rank)] + [f"so{i}" for i in range(rank)]
     params += [f"{k}: tl.constexpr" for k in consts]
     params += ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr",
-               "DOT_PRECISION: tl.constexpr"]
+               "DOT_PRECISION: tl.constexpr", "UPCAST_DOT: tl.constexpr", "WIDE: tl.constexpr"]
     with src.indent(f"def {name}("):
         for i in range(0, len(params), 6):
             src.line(", ".join(params[i:i + 6]) + ",")
@@ -55,7 +55,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line(f'"""{what} as a GEMM; rows are the input\'s leading positions."""')
         src.line("pid_m = tl.program_id(0)")
         src.line("pid_n = tl.program_id(1)")
-        src.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+        src.line("if WIDE:  # some tensor has 2^31 elements or more: index in int64")
+        src.line("    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
+        src.line("else:")
+        src.line("    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
         src.line("m_mask = offs_m < M")
         src.line("# row -> (i0, " + ", ".join(f"i{d}" for d in range(1, lead)) + ")")
         src.line("rest = offs_m")
@@ -70,6 +73,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
         with src.indent("for k0 in range(0, K, BLOCK_K):"):
             src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
+            src.line("if WIDE:")
+            src.line("    offs_k = offs_k.to(tl.int64)")
             src.line("k_mask = offs_k < K")
             src.line("tile_mask = m_mask[:, None] & k_mask[None, :]")
             if pooled is None:
@@ -79,6 +84,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 _pooled_load(src, dims)
             src.line("b = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], "
                      "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+            src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
+            src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
             src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
         if has_bias:
             src.line("acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)"
@@ -125,7 +132,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         call = ["x", "w.contiguous()"] + (["b"] if has_bias else []) + ["out"] + operand_call
         call += ["M", "*x.stride()", "*out.stride()"] + [f"{k}={v}" for k, v in consts.items()]
         call += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
-                 "DOT_PRECISION=dot_precision(x)"]
+                 "DOT_PRECISION=dot_precision(x)",
+                        "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)"]
         src.line(f"{name}[grid](")
         with src.indent():
             for i in range(0, len(call), 6):

@@ -1,0 +1,166 @@
+"""Forward-pass speed: cnnc against PyTorch eager and torch.compile, in one run, one device.
+
+    python bench/forward.py                 # GPU: the issue's table; CPU: toy sizes
+    python bench/forward.py --json out.json
+
+Cases (GPU): LeNet-5 at batch 1 and 256, ResNet-18 at batch 1 and 64, VGG-16 at batch 16,
+each in float32 and bfloat16. PyTorch eager is the reference backend (torch.nn.functional
+calls, the same math as a torchvision model); torch.compile runs it with the default
+mode and with max-autotune. Ratios > 1 mean cnnc is faster. TFLOP/s counts 2 FLOPs per
+MAC; the fraction of peak uses the device's dense peak for the dtype.
+
+On a CPU (no CUDA) the kernels run in Triton's interpreter: the script runs toy sizes
+only, to show that it works; its timings say nothing about GPU speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+import os  # noqa: E402
+
+import cnnc  # noqa: E402
+from cnnc.report.summary import summarize  # noqa: E402
+
+GPU_CASES = [
+    ("lenet5.cnn", "LeNet5", 1, None), ("lenet5.cnn", "LeNet5", 256, None),
+    ("resnet.cnn", "ResNet18", 1, None), ("resnet.cnn", "ResNet18", 64, None),
+    ("vgg16.cnn", "VGG16", 16, None),
+]
+CPU_CASES = [
+    ("lenet5.cnn", "LeNet5", 1, None), ("lenet5.cnn", "LeNet5", 4, None),
+    ("resnet.cnn", "ResNet18", 1, 32),
+]
+# Dense peak TFLOP/s (no sparsity), by device name fragment and dtype.
+PEAKS = {
+    "H100": {torch.float32: 67.0, "tf32": 494.7, torch.bfloat16: 989.4},
+    "H200": {torch.float32: 67.0, "tf32": 494.7, torch.bfloat16: 989.4},
+    "A100": {torch.float32: 19.5, "tf32": 156.0, torch.bfloat16: 312.0},
+}
+
+
+def source_for(file: str, network: str, size: int | None) -> str:
+    text = (ROOT / "examples" / file).read_text()
+    if size is not None:
+        text = re.sub(r"(input \w+: \[N, 3, )224, 224\]", rf"\g<1>{size}, {size}]", text)
+    return text
+
+
+def timed(fn, device: str, warmup: int, repeat: int) -> float:
+    for _ in range(warmup):
+        fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = []
+        for _ in range(repeat):
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def peak(dtype) -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    for key, table in PEAKS.items():
+        if key in name:
+            if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+                return table["tf32"]
+            return table.get(dtype)
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--no-torch-compile", action="store_true")
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="on the CPU too (slow to compile; toy sizes)")
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    os.chdir(ROOT / "examples")  # imports in the examples are relative to them
+    cases = GPU_CASES if cuda else CPU_CASES
+    dtypes = [torch.float32, torch.bfloat16] if cuda else [torch.float32]
+    repeat = args.repeat or (50 if cuda else 3)
+    use_compile = (cuda and not args.no_torch_compile) or args.torch_compile
+    results = []
+    header = (f"{'network':10} {'batch':>5} {'dtype':9} {'cnnc ms':>9} {'eager ms':>9} "
+              f"{'compile ms':>10} {'autotune ms':>11} {'x eager':>8} {'x compile':>9} "
+              f"{'x autotune':>10} {'kernels':>7} {'TFLOP/s':>8} {'% peak':>7}")
+    print(f"device: {torch.cuda.get_device_name() if cuda else platform.processor() or 'cpu'}"
+          f"  torch {torch.__version__}  triton {__import__('triton').__version__}")
+    print(header)
+    for file, network, batch, size in cases:
+        source = source_for(file, network, size)
+        graph = cnnc.load(source=source, network=network)
+        macs = summarize(graph, batch).macs
+        for dtype in dtypes:
+            net = cnnc.compile(source=source, network=network, dtype=dtype,
+                               device=device).eval()
+            eager = cnnc.reference(source=source, network=network).to(device, dtype).eval()
+            eager.load_state_dict(net.state_dict())
+            xs = [torch.randn(cnnc.ir.shapes.concrete(n.shape, batch), device=device,
+                              dtype=dtype) for n in graph.input_nodes()]
+            row = {"network": network, "batch": batch, "dtype": str(dtype).split(".")[-1],
+                   "input": size or 224, "kernels": len(net.plan)}
+            with torch.no_grad():
+                row["cnnc_ms"] = timed(lambda: net(*xs), device, 3, repeat)
+                row["eager_ms"] = timed(lambda: eager(*xs), device, 3, repeat)
+                for mode, key in (("default", "compile_ms"), ("max-autotune", "autotune_ms")):
+                    if not use_compile or (mode == "max-autotune" and not cuda):
+                        row[key] = None
+                        continue
+                    torch._dynamo.reset()
+                    compiled = torch.compile(eager, mode=mode)
+                    row[key] = timed(lambda: compiled(*xs), device, 3, repeat)
+            seconds = row["cnnc_ms"] / 1e3
+            row["tflops"] = 2 * macs / seconds / 1e12
+            p = peak(dtype)
+            row["peak_fraction"] = row["tflops"] / p if p else None
+            results.append(row)
+
+            def ratio(key):
+                return f"{row[key] / row['cnnc_ms']:.2f}" if row[key] else "-"
+
+            def ms(key):
+                return f"{row[key]:.3f}" if row[key] else "-"
+
+            frac = f"{100 * row['peak_fraction']:.1f}" if row["peak_fraction"] else "-"
+            print(f"{network:10} {batch:>5} {row['dtype']:9} {ms('cnnc_ms'):>9} "
+                  f"{ms('eager_ms'):>9} {ms('compile_ms'):>10} {ms('autotune_ms'):>11} "
+                  f"{ratio('eager_ms'):>8} {ratio('compile_ms'):>9} {ratio('autotune_ms'):>10} "
+                  f"{row['kernels']:>7} {row['tflops']:>8.3f} {frac:>7}", flush=True)
+    if args.json:
+        meta = {"date": date.today().isoformat(), "device": device,
+                "device_name": torch.cuda.get_device_name() if cuda else platform.processor(),
+                "torch": torch.__version__, "triton": __import__("triton").__version__,
+                "command": " ".join(sys.argv)}
+        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
