@@ -112,8 +112,6 @@ def upsample_cases(draw):
         scale = draw(st.tuples(*[factor] * spatial))
     else:
         scale = draw(factor)
-    if scale == 0:
-        scale = 1
     scales = scale if isinstance(scale, tuple) else (scale,) * spatial
     assume(all(math.floor(n * s) >= 1 for n, s in zip(sizes, scales)))
     spelled = OMIT if scale == 2 and draw(st.booleans()) else scale

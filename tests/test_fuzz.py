@@ -128,12 +128,26 @@ INSERTIONS = [
 ODD_LINE_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
+# Escapes already reported, each with a strict xfail test at the end of this file. The fuzz
+# tests tolerate them (so that they fail only on something new); when one is fixed its xfail
+# test passes, fails as strict, and its entry here should go.
+KNOWN_ESCAPES = [
+    (OverflowError, "cannot convert float infinity to integer"),  # upsample((1e308, 1e308))
+    (ValueError, "embedded null byte"),  # import "a\x00b.cnn"
+    (OSError, "File name too long"),  # import "xxxx...xxxx.cnn"
+]
+
+
 # --------------------------------------------------------------------------- the property
 
-def check(source: str) -> None:
+def check(source: str, tolerate_known: bool = True) -> None:
     """Load `source`; only CompileError may escape, and it must render a sound location."""
     try:
         cnnc.load(source=source)
+    except tuple(kind for kind, _ in KNOWN_ESCAPES) as error:
+        if isinstance(error, cnnc.CompileError) or not tolerate_known or not any(
+                isinstance(error, kind) and text in str(error) for kind, text in KNOWN_ESCAPES):
+            raise
     except cnnc.CompileError as error:
         text = str(error)
         assert text.startswith("error: ")
@@ -285,13 +299,31 @@ def test_the_seeds_themselves():
                    reason="upsample with a float scale of 1e308 per dim: OverflowError escapes "
                    "(math.floor of inf in tensor_ops.Upsample.infer)")
 def test_upsample_by_a_huge_float_tuple():
-    check("network A {\n input x: [N, 3, 8, 8]\n y = x -> upsample((1e308, 1e308))\n output y\n}\n")
+    check("network A {\n input x: [N, 3, 8, 8]\n y = x -> upsample((1e308, 1e308))\n output y\n}\n",
+          tolerate_known=False)
+
+
+def _escapes(name: str, raises: type) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, raises=raises,
+                             reason=f"{raises.__name__} escapes from the import of {name}")
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("a\x00b.cnn", id="a NUL in the path",
+                 marks=_escapes("a path with a NUL character", ValueError)),
+    pytest.param("x" * 5000 + ".cnn", id="a path too long for the OS",
+                 marks=_escapes("a path too long for the OS (ENAMETOOLONG)", OSError)),
+])
+def test_import_of_an_impossible_path(path: str):
+    check(f'import "{path}"\nnetwork A {{\n input x: [N, 3]\n output x\n}}\n',
+          tolerate_known=False)
 
 
 @pytest.mark.parametrize("brk", ["\x0c", "\x0b", "\x1c", "\x85", "\u2028", "\r"],
                          ids=["form-feed", "vtab", "fs", "nel", "line-sep", "lone-cr"])
-@pytest.mark.xfail(strict=True, reason="Source.lines uses str.splitlines(), which breaks lines "
-                   "at characters the lexer does not count, so the diagnostic quotes the wrong line")
+@pytest.mark.xfail(strict=True, reason="Source.lines uses str.splitlines(), which breaks "
+                   "lines at characters the lexer does not count, so the diagnostic quotes the "
+                   "wrong line")
 def test_odd_line_breaks_do_not_shift_the_quoted_line(brk: str):
     source = (f"# a comment{brk}with an odd line break\nnetwork A {{\n input x: [N, 3, 8, 8]\n"
               " y = x -> conv2d(4, 99)\n output y\n}\n")

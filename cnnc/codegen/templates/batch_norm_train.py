@@ -63,13 +63,18 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("c = tl.program_id(0)")
         src.line("x_channel = x_ptr + c.to(tl.int64) * sx1")
         src.line("o_channel = out_ptr + c.to(tl.int64) * so1")
-        positions = ", ".join(["n", *dims])
-        src.line(f"# The channel's M = N * {' * '.join(d.upper() for d in dims) or '1'} values, "
-                 f"as a flat index over ({positions}).")
+        if dims:
+            src.line(f"# The channel's M = N * {' * '.join(d.upper() for d in dims)} values, "
+                     f"as a flat index over ({', '.join(['n', *dims])}).")
+        else:
+            src.line("# The channel's M = N values, one per sample n.")
 
         def decode() -> None:
             src.line("e = (e0 + tl.arange(0, BLOCK)).to(tl.int64)")
             src.line("mask = e < M")
+            if not dims:
+                src.line("n = e")
+                return
             src.line("rest = e")
             for d in reversed(dims):
                 src.line(f"{d} = rest % {d.upper()}")
