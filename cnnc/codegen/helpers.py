@@ -6,7 +6,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Tile caps per kernel family. The interpreter pays per program and per operation, so
 # on the CPU the tiles are large; on a GPU they fit the registers.
 if INTERPRET:
-    TILES = {"gemm": (1024, 128, 128), "elementwise": 8192, "reduction": 4096}
+    TILES = {"gemm": (1024, 512, 512), "elementwise": 16384, "reduction": 4096}
 else:
     TILES = {"gemm": (64, 64, 32), "elementwise": 1024, "reduction": 1024}
 

@@ -47,6 +47,11 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     epi = Epilogue(graph, kernel.epilogue, start)
     has_bias = a.bias or kernel.folded_bn is not None
     name = ctx.name
+    # Depthwise (one input channel per group): no GEMM to speak of; every output channel
+    # is a column, and the kernel window is a multiply-accumulate loop.
+    direct = consts["C_IN_G"] == 1
+    if direct:
+        consts["C_OUT"] = c_out
 
     src = Source()
     src.line("@triton.jit")
@@ -63,7 +68,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line(", ".join(rest[i:i + 6]) + ",")
     src.line("):")
     with src.indent():
-        src.line('"""' + f"conv{S}d as an implicit GEMM" + (" with a fused pool" if pool else "")
+        what = "a depthwise multiply-accumulate" if direct else "an implicit GEMM"
+        src.line('"""' + f"conv{S}d as {what}" + (" with a fused pool" if pool else "")
                  + '."""')
         rows = [f"q{d}" for d in dims] if pool else [f"o{d}" for d in dims]
         sizes = [f"Q{d.upper()}" for d in dims] if pool else [f"O{d.upper()}" for d in dims]
@@ -81,16 +87,48 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line(f"rest = rest // {size}")
         src.line("n = rest.to(tl.int64)")
         src.line("m_mask = rest < N")
-        src.line("# Columns: output channels of this group.")
         src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
-        src.line("n_mask = offs_n < C_OUT_G")
-        src.line("co = group * C_OUT_G + offs_n")
         src.line("K_TOTAL = C_IN_G * " + " * ".join(f"K{d.upper()}" for d in dims))
-        src.line("x_base = n * sx0 + (group * C_IN_G).to(tl.int64) * sx1")
+        if direct:
+            src.line("# Columns: every output channel; each reads input channel co // C_OUT_G.")
+            src.line("n_mask = offs_n < C_OUT")
+            src.line("co = offs_n")
+            src.line("ci = co // C_OUT_G")
+            src.line("x_base = n * sx0")
+        else:
+            src.line("# Columns: output channels of this group.")
+            src.line("n_mask = offs_n < C_OUT_G")
+            src.line("co = group * C_OUT_G + offs_n")
+            src.line("x_base = n * sx0 + (group * C_IN_G).to(tl.int64) * sx1")
         if has_bias:
             src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
 
+        def direct_tile(positions: list[str], valid: str) -> None:
+            src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+            with src.indent("for kk in range(0, K_TOTAL):"):
+                src.line("# window offset -> (" + ", ".join(f"k{d}" for d in dims) + ")")
+                src.line("rest_k = kk")
+                for d in reversed(dims):
+                    src.line(f"k{d} = rest_k % K{d.upper()}")
+                    src.line(f"rest_k = rest_k // K{d.upper()}")
+                load_mask = f"({valid})[:, None] & n_mask[None, :]"
+                offset = "x_base[:, None] + ci[None, :] * sx1"
+                for i, (d, pos) in enumerate(zip(dims, positions)):
+                    D = d.upper()
+                    src.line(f"i{d} = {pos}[:, None] * S{D} - P{D} + k{d} * D{D}")
+                    src.extend(_padding_lines(a.padding_mode, f"i{d}", D))
+                    if a.padding_mode == "zeros":
+                        load_mask += f" & (i{d} >= 0) & (i{d} < {D})"
+                    offset += f" + i{d} * sx{2 + i}"
+                src.line(f"xv = tl.load(x_ptr + {offset}, mask={load_mask}, other=0.0)")
+                src.line("wv = tl.load(w_ptr + co * K_TOTAL + kk, mask=n_mask, other=0.0)")
+                src.line("acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]")
+            if has_bias:
+                src.line("acc += bias[None, :]")
+
         def conv_tile(positions: list[str], valid: str) -> None:
+            if direct:
+                return direct_tile(positions, valid)
             src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
             with src.indent("for k0 in range(0, K_TOTAL, BLOCK_K):"):
                 src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
@@ -174,10 +212,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         m = "N * " + " * ".join(str(consts[s]) for s in sizes)
         src.line(f"M = {m}")
         caps = "TILES['gemm']"
-        src.line(f"BLOCK_M, BLOCK_N, BLOCK_K = tile(M, {caps}[0]), tile({consts['C_OUT_G']}, "
+        columns, groups = (c_out, 1) if direct else (consts["C_OUT_G"], a.groups)
+        src.line(f"BLOCK_M, BLOCK_N, BLOCK_K = tile(M, {caps}[0]), tile({columns}, "
                  f"{caps}[1]), tile({consts['C_IN_G'] * _prod(a.kernel_size)}, {caps}[2])")
-        src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({consts['C_OUT_G']}, BLOCK_N), "
-                 f"{a.groups})")
+        src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({columns}, BLOCK_N), {groups})")
         kernel_args = ["x", "w.contiguous()"] + (["b"] if has_bias else []) + ["out"]
         kernel_args += operand_call
         kernel_args += ["N", "*x.stride()", "*out.stride()"]
