@@ -28,8 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
 import os  # noqa: E402
+
+import torch  # noqa: E402
 
 import cnnc  # noqa: E402
 from cnnc.report.summary import summarize  # noqa: E402

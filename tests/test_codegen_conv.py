@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cnnc
 from cnnc.errors import CompileError
+
 from compile_helpers import assert_same, inputs_for, pair
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True,

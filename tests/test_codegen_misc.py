@@ -18,6 +18,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import cnnc
+
 from strategies import OMIT, SYM, call_text, fmt, network, optional, seeds
 
 EXAMPLES = int(os.environ.get("CNNC_CODEGEN_EXAMPLES", "25"))
@@ -165,10 +166,7 @@ def batch_norm_cases(draw):
     momentum = draw(MOMENTA)
     eps = draw(st.sampled_from([OMIT, 1e-5, 1e-3, 0.1]))
     affine = draw(st.sampled_from([OMIT, True, False]))
-    # Without running statistics and without affine parameters, the eval plan cannot be
-    # generated until fuse.py gives such a batch norm its batch-statistics kernel in eval
-    # mode too (see the xfail test below); training mode alone is drawn here.
-    track = draw(st.sampled_from([OMIT, True] if affine is False else [OMIT, True, False]))
+    track = draw(st.sampled_from([OMIT, True, False]))
     args = [("eps", eps), ("momentum", momentum), ("affine", affine),
             ("track_running_stats", track)]
     call = draw(call_text("batch_norm", args))
@@ -251,8 +249,6 @@ def test_batch_norm_one_value_per_channel_is_an_error(shape):
     net(torch.randn(concrete(shape, 2)))  # two values per channel are enough
 
 
-@pytest.mark.xfail(reason="fuse.py plans eval-mode batch norm without running statistics as "
-                          "an affine; it needs the batch_norm_train kernel", strict=False)
 def test_batch_norm_without_running_stats_in_eval_uses_batch_statistics():
     src = network([("x", (SYM, 3, 5))],
                   "y = x -> batch_norm(affine=false, track_running_stats=false) -> relu")

@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import BATCH, OMIT, call_text, network
 
 import cnnc
 from cnnc.ops.arithmetic import pool_output_size
+
+from strategies import BATCH, OMIT, call_text, network
 
 # CNNC_PROPERTY_EXAMPLES=500 pytest tests/test_codegen_pool.py explores more.
 EXAMPLES = settings(max_examples=int(os.environ.get("CNNC_PROPERTY_EXAMPLES", "30")), deadline=None)

@@ -14,6 +14,7 @@ import pytest
 
 import cnnc
 from cnnc.frontend import load_program
+
 from compile_helpers import assert_same, inputs_for, pair
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,6 +13,7 @@ import torch
 
 import cnnc
 from cnnc.cli import main
+
 from compile_helpers import assert_same, inputs_for, pair
 
 ROOT = Path(__file__).resolve().parents[1]

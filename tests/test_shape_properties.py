@@ -35,6 +35,7 @@ from hypothesis.control import currently_in_test_context
 from torch import nn
 
 import cnnc
+
 from strategies import (
     BATCH,
     OMIT,

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import cnnc
+
 from torch_models import CNN_EXAMPLES, INPUT_SHAPES, MODELS, cnn_state_dict
 
 EXACT_KEYS = ["alexnet", "vgg16", "resnet18", "resnet50", "lenet5"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph
 from ..ops import OPS
+from .kernel import Derived
 from .source import number
 
 COMBINE = {"add": "+", "mul": "*"}
@@ -131,3 +132,35 @@ class Epilogue:
         offset = " + ".join(terms) if terms else "0"
         return (f"{operand.name} = tl.load({operand.name}_ptr + {offset}, mask={mask}, "
                 f"other=0.0).to(tl.float32)")
+
+
+def param_name(node, leaf: str) -> str | None:
+    """The dotted name of a node's parameter `leaf`, or None when it has none (no bias)."""
+    return f"{node.scope}.{leaf}" if any(s.name == leaf for s in node.params) else None
+
+
+def epilogue_refs(epi: Epilogue) -> list[tuple[str, str, object]]:
+    """(launcher parameter, Argument kind, reference) for each tensor the epilogue reads."""
+    refs = [(op.name, "value", op.node) for op in epi.operands]
+    for affine in epi.affines:
+        refs.append((f"{affine.name}_scale", "derived", f"{affine.name}.scale.{affine.node}"))
+        refs.append((f"{affine.name}_shift", "derived", f"{affine.name}.shift.{affine.node}"))
+    return refs
+
+
+def epilogue_arguments(epi: Epilogue, graph, derived) -> tuple[list[str], list[str]]:
+    """Launcher parameters for the epilogue's tensors, and what it passes to the kernel."""
+    params, call = [], []
+    for op in epi.operands:
+        params.append(op.name)
+        call += [op.name, f"*broadcast_strides({op.name}, out.shape)"]
+    for affine in epi.affines:
+        bn = graph.node(affine.node)
+        sources = [param_name(bn, "weight"), param_name(bn, "bias"), f"{bn.scope}.running_mean",
+                   f"{bn.scope}.running_var"]
+        for pick, part in ((0, "scale"), (1, "shift")):
+            derived.append(Derived(f"{affine.name}.{part}.{affine.node}", "batch_norm_scale_shift",
+                                   sources, [number(bn.attrs.eps)], pick=pick))
+        params += [f"{affine.name}_scale", f"{affine.name}_shift"]
+        call += [f"{affine.name}_scale", f"{affine.name}_shift"]
+    return params, call

@@ -64,7 +64,8 @@ class _Fuser:
         if op == "concat":
             return self.add(View("concat", node.id))
         if op == "batch_norm":
-            if self.training:
+            if self.training or not node.attrs.track_running_stats:
+                # batch statistics: a kernel of its own (without running stats, eval too)
                 return self.add(Kernel("batch_norm_train", node.id))
             if self.try_fold(node):
                 return

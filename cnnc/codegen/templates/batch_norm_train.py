@@ -15,10 +15,9 @@ launcher takes first, so no program can see another's increment.
 
 from __future__ import annotations
 
-from ..epilogue import Epilogue
+from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import SPATIAL, Argument, EmitContext, EmittedKernel
 from ..source import Source, number
-from .conv import _epilogue_arguments, _epilogue_refs
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -156,7 +155,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                  Argument("running_var", "param", params_by_leaf["running_var"]),
                  Argument("num_batches_tracked", "param", params_by_leaf["num_batches_tracked"])]
     derived: list = []
-    operand_args, operand_call = _epilogue_arguments(epi, graph, derived)
+    operand_args, operand_call = epilogue_arguments(epi, graph, derived)
     launcher = f"launch_{name}"
     names = ["out"] + [arg.name for arg in args] + operand_args
     src.line(f"def {launcher}({', '.join(names)}):")
@@ -188,5 +187,5 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             for buffer in ("running_mean", "running_var", "num_batches_tracked"):
                 src.line(f"torch.autograd.graph.increment_version({buffer})")
     helpers = {"tanh"} if epi.uses_tanh else set()
-    arguments = args + [Argument(n, kind, ref) for n, kind, ref in _epilogue_refs(epi)]
+    arguments = args + [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
     return EmittedKernel(name, src.text(), launcher, arguments, derived, helpers)

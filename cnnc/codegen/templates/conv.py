@@ -10,7 +10,7 @@ computes the conv (and its epilogue) at every window offset, reducing as it goes
 from __future__ import annotations
 
 from ...ops.conv import conv_pads
-from ..epilogue import Epilogue
+from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs, param_name
 from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel
 from ..source import Source, dotted, number
 
@@ -190,7 +190,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     bias_name = f"{conv.scope}.bias" if a.bias else None
     if kernel.folded_bn is not None:
         bn = graph.node(kernel.folded_bn)
-        bn_sources = [_param(bn, "weight"), _param(bn, "bias"), f"{bn.scope}.running_mean",
+        bn_sources = [param_name(bn, "weight"), param_name(bn, "bias"), f"{bn.scope}.running_mean",
                       f"{bn.scope}.running_var"]
         sources = [weight_name, bias_name, *bn_sources]
         derived.append(Derived(f"{name}.weight", "fold_batch_norm", sources,
@@ -205,7 +205,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             args.append(Argument("b", "param", bias_name))
     launcher = f"launch_{name}"
     call = ["out"] + [arg.name for arg in args]
-    operand_args, operand_call = _epilogue_arguments(epi, graph, derived)
+    operand_args, operand_call = epilogue_arguments(epi, graph, derived)
     src.line(f"def {launcher}({', '.join(call + operand_args)}):")
     with src.indent():
         src.line("N = x.shape[0]")
@@ -230,11 +230,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line(")")
     helpers = {"tanh"} if epi.uses_tanh else set()
     return EmittedKernel(name, src.text(), launcher, args + [
-        Argument(n, kind, ref) for n, kind, ref in _epilogue_refs(epi)], derived, helpers)
-
-
-def _param(node, leaf: str) -> str | None:
-    return f"{node.scope}.{leaf}" if any(s.name == leaf for s in node.params) else None
+        Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], derived, helpers)
 
 
 def _prod(values) -> int:
@@ -254,32 +250,6 @@ def _padding_lines(mode: str, var: str, size: str) -> list[str]:
         return [f"{var} = tl.where({var} < 0, {var} + {size}, {var})",
                 f"{var} = tl.where({var} >= {size}, {var} - {size}, {var})"]
     return []
-
-
-def _epilogue_refs(epi: Epilogue) -> list[tuple[str, str, object]]:
-    refs = [(op.name, "value", op.node) for op in epi.operands]
-    for affine in epi.affines:
-        refs.append((f"{affine.name}_scale", "derived", f"{affine.name}.scale.{affine.node}"))
-        refs.append((f"{affine.name}_shift", "derived", f"{affine.name}.shift.{affine.node}"))
-    return refs
-
-
-def _epilogue_arguments(epi: Epilogue, graph, derived) -> tuple[list[str], list[str]]:
-    """Launcher parameters for the epilogue's tensors, and what it passes to the kernel."""
-    params, call = [], []
-    for op in epi.operands:
-        params.append(op.name)
-        call += [op.name, f"*broadcast_strides({op.name}, out.shape)"]
-    for affine in epi.affines:
-        bn = graph.node(affine.node)
-        sources = [_param(bn, "weight"), _param(bn, "bias"), f"{bn.scope}.running_mean",
-                   f"{bn.scope}.running_var"]
-        for pick, part in ((0, "scale"), (1, "shift")):
-            derived.append(Derived(f"{affine.name}.{part}.{affine.node}", "batch_norm_scale_shift",
-                                   sources, [number(bn.attrs.eps)], pick=pick))
-        params += [f"{affine.name}_scale", f"{affine.name}_shift"]
-        call += [f"{affine.name}_scale", f"{affine.name}_shift"]
-    return params, call
 
 
 def _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank) -> str:
@@ -306,7 +276,8 @@ def _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank) -> 
         conv_tile(positions, "inside")
         src.extend(epi.lines("acc", index_for(positions), tile_mask, rank))
         if is_max:
-            src.line('pooled = tl.maximum(pooled, tl.where(inside[:, None], acc, float("-inf")))')
+            src.line('pooled = tl.maximum(pooled, tl.where(inside[:, None], acc, float("-inf")), '
+                     'propagate_nan=tl.PropagateNan.ALL)')
         else:
             src.line("pooled += tl.where(inside[:, None], acc, 0.0)")
     if is_max:

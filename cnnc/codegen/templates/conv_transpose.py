@@ -12,10 +12,9 @@ output_padding only lengthens the output: its extra positions gather like any ot
 
 from __future__ import annotations
 
-from ..epilogue import Epilogue
+from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel
 from ..source import Source, dotted
-from .conv import _epilogue_arguments, _epilogue_refs
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -156,7 +155,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     derived: list[Derived] = []
     launcher = f"launch_{name}"
     call = ["out"] + [arg.name for arg in args]
-    operand_args, operand_call = _epilogue_arguments(epi, graph, derived)
+    operand_args, operand_call = epilogue_arguments(epi, graph, derived)
     src.line(f"def {launcher}({', '.join(call + operand_args)}):")
     with src.indent():
         src.line("N = x.shape[0]")
@@ -181,7 +180,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line(")")
     helpers = {"tanh"} if epi.uses_tanh else set()
     return EmittedKernel(name, src.text(), launcher, args + [
-        Argument(n, kind, ref) for n, kind, ref in _epilogue_refs(epi)], derived, helpers)
+        Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], derived, helpers)
 
 
 def _prod(values) -> int:

@@ -8,10 +8,9 @@ loading the A tile: A[n, k] is the mean of x[n, c, window(p)] where k = (c, p).
 from __future__ import annotations
 
 from ...ops.adaptive_pool import adaptive_sizes
-from ..epilogue import Epilogue
+from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs, param_name
 from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel
 from ..source import Source, dotted, number
-from .conv import _epilogue_arguments, _epilogue_refs, _param
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -108,7 +107,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     bias = f"{linear.scope}.bias" if a.bias else None
     if kernel.folded_bn is not None:
         bn = graph.node(kernel.folded_bn)
-        sources = [weight, bias, _param(bn, "weight"), _param(bn, "bias"),
+        sources = [weight, bias, param_name(bn, "weight"), param_name(bn, "bias"),
                    f"{bn.scope}.running_mean", f"{bn.scope}.running_var"]
         for pick, part in ((0, "weight"), (1, "bias")):
             derived.append(Derived(f"{name}.{part}", "fold_batch_norm", sources,
@@ -119,7 +118,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         args.append(Argument("w", "param", weight))
         if a.bias:
             args.append(Argument("b", "param", bias))
-    operand_params, operand_call = _epilogue_arguments(epi, graph, derived)
+    operand_params, operand_call = epilogue_arguments(epi, graph, derived)
     launcher = f"launch_{name}"
     src.line(f"def {launcher}({', '.join(['out'] + [x.name for x in args] + operand_params)}):")
     with src.indent():
@@ -140,7 +139,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 src.line(", ".join(call[i:i + 6]) + ",")
         src.line(")")
     helpers = {"tanh"} if epi.uses_tanh else set()
-    refs = [Argument(n, kind, ref) for n, kind, ref in _epilogue_refs(epi)]
+    refs = [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
     return EmittedKernel(name, src.text(), launcher, args + refs, derived, helpers)
 
 

@@ -7,10 +7,9 @@ through broadcast strides, and the whole chain runs in registers before one stor
 
 from __future__ import annotations
 
-from ..epilogue import Epilogue
+from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import Argument, EmitContext, EmittedKernel
 from ..source import Source
-from .conv import _epilogue_arguments, _epilogue_refs
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -57,7 +56,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line(f"tl.store(out_ptr + {o_off}, acc.to(out_ptr.dtype.element_ty), mask=mask)")
     src.line("")
     src.line("")
-    operand_params, operand_call = _epilogue_arguments(epi, graph, derived := [])
+    operand_params, operand_call = epilogue_arguments(epi, graph, derived := [])
     launcher = f"launch_{name}"
     src.line(f"def {launcher}({', '.join(['out', 'x'] + operand_params)}):")
     with src.indent():
@@ -75,5 +74,5 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line(")")
     helpers = {"tanh"} if epi.uses_tanh else set()
     args = [Argument("x", "value", first)]
-    refs = [Argument(n, kind, ref) for n, kind, ref in _epilogue_refs(epi)]
+    refs = [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
     return EmittedKernel(name, src.text(), launcher, args + refs, derived, helpers)

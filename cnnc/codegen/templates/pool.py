@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..epilogue import Epilogue
+from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel
 from ..source import Source, number
-from .conv import _epilogue_arguments, _epilogue_refs
 
 
 @dataclass
@@ -189,7 +188,7 @@ def window_kernel(ctx: EmitContext, spec: WindowSpec) -> EmittedKernel:
 
     # -------------------------------------------------------------- launcher
     derived: list[Derived] = []
-    operand_params, operand_call = _epilogue_arguments(epi, graph, derived)
+    operand_params, operand_call = epilogue_arguments(epi, graph, derived)
     launcher = f"launch_{name}"
     src.line(f"def {launcher}({', '.join(['out', 'x'] + operand_params)}, force_int64=False):")
     with src.indent():
@@ -219,5 +218,5 @@ def window_kernel(ctx: EmitContext, spec: WindowSpec) -> EmittedKernel:
         src.line(")")
     helpers = {"tanh"} if epi.uses_tanh else set()
     args = [Argument("x", "value", anchor.inputs[0])]
-    args += [Argument(n, kind, ref) for n, kind, ref in _epilogue_refs(epi)]
+    args += [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
     return EmittedKernel(name, src.text(), launcher, args, derived, helpers)
