@@ -37,9 +37,9 @@ def conv_case(draw):
     d_text, d = _ints(draw, dims, 1, 2)
     mode = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
     padding = draw(st.sampled_from(["int", "same", "valid"]))
+    bias = draw(st.sampled_from(["true", "false"]))
     args = [str(c_out), str(k_text), f"stride={s_text}", f"dilation={d_text}",
-            f"groups={c_in if depthwise else groups}", f"bias={draw(st.sampled_from(['true', 'false']))}",
-            f'padding_mode="{mode}"']
+            f"groups={c_in if depthwise else groups}", f"bias={bias}", f'padding_mode="{mode}"']
     if padding == "same":
         args[2] = "stride=1"
         args.append('padding="same"')
@@ -53,7 +53,7 @@ def conv_case(draw):
     return dims, f"""network T {{
     input x: [N, {shape}]
     x2 = x -> conv{dims}d({", ".join(args)})
-    y = x -> conv{dims}d({", ".join(args)}){tail.replace("x2", "x2")}
+    y = x -> conv{dims}d({", ".join(args)}){tail}
     output y
 }}"""
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import cnnc
+
 from compile_helpers import assert_same, inputs_for, pair
 
 ROOT = Path(__file__).resolve().parents[1]

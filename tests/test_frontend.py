@@ -197,7 +197,8 @@ def test_repeat_expands_and_symbolic_dims_flow():
 
 
 def test_printer_is_stable_and_verifier_idempotent():
-    src = "network T { input x: [N, 3, 8, 8]\n y = x -> conv2d(4, 3, padding=1) -> relu\n output y }"
+    src = ("network T { input x: [N, 3, 8, 8]\n y = x -> conv2d(4, 3, padding=1) -> relu\n"
+           " output y }")
     g = cnnc.load(source=src)
     text = print_graph(g)
     assert text.splitlines() == [

@@ -72,3 +72,12 @@ class EmitContext:
             scope = f" [{dotted(node.scope)}]" if node.scope else ""
             lines.append(f"{node.op:<22} layer {identifier(node.layer)}{scope}, {where}")
         return lines
+
+
+def launch_lines(src, kernel: str, grid: str, args: list[str], per_line: int = 6) -> None:
+    """`kernel[grid](args...)`, a few arguments a line."""
+    src.line(f"{kernel}[{grid}](")
+    with src.indent():
+        for i in range(0, len(args), per_line):
+            src.line(", ".join(args[i:i + per_line]) + ",")
+    src.line(")")

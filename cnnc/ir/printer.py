@@ -1,6 +1,6 @@
 """A readable text form of the graph IR, one line per node:
 
-    %3 = conv2d(%2, out_channels=16, kernel_size=(5, 5), ...) : [N, 16, 10, 10]  # c3 @ lenet5.cnn:7:17
+    %3 = conv2d(%2, out_channels=16, ...) : [N, 16, 10, 10]  # c3 [c3] @ lenet5.cnn:7:16
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ register(
         "gelu", lambda x, a: F.gelu(x, approximate=a.approximate), lambda x, a: (
             f"(0.5 * {x} * (1.0 + tl.erf({x} * 0.7071067811865476)))"
             if a.approximate == "none" else
-            f"(0.5 * {x} * (1.0 + {_tanh(f'0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x})')}))"
+            f"(0.5 * {x} * (1.0 + "
+            f"{_tanh(f'0.7978845608028654 * ({x} + 0.044715 * {x} * {x} * {x})')}))"
         ),
         GeluAttrs, Arg("approximate", Choice("none", "tanh"), "none"),
     ),

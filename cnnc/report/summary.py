@@ -54,6 +54,10 @@ def kernel_names(graph: Graph) -> tuple[dict[int, str], list[str]]:
     return where, refusals
 
 
+def _kernel_order(label: str) -> tuple:
+    return (not label.startswith("k"), int(label[1:]) if label[1:].isdigit() else 0)
+
+
 def summarize(graph: Graph, batch: int = 1) -> Summary:
     where, refusals = kernel_names(graph)
     by_layer: dict[str, list] = {}
@@ -83,7 +87,7 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
         total_macs += macs
         shape = format_shape(concrete(graph.node(layer.output).shape, batch))
         kernels = sorted(dict.fromkeys(where[n.id] for n in nodes if n.id in where),
-                         key=lambda k: (not k.startswith("k"), int(k[1:]) if k[1:].isdigit() else 0))
+                         key=_kernel_order)
         rows.append(Row(layer.name, layer.ops, shape, params, macs, kernels=kernels,
                         explain=explained))
     buffers = sum(s.numel() for _, s, _ in graph.parameters(trainable=False))

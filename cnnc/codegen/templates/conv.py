@@ -9,9 +9,11 @@ computes the conv (and its epilogue) at every window offset, reducing as it goes
 
 from __future__ import annotations
 
+import math
+
 from ...ops.conv import conv_pads
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs, param_name
-from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel
+from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel, launch_lines
 from ..source import Source, dotted, number
 
 
@@ -103,6 +105,19 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         if has_bias:
             src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
 
+        def gather(positions: list[str], valid: str, k_index: str, k_mask: str):
+            """Input coordinates of a tile (padding as index arithmetic): (offset, mask)."""
+            mask = f"({valid})[:, None] & {k_mask}"
+            offset = "x_base[:, None] + ci[None, :] * sx1"
+            for i, (d, pos) in enumerate(zip(dims, positions)):
+                D = d.upper()
+                src.line(f"i{d} = {pos}[:, None] * S{D} - P{D} + k{d}{k_index} * D{D}")
+                src.extend(_padding_lines(a.padding_mode, f"i{d}", D))
+                if a.padding_mode == "zeros":
+                    mask += f" & (i{d} >= 0) & (i{d} < {D})"
+                offset += f" + i{d} * sx{2 + i}"
+            return offset, mask
+
         def direct_tile(positions: list[str], valid: str) -> None:
             src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
             with src.indent("for kk in range(0, K_TOTAL):"):
@@ -111,15 +126,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 for d in reversed(dims):
                     src.line(f"k{d} = rest_k % K{d.upper()}")
                     src.line(f"rest_k = rest_k // K{d.upper()}")
-                load_mask = f"({valid})[:, None] & n_mask[None, :]"
-                offset = "x_base[:, None] + ci[None, :] * sx1"
-                for i, (d, pos) in enumerate(zip(dims, positions)):
-                    D = d.upper()
-                    src.line(f"i{d} = {pos}[:, None] * S{D} - P{D} + k{d} * D{D}")
-                    src.extend(_padding_lines(a.padding_mode, f"i{d}", D))
-                    if a.padding_mode == "zeros":
-                        load_mask += f" & (i{d} >= 0) & (i{d} < {D})"
-                    offset += f" + i{d} * sx{2 + i}"
+                offset, load_mask = gather(positions, valid, "", "n_mask[None, :]")
                 src.line(f"xv = tl.load(x_ptr + {offset}, mask={load_mask}, other=0.0)")
                 src.line("wv = tl.load(w_ptr + co * K_TOTAL + kk, mask=n_mask, other=0.0)")
                 src.line("acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]")
@@ -141,15 +148,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                     src.line(f"k{d} = rest_k % K{d.upper()}")
                     src.line(f"rest_k = rest_k // K{d.upper()}")
                 src.line("ci = rest_k")
-                load_mask = f"({valid})[:, None] & k_mask[None, :]"
-                offset = "x_base[:, None] + ci[None, :] * sx1"
-                for i, (d, pos) in enumerate(zip(dims, positions)):
-                    D = d.upper()
-                    src.line(f"i{d} = {pos}[:, None] * S{D} - P{D} + k{d}[None, :] * D{D}")
-                    src.extend(_padding_lines(a.padding_mode, f"i{d}", D))
-                    if a.padding_mode == "zeros":
-                        load_mask += f" & (i{d} >= 0) & (i{d} < {D})"
-                    offset += f" + i{d} * sx{2 + i}"
+                offset, load_mask = gather(positions, valid, "[None, :]", "k_mask[None, :]")
                 src.line(f"a = tl.load(x_ptr + {offset}, mask={load_mask}, other=0.0)")
                 src.line("b = tl.load(w_ptr + co[None, :] * K_TOTAL + offs_k[:, None], "
                          "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
@@ -214,7 +213,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         caps = "TILES['gemm']"
         columns, groups = (c_out, 1) if direct else (consts["C_OUT_G"], a.groups)
         src.line(f"BLOCK_M, BLOCK_N, BLOCK_K = tile(M, {caps}[0]), tile({columns}, "
-                 f"{caps}[1]), tile({consts['C_IN_G'] * _prod(a.kernel_size)}, {caps}[2])")
+                 f"{caps}[1]), tile({consts['C_IN_G'] * math.prod(a.kernel_size)}, {caps}[2])")
         src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({columns}, BLOCK_N), {groups})")
         kernel_args = ["x", "w.contiguous()"] + (["b"] if has_bias else []) + ["out"]
         kernel_args += operand_call
@@ -223,21 +222,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         kernel_args += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
                         "DOT_PRECISION=dot_precision(x)",
                         "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)"]
-        src.line(f"{name}[grid](")
-        with src.indent():
-            for i in range(0, len(kernel_args), 6):
-                src.line(", ".join(kernel_args[i:i + 6]) + ",")
-        src.line(")")
+        launch_lines(src, name, "grid", kernel_args)
     helpers = {"tanh"} if epi.uses_tanh else set()
     return EmittedKernel(name, src.text(), launcher, args + [
         Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], derived, helpers)
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out
 
 
 def _padding_lines(mode: str, var: str, size: str) -> list[str]:

@@ -12,8 +12,10 @@ output_padding only lengthens the output: its extra positions gather like any ot
 
 from __future__ import annotations
 
+import math
+
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel
+from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel, launch_lines
 from ..source import Source, dotted
 
 
@@ -161,7 +163,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("N = x.shape[0]")
         src.line("M = N * " + " * ".join(str(consts[s]) for s in sizes))
         caps = "TILES['gemm']"
-        reduction = consts["C_IN_G"] * _prod(a.kernel_size)
+        reduction = consts["C_IN_G"] * math.prod(a.kernel_size)
         src.line(f"BLOCK_M, BLOCK_N, BLOCK_K = tile(M, {caps}[0]), tile({consts['C_OUT_G']}, "
                  f"{caps}[1]), tile({reduction}, {caps}[2])")
         src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({consts['C_OUT_G']}, BLOCK_N), "
@@ -172,19 +174,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         kernel_args += [f"{k}={v}" for k, v in consts.items()]
         kernel_args += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
                         "DOT_PRECISION=dot_precision(x)",
-                        "UPCAST_DOT=INTERPRET and x.dtype == torch.bfloat16"]
-        src.line(f"{name}[grid](")
-        with src.indent():
-            for i in range(0, len(kernel_args), 6):
-                src.line(", ".join(kernel_args[i:i + 6]) + ",")
-        src.line(")")
+                        "UPCAST_DOT=upcast_dot(x)"]
+        launch_lines(src, name, "grid", kernel_args)
     helpers = {"tanh"} if epi.uses_tanh else set()
     return EmittedKernel(name, src.text(), launcher, args + [
         Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], derived, helpers)
 
 
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= v
-    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ...ops.adaptive_pool import adaptive_sizes
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs, param_name
-from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel
+from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel, launch_lines
 from ..source import Source, dotted, number
 
 
@@ -133,11 +133,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         call += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
                  "DOT_PRECISION=dot_precision(x)",
                         "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)"]
-        src.line(f"{name}[grid](")
-        with src.indent():
-            for i in range(0, len(call), 6):
-                src.line(", ".join(call[i:i + 6]) + ",")
-        src.line(")")
+        launch_lines(src, name, "grid", call)
     helpers = {"tanh"} if epi.uses_tanh else set()
     refs = [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
     return EmittedKernel(name, src.text(), launcher, args + refs, derived, helpers)
