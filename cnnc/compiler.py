@@ -44,10 +44,10 @@ class Generated:
 def generate(graph: Graph) -> Generated:
     """The checked graph as one Python file of Triton kernels and an nn.Module."""
     from .codegen.module import emit_module
-    from .passes import fuse, simplify
+    from .passes import plan
 
-    eval_plan = fuse(simplify(graph, training=False), training=False)  # fold BN, fuse
-    train_plan = fuse(simplify(graph, training=True), training=True)  # batch statistics
+    eval_plan = plan(graph, training=False)  # simplify, fold batch norms, fuse
+    train_plan = plan(graph, training=True)  # simplify, fuse (batch statistics)
     origin = graph.location.file if graph.location is not None else "<source>"
     emitted = emit_module(graph, eval_plan, train_plan, origin)  # templates + module
     return Generated(graph, emitted.source, emitted.class_name)

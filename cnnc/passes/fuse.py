@@ -1,6 +1,7 @@
 """Fusion: the simplified graph becomes an ordered plan of kernels (passes/plan.py).
 
-Expects: a graph from `simplify` (no identities; in eval no dropout). Guarantees: every
+Expects: a graph from `simplify` (no identities; in eval no dropout) and, in eval mode,
+from `fold_batch_norm` (which batch norms fold). Guarantees: every
 non-input node is covered by exactly one plan step; steps are in an order where each
 reads only what earlier steps wrote; every fusion refused is in `plan.refusals` with
 its reason. Decisions are functions of early returns: None means "fuse", a string is
@@ -36,7 +37,6 @@ ANCHORS = {
     "upsample": "upsample",
 }
 EPILOGUE_KINDS = {"conv", "conv_transpose", "linear", "pointwise", "batch_norm_train"}
-FOLDABLE = {"conv1d", "conv2d", "conv3d", "linear"}
 
 
 class _Fuser:
@@ -125,22 +125,12 @@ class _Fuser:
         self.add(Kernel("pointwise", node.id))
 
     def try_fold(self, bn: Node) -> bool:
-        value = bn.inputs[0]
-        step = self.producer.get(value)
-        reason = None
-        if not bn.attrs.track_running_stats:
-            reason = "without running statistics batch norm normalises by batch statistics"
-        elif not isinstance(step, Kernel) or step.output != value or \
-                self.graph.node(step.anchor).op not in FOLDABLE:
-            reason = "its input is not the result of a conv or linear"
-        elif step.epilogue or step.folded_bn is not None:
-            reason = "the conv's result is changed before the batch norm"
-        elif self.graph.node(value).op == "linear" and len(bn.shape) != 2:
-            reason = "batch norm over dim 1 of a rank-3 linear output is not per feature"
-        else:
-            reason = self.sole_consumer(value, bn)
-        if reason is not None:
-            self.refuse(bn, value, f"not folded: {reason}")
+        """Fold as fold_batch_norm decided (the pass has the conditions and reasons)."""
+        value = bn.meta.get("fold_into")
+        step = self.producer.get(value) if value is not None else None
+        if not isinstance(step, Kernel) or step.anchor != value or step.output != value:
+            self.refuse(bn, bn.inputs[0], "not folded: " + bn.meta.get(
+                "fold_refused", "run fold_batch_norm before fuse"))
             return False
         step.folded_bn = bn.id
         self.producer[bn.id] = step

@@ -38,9 +38,9 @@ class Summary:
 
 def kernel_names(graph: Graph) -> tuple[dict[int, str], list[str]]:
     """Which eval-mode kernel (or view) each node lands in, and the refused fusions."""
-    from ..passes import fuse, simplify
+    from ..passes import plan as make_plan
 
-    plan = fuse(simplify(graph, training=False), training=False)
+    plan = make_plan(graph, training=False)
     where: dict[int, str] = {}
     for step in plan.steps:
         label = f"k{step.index}" if hasattr(step, "index") else f"({step.kind})"

@@ -1,0 +1,49 @@
+"""Batch-norm folding (eval mode): marks each batch norm that can fold into the conv or
+linear before it.
+
+Expects: a simplified graph (passes/simplify.py). Guarantees: every eval-mode
+`batch_norm` node carries `meta["fold_into"]` (the producer's id) when its producer is a
+conv or linear whose only consumer it is and it has running statistics — the kernel then
+uses weight*scale and bias*scale+shift, computed from the parameters at run time — or
+`meta["fold_refused"]` with the reason (it then runs as an affine epilogue). Idempotent;
+works on a copy. In training mode nothing folds: batch statistics are needed first.
+"""
+
+from __future__ import annotations
+
+from ..ir.graph import Graph
+
+FOLDABLE = {"conv1d", "conv2d", "conv3d", "linear"}
+
+
+def fold_refusal(graph: Graph, bn) -> str | None:
+    producer = graph.node(bn.inputs[0])
+    if not bn.attrs.track_running_stats:
+        return "without running statistics batch norm normalises by batch statistics"
+    if producer.op not in FOLDABLE:
+        return f"its input comes from {producer.op}, not a conv or linear"
+    if producer.op == "linear" and len(bn.shape) != 2:
+        return "batch norm over dim 1 of a rank-3 linear output is not per feature"
+    if producer.id in graph.outputs:
+        return "the conv's result is also a network output"
+    others = [c.label for c in graph.consumers(producer.id) if c.id != bn.id]
+    if others:
+        return f"the conv's result is also used by {', '.join(sorted(set(others)))}"
+    return None
+
+
+def fold_batch_norm(graph: Graph, training: bool) -> Graph:
+    graph = graph.copy()
+    for node in graph.nodes():
+        if node.op != "batch_norm":
+            continue
+        node.meta.pop("fold_into", None)
+        node.meta.pop("fold_refused", None)
+        if training:
+            continue
+        reason = fold_refusal(graph, node)
+        if reason is None:
+            node.meta["fold_into"] = node.inputs[0]
+        else:
+            node.meta["fold_refused"] = reason
+    return graph
