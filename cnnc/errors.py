@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, eq=False)
 class Source:
-    """The text of one .cnn file (or of source given as a string), split into lines once."""
+    """The text of one .cnn file (or of source given as a string), split into lines once.
+
+    Lines end at `\n` only (a `\r` before it belongs to the line break), exactly as the
+    parser counts them: str.splitlines() would also break at form feeds, `\x85`,
+    `\u2028` and the like, and shift every quoted line after one.
+    """
 
     path: str  # as shown to the user: relative to the working directory where possible
     text: str
@@ -27,7 +32,9 @@ class Source:
     def lines(self) -> list[str]:
         cached = self.__dict__.get("_lines")
         if cached is None:
-            cached = self.text.splitlines() or [""]
+            cached = [
+                line[:-1] if line.endswith("\r") else line for line in self.text.split("\n")
+            ]
             object.__setattr__(self, "_lines", cached)
         return cached
 

@@ -124,15 +124,27 @@ def _safe_origin(origin: str) -> str:
 
 
 def _launch_table(graph: Graph, plan: Plan, emitted: list[EmittedKernel]) -> list[dict]:
+    """One row per kernel launch, in order: generated kernels and concat copies."""
+    code_of = {id(k): e for k, e in zip(plan.kernels, emitted)}
+    in_place = in_place_concat_inputs(graph, plan)
     rows = []
-    for kernel, code in zip(plan.kernels, emitted):
-        nodes = [graph.node(n) for n in kernel.nodes]
-        rows.append({
-            "kernel": code.name,
+
+    def row(name: str, nodes) -> dict:
+        return {
+            "kernel": name,
             "layers": list(dict.fromkeys(identifier(n.layer) for n in nodes)),
             "ops": [n.op for n in nodes],
             "lines": sorted({n.loc.line for n in nodes if n.loc is not None}),
-        })
+        }
+
+    for step in plan.steps:
+        if isinstance(step, Kernel):
+            rows.append(row(code_of[id(step)].name, [graph.node(n) for n in step.nodes]))
+        elif step.kind == "concat":
+            concat = graph.node(step.node)
+            for value in concat.inputs:
+                if in_place.get(value, (None,))[0] != concat.id:
+                    rows.append(row("copy_into", [concat]))
     return rows
 
 
@@ -191,6 +203,31 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
             _emit_forward(src, plan.graph, mode, plan, emitted, inputs)
 
 
+def in_place_concat_inputs(graph: Graph, plan: Plan) -> dict[int, tuple[int, int, int]]:
+    """value -> (concat node, dim, offset) for the values their producing kernel writes
+    straight into a slice of a concat's output; every other concat input is copied."""
+    out: dict[int, tuple[int, int, int]] = {}
+    for step in plan.steps:
+        if not (isinstance(step, View) and step.kind == "concat"):
+            continue
+        concat = graph.node(step.node)
+        dim = concat.attrs.dim % len(concat.shape)
+        offset = 0
+        seen = set()
+        for value in concat.inputs:
+            producer = plan.step_of(value)
+            size = graph.node(value).shape[dim]
+            ok = (isinstance(producer, Kernel) and producer.output == value
+                  and value not in seen and value not in graph.outputs
+                  and len(graph.consumers(value)) == 1 and value not in out
+                  and not isinstance(size, Sym))
+            if ok:
+                out[value] = (concat.id, dim, offset)
+            seen.add(value)
+            offset += size if not isinstance(size, Sym) else 0
+    return out
+
+
 class _Values:
     """Variable names of node values in a generated forward, and output allocation."""
 
@@ -199,31 +236,7 @@ class _Values:
         self.names: dict[int, str] = {}
         for node in graph.input_nodes():
             self.names[node.id] = identifier(node.attrs.name)
-        self.in_place = self._in_place_concat_inputs()
-
-    def _in_place_concat_inputs(self) -> dict[int, tuple[int, int, int]]:
-        """value -> (concat node, dim, offset) for values their producer writes straight
-        into the concat's output."""
-        out = {}
-        for step in self.plan.steps:
-            if not (isinstance(step, View) and step.kind == "concat"):
-                continue
-            concat = self.graph.node(step.node)
-            dim = concat.attrs.dim % len(concat.shape)
-            offset = 0
-            seen = set()
-            for value in concat.inputs:
-                producer = self.plan.step_of(value)
-                size = self.graph.node(value).shape[dim]
-                ok = (isinstance(producer, Kernel) and producer.output == value
-                      and value not in seen and value not in self.graph.outputs
-                      and len(self.graph.consumers(value)) == 1 and value not in out
-                      and not isinstance(size, Sym))
-                if ok:
-                    out[value] = (concat.id, dim, offset)
-                seen.add(value)
-                offset += size if not isinstance(size, Sym) else 0
-        return out
+        self.in_place = in_place_concat_inputs(graph, plan)
 
     def shape(self, node_id: int) -> str:
         dims = []
