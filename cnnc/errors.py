@@ -95,8 +95,9 @@ class Diagnostic:
             pad = " " * len(number)
             line = loc.source.line(loc.line)
             end = loc.end_col if loc.end_line == loc.line else len(line) + 1
-            width = max(1, end - loc.col)
-            lead = "".join(c if c == "\t" else " " for c in line[: loc.col - 1])
+            line, start, end = _excerpt(line, loc.col - 1, max(end - 1, loc.col))
+            width = max(1, end - start)
+            lead = "".join(c if c == "\t" else " " for c in line[:start])
             out += [
                 f"{pad}--> {loc}",
                 f"{pad} |",
@@ -109,12 +110,39 @@ class Diagnostic:
         for frame in reversed(self.trail):
             out.append(
                 f"{gutter} in block {frame.block}, used at {frame.location} "
-                f"({frame.statement.text()})"
+                f"({_shorten(frame.statement.text())})"
             )
         out += [f"{gutter} note: {note}" for note in self.notes]
         if self.help:
             out.append(f"{gutter} help: {self.help}")
         return "\n".join(out)
+
+
+MAX_QUOTED = 200  # longer source lines are quoted in part, around the culprit
+QUOTED_BEFORE = 60  # how much of a long line is kept before the culprit
+ELLIPSIS = "..."
+
+
+def _excerpt(line: str, start: int, end: int) -> tuple[str, int, int]:
+    """The part of `line` to quote, and the culprit's [start, end) within it.
+
+    A line of a generated file can be 50,000 characters long; quoting it whole buries the
+    caret. Such a line is cut to a window of MAX_QUOTED characters that begins a little
+    before the culprit, each cut marked with an ellipsis; the caret stays aligned.
+    """
+    if len(line) <= MAX_QUOTED:
+        return line, start, end
+    first = max(0, min(start - QUOTED_BEFORE, len(line) - MAX_QUOTED))
+    last = min(len(line), first + MAX_QUOTED)
+    head = ELLIPSIS if first > 0 else ""
+    tail = ELLIPSIS if last < len(line) else ""
+    shift = len(head) - first
+    shown = head + line[first:last] + tail
+    return shown, start + shift, min(end, last) + shift
+
+
+def _shorten(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
 
 
 class CompileError(Exception):

@@ -149,3 +149,13 @@ def test_run_command_reports_error_launches_and_time(capsys):
     assert "(ok)" in out
     assert "kernel launches: 5 (PyTorch eager: 12 operator calls)" in out
     assert "time per forward" in out
+
+
+def test_names_python_reserves_do_not_break_the_generated_file():
+    source = """network torch { input lambda: [N, 3] input v1: [N, 3] input self: [N, 3]
+        y = lambda -> add(v1) -> add(self) -> relu
+        output y }"""
+    net = cnnc.compile(source=source)
+    assert type(net).__name__ == "torchNetwork"
+    a, b, c = torch.randn(3, 2, 3)
+    torch.testing.assert_close(net(a, b, c), (a + b + c).relu())

@@ -10,6 +10,8 @@ derived tensors (folded batch norms) are recomputed whenever a parameter changes
 from __future__ import annotations
 
 import inspect
+import keyword
+import re
 from dataclasses import dataclass
 
 from .. import __version__
@@ -41,7 +43,7 @@ def _support_source() -> str:
 
 
 def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str) -> Emitted:
-    name = identifier(graph.name)
+    name = class_name(graph.name)
     kernels: list[EmittedKernel] = []
     headers: dict[str, list[str]] = {}
     plans = {}
@@ -114,6 +116,35 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str) ->
     return Emitted(src.text(), name, launches["eval"], launches["train"])
 
 
+# Names the generated file defines at module level (support code, helpers, tables).
+GENERATED_GLOBALS = frozenset(
+    "os math torch triton tl InputError initialize ParameterScope make_parameters "
+    "check_inputs broadcast_strides batch_norm_scale_shift fold_batch_norm DerivedTensors "
+    "tile INTERPRET TILES dot_precision upcast_dot wide copy_into PARAMETERS INPUTS "
+    "PLAN_EVAL PLAN_TRAIN".split()
+)
+
+
+def class_name(network: str) -> str:
+    """The nn.Module class: the network's name unless Python or the file already uses it."""
+    name = identifier(network)
+    clash = (keyword.iskeyword(name) or name in GENERATED_GLOBALS or name.startswith("_")
+             or re.match(r"(k|t)\d+_|launch_", name) is not None)
+    return f"{name}Network" if clash else name
+
+
+def parameter_name(name: str) -> str:
+    """forward()'s parameter for an input: its name, unless Python reserves it."""
+    name = identifier(name)
+    return f"{name}_" if keyword.iskeyword(name) or name == "self" else name
+
+
+def input_variable(name: str) -> str:
+    """Inside the forward functions inputs are in_<name>: never a value (v12), a derived
+    tensor (d_...), P or sizes."""
+    return f"in_{identifier(name)}"
+
+
 def _safe_origin(origin: str) -> str:
     base = origin.replace("\\", "/").rsplit("/", 1)[-1]
     stem = base[:-4] if base.endswith(".cnn") else base
@@ -170,7 +201,8 @@ def _literal(value) -> str:
 
 
 def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
-    inputs = [identifier(n.attrs.name) for n in graph.input_nodes()]
+    params = [parameter_name(n.attrs.name) for n in graph.input_nodes()]
+    inputs = [input_variable(n.attrs.name) for n in graph.input_nodes()]
     with src.indent(f"class {name}(torch.nn.Module):"):
         src.line(f'"""Network {name}: forward({", ".join(inputs)}) with cnnc\'s kernels."""')
         src.line("")
@@ -187,16 +219,17 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
             src.line('"""The kernel launches of one forward pass in the current mode."""')
             src.line("return PLAN_TRAIN if self.training else PLAN_EVAL")
         src.line("")
-        with src.indent(f"def forward(self, {', '.join(inputs)}):"):
-            src.line(f"sizes = check_inputs({name!r}, INPUTS, ({', '.join(inputs)},), "
+        with src.indent(f"def forward(self, {', '.join(params)}):"):
+            src.line(f"sizes = check_inputs({identifier(graph.name)!r}, INPUTS, "
+                     f"({', '.join(params)},), "
                      "self._anchor.dtype, self._anchor.device)")
             src.line("P = dict(self.named_parameters())")
             src.line("P.update(self.named_buffers())")
             src.line("with torch.no_grad():")
             with src.indent():
                 src.line("if self.training:")
-                src.line(f"    return self._forward_train(P, sizes, {', '.join(inputs)})")
-                src.line(f"return self._forward_eval(P, sizes, {', '.join(inputs)})")
+                src.line(f"    return self._forward_train(P, sizes, {', '.join(params)})")
+                src.line(f"return self._forward_eval(P, sizes, {', '.join(params)})")
         for mode in ("eval", "train"):
             plan, emitted = plans[mode]
             src.line("")
@@ -235,7 +268,7 @@ class _Values:
         self.graph, self.plan, self.src = graph, plan, src
         self.names: dict[int, str] = {}
         for node in graph.input_nodes():
-            self.names[node.id] = identifier(node.attrs.name)
+            self.names[node.id] = input_variable(node.attrs.name)
         self.in_place = in_place_concat_inputs(graph, plan)
 
     def shape(self, node_id: int) -> str:

@@ -15,29 +15,45 @@ from ..ir.shapes import Sym
 from . import ast
 from .values import Array, TensorValue, describe
 
-MAX_DEPTH = 200  # nesting of an expression
+MAX_DEPTH = 200  # nesting of an expression: parentheses, brackets, unary minus, calls
 MAX_ARRAY_ELEMENTS = 1 << 20
 
 Lookup = Callable[[ast.Name], Any]
 
 
-def evaluate(expr: ast.Expr, lookup: Lookup, depth: int = 0) -> Any:
-    if depth > MAX_DEPTH:
+class _TooDeep(Exception):
+    """Raised deep inside an expression; reported at the outermost one (see evaluate)."""
+
+
+def evaluate(expr: ast.Expr, lookup: Lookup) -> Any:
+    """The value of an expression. Names are resolved by `lookup`."""
+    try:
+        return _evaluate(expr, lookup, 0)
+    except _TooDeep:
         raise CompileError(
             f"expression nested more than {MAX_DEPTH} deep", expr.loc,
             help="simplify the expression",
-        )
+        ) from None
+
+
+def _evaluate(expr: ast.Expr, lookup: Lookup, depth: int) -> Any:
+    # `depth` counts what recurses here: the operand of a unary minus, the items of a
+    # tuple or list, the argument of a call, and the right operand of a binary operator
+    # (deep only through parentheses, as `+ - * / //` associate to the left). A flat
+    # `1 + 1 + ... + 1` is a chain down the left operands, which is walked in a loop.
+    if depth > MAX_DEPTH:
+        raise _TooDeep
     kind = type(expr)
     if kind is ast.Number or kind is ast.String or kind is ast.Literal:
         return expr.value
     if kind is ast.Name:
         return lookup(expr)
     if kind is ast.TupleExpr:
-        return tuple(evaluate(e, lookup, depth + 1) for e in expr.items)
+        return tuple(_evaluate(e, lookup, depth + 1) for e in expr.items)
     if kind is ast.ListExpr:
         return _array(expr, lookup, depth)
     if kind is ast.Negate:
-        value = evaluate(expr.operand, lookup, depth + 1)
+        value = _evaluate(expr.operand, lookup, depth + 1)
         if isinstance(value, Array):
             return Array(tuple(-x for x in value.values), value.shape)
         if not _is_number(value):
@@ -46,9 +62,15 @@ def evaluate(expr: ast.Expr, lookup: Lookup, depth: int = 0) -> Any:
             )
         return -value
     if kind is ast.Binary:
-        left = evaluate(expr.left, lookup, depth + 1)
-        right = evaluate(expr.right, lookup, depth + 1)
-        return _arith(expr.op, left, right, expr)
+        spine = []  # the left-leaning chain of binary operators, outermost first
+        while type(expr) is ast.Binary:
+            spine.append(expr)
+            expr = expr.left
+        value = _evaluate(expr, lookup, depth)
+        for node in reversed(spine):
+            right = _evaluate(node.right, lookup, depth + 1)
+            value = _arith(node.op, value, right, node)
+        return value
     if kind is ast.Call:
         return _call(expr, lookup, depth)
     raise AssertionError(f"unknown expression {expr!r}")
@@ -95,9 +117,10 @@ def _number_op(op: str, a, b, expr) -> int | float:
 def _array(expr: ast.ListExpr, lookup: Lookup, depth: int) -> Array:
     if not expr.items:
         raise CompileError("an empty list is not a value", expr.loc, help="a const list needs numbers")
+    _check_array_size(expr)
     values, shape = [], None
     for item in expr.items:
-        v = evaluate(item, lookup, depth + 1)
+        v = _evaluate(item, lookup, depth + 1)
         if _is_number(v):
             item_values, item_shape = (v,), ()
         elif isinstance(v, Array):
@@ -120,6 +143,19 @@ def _array(expr: ast.ListExpr, lookup: Lookup, depth: int) -> Array:
     return Array(tuple(values), (len(expr.items), *shape))
 
 
+def _check_array_size(expr: ast.ListExpr) -> None:
+    """Refuses a list that is too large before evaluating any of it: the product of the
+    lengths of its first items, nested (the shape it has if it is rectangular)."""
+    count, item, levels = 1, expr, 0
+    while type(item) is ast.ListExpr and item.items and levels <= MAX_DEPTH:
+        count *= len(item.items)
+        item, levels = item.items[0], levels + 1
+        if count > MAX_ARRAY_ELEMENTS:
+            raise CompileError(
+                f"a const list of more than {MAX_ARRAY_ELEMENTS:,} numbers", expr.loc
+            )
+
+
 def _call(expr: ast.Call, lookup: Lookup, depth: int) -> Any:
     if expr.name != "channels":
         raise CompileError(
@@ -130,7 +166,7 @@ def _call(expr: ast.Call, lookup: Lookup, depth: int) -> Any:
         )
     if len(expr.args) != 1 or expr.kwargs:
         raise CompileError("channels() takes exactly one tensor: channels(t)", expr.loc)
-    value = evaluate(expr.args[0], lookup, depth + 1)
+    value = _evaluate(expr.args[0], lookup, depth + 1)
     if not isinstance(value, TensorValue):
         raise CompileError(
             f"channels() takes a tensor, found {describe(value)}", expr.args[0].loc

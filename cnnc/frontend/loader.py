@@ -78,9 +78,52 @@ def load_program(path: str | os.PathLike | None = None, *, text: str | None = No
         base = Path(path).resolve().parent
         origin = Path(path).resolve()
     module = parse_source(main)
+    _check_network_names(module)
     program = Program(main, module.networks)
     _Merger(program).merge(module, base, origin, stack=())
     return program
+
+
+def _check_network_names(module: ast.Module) -> None:
+    """Two networks of one file may not share a name: --network could not pick one."""
+    seen: dict[str, Location] = {}
+    for net in module.networks:
+        if net.name in seen:
+            raise CompileError(
+                f"network `{net.name}` is defined twice", net.name_loc,
+                notes=[f"first defined at {seen[net.name]}"],
+                help="give each network its own name",
+            )
+        seen[net.name] = net.name_loc
+
+
+def _quoted_path(path: str, limit: int = 80) -> str:
+    """An import path as shown in a diagnostic: control characters escaped, long ones cut."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _resolve_import(base: Path, imp: ast.Import) -> Path:
+    """The file an import names, or a CompileError saying why it cannot be one."""
+    def fail(reason: str) -> CompileError:
+        return CompileError(
+            f'cannot import "{_quoted_path(imp.path)}": {reason}', imp.loc,
+            help="import paths are relative to the importing file",
+        )
+
+    if "\x00" in imp.path:
+        raise fail("a path cannot hold a NUL character")
+    try:
+        target = (base / imp.path).resolve()
+        is_file = target.is_file()
+    except (OSError, ValueError, RuntimeError) as e:  # too long, a symlink loop, ...
+        reason = getattr(e, "strerror", None) or str(e)
+        raise fail(reason[:1].lower() + reason[1:]) from None
+    if not is_file:
+        if target.exists():
+            raise fail(f"{display_path(target)} is not a file")
+        raise fail(f"no file {display_path(target)}")
+    return target
 
 
 class _Merger:
@@ -100,28 +143,25 @@ class _Merger:
             self._define(item.name, item.name_loc)
             self.program.blocks[item.name] = item
         for imp in module.imports:
-            target = (base / imp.path).resolve()
+            target = _resolve_import(base, imp)
             # `stack`: each file on the way here with the import it made; then this one.
             chain = [p for p, _ in stack] + [origin]
             if target in chain:
                 files = chain[chain.index(target):] + [target]
                 cycle = " -> ".join(display_path(p) for p in files if p is not None)
+                # Each earlier file of the cycle, the file it imports, and where.
+                imported = [p for p, _ in stack[1:]] + [origin]
                 raise CompileError(
                     f"import cycle: {cycle}",
                     imp.loc,
-                    notes=[f"{display_path(p)} imports at {loc}" for p, loc in stack
-                           if p is not None and p in files],
+                    notes=[f"{display_path(p)} imports {display_path(q)} at {loc}"
+                           for (p, loc), q in zip(stack, imported)
+                           if p is not None and p in files and q is not None],
                 )
             if target in self.done:
                 continue
             if len(stack) >= MAX_IMPORT_DEPTH:
                 raise CompileError(f"imports nest more than {MAX_IMPORT_DEPTH} deep", imp.loc)
-            if not target.is_file():
-                raise CompileError(
-                    f'cannot import "{imp.path}": no file {display_path(target)}',
-                    imp.loc,
-                    help="import paths are relative to the importing file",
-                )
             source = read_source(target)
             sub = parse_source(source)
             self.merge(sub, target.parent, target, stack + ((origin, imp.loc),))

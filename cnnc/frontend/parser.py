@@ -7,7 +7,8 @@ says what was found and what could have come instead.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,9 @@ from ..errors import CompileError, Location, Source
 from . import ast
 from .transformer import RESERVED, ToAst
 
-MAX_SOURCE_BYTES = 4_000_000
+# The parse of a megabyte of the densest text (a const list of 500,000 numbers) takes
+# seconds; a real .cnn file is a few kilobytes.
+MAX_SOURCE_BYTES = 1_000_000
 
 
 def _grammar_text() -> str:
@@ -29,6 +32,38 @@ def _grammar_text() -> str:
         return (Path(__file__).parents[2] / "grammar" / "cnn.lark").read_text()
 
 
+# Keywords of the grammar (its string terminals), by the text that spells them.
+KEYWORDS = {
+    "import": "IMPORT", "const": "CONST", "block": "BLOCK", "network": "NETWORK",
+    "input": "INPUT", "output": "OUTPUT", "return": "RETURN", "true": "TRUE",
+    "false": "FALSE", "none": "NONE",
+}
+
+
+class _KeywordsStayKeywords:
+    """A Lark post-lexer that keeps some keywords from being read as names.
+
+    Lark's contextual lexer reads a word as a NAME wherever its keyword cannot come next,
+    so a `const` or `network` written inside a body (a `}` forgotten) used to surface as
+    an odd error a token later. The item keywords are lexed as keywords everywhere
+    (`always_accept`), and a statement keyword right after `->` (a chain left dangling at
+    the end of a line, then `output logits`) is turned back into its keyword, so that the
+    parse error is raised where the mistake is.
+    """
+
+    always_accept = ("IMPORT", "CONST", "BLOCK", "NETWORK")
+    after_arrow = frozenset({"input", "output", "return"})
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        previous = None
+        for token in stream:
+            if (previous is not None and previous.type == "ARROW" and token.type == "NAME"
+                    and str(token) in self.after_arrow):
+                token = Token.new_borrow_pos(KEYWORDS[str(token)], str(token), token)
+            yield token
+            previous = token
+
+
 @functools.lru_cache(maxsize=1)
 def lark_parser() -> Lark:
     return Lark(
@@ -36,14 +71,18 @@ def lark_parser() -> Lark:
         parser="lalr",
         propagate_positions=True,
         maybe_placeholders=True,
+        postlex=_KeywordsStayKeywords(),
     )
 
 
 def parse_source(source: Source) -> ast.Module:
     """Parse one file's text into an ast.Module, or raise CompileError."""
-    if len(source.text) > MAX_SOURCE_BYTES:
+    size = len(source.text)
+    if size > MAX_SOURCE_BYTES // 4:  # only a long text can be too many bytes
+        size = len(source.text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SOURCE_BYTES:
         raise CompileError(
-            f"{source.path} is {len(source.text):,} characters long; "
+            f"{source.path} is {size:,} bytes long; "
             f"cnnc reads files of at most {MAX_SOURCE_BYTES:,}"
         )
     try:
@@ -64,6 +103,8 @@ TERMINAL_TEXT = {
     "LBRACE": "`{`", "RBRACE": "`}`", "COMMA": "`,`", "COLON": "`:`", "EQUAL": "`=`",
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "$END": "the end of the file",
 }
+CLOSER = {"LPAR": "RPAR", "LSQB": "RSQB", "LBRACE": "RBRACE"}
+STATEMENT_KEYWORDS = ("INPUT", "OUTPUT", "RETURN")
 
 
 def _describe(terminal: str) -> str:
@@ -73,71 +114,160 @@ def _describe(terminal: str) -> str:
 
 
 @dataclass(frozen=True)
+class Context:
+    """What is known where the parse failed."""
+
+    source: Source
+    token: Token  # the unexpected token
+    expected: frozenset[str]  # the terminals that could have come instead
+    prev: Token | None  # the token before it
+    before_prev: Token | None  # and the one before that
+    open_bracket: Token | None  # the innermost `(` or `[` not closed yet
+    open_item: str | None  # "network Small": the item whose `{` is open
+
+    @property
+    def on_a_new_line(self) -> bool:
+        """The unexpected token begins a line after the previous token's."""
+        return self.token.type == "$END" or (
+            self.prev is not None and self.token.line > (self.prev.end_line or self.prev.line)
+        )
+
+
+@dataclass(frozen=True)
 class Mistake:
     """A parse error whose shape we recognise, and what to tell the user instead."""
 
-    matches: Callable[[Token, frozenset[str], Token | None], bool]
-    message: Callable[[Token, Token | None], str]
-    help: str | None = None
-    at_previous: bool = False  # point at the token before the unexpected one
+    matches: Callable[[Context], bool]
+    message: Callable[[Context], str]
+    help: Callable[[Context], str | None] | str | None = None
+    where: Callable[[Context], Location] | None = None  # default: the unexpected token
 
 
 def _is_keyword(token: Token) -> bool:
     return str(token) in RESERVED
 
 
+def _at(token: Token | None):
+    return lambda c: _token_location(c.source, token(c))
+
+
+def _item_help(c: Context) -> str:
+    return f"close {c.open_item} with `}}` first" if c.open_item else \
+        "close the network or block with `}` first"
+
+
+def _unclosed_message(c: Context) -> str:
+    opener = str(c.open_bracket)
+    if c.token.type == "$END":
+        return f"this `{opener}` is never closed: the file ends first"
+    return f"this `{opener}` is not closed before `{c.token}` on line {c.token.line}"
+
+
+def _unclosed_help(c: Context) -> str:
+    closer = ")" if c.open_bracket.type == "LPAR" else "]"
+    text = f"close it with `{closer}`"
+    if c.prev is not None and c.token.type != "$END":
+        text += f", or end line {c.prev.line} with `,` if the list goes on"
+    return text
+
+
+def _dangling_arrow(c: Context) -> Token | None:
+    """The `->` that ends a chain at the end of a line, if that is the mistake."""
+    if c.prev is not None and c.prev.type == "ARROW" and (
+            c.on_a_new_line or c.token.type in ("RBRACE", *STATEMENT_KEYWORDS)):
+        return c.prev
+    # `y = x -> relu ->` then `z = ...`: the next statement's name was taken as a stage.
+    if (c.token.type == "EQUAL" and c.prev is not None and c.prev.type == "NAME"
+            and c.before_prev is not None and c.before_prev.type == "ARROW"
+            and c.before_prev.line < c.prev.line):
+        return c.before_prev
+    return None
+
+
 KNOWN_MISTAKES: tuple[Mistake, ...] = (
     Mistake(
-        lambda t, exp, prev: t.type == "$END" and "RBRACE" in exp,
-        lambda t, prev: "the file ends inside `{ ... }`: a closing `}` is missing",
+        lambda c: c.token.type == "$END" and "RBRACE" in c.expected,
+        lambda c: "the file ends inside `{ ... }`: a closing `}` is missing",
+        lambda c: f"close {c.open_item} with `}}`" if c.open_item else None,
     ),
     Mistake(
-        lambda t, exp, prev: _is_keyword(t) and "NAME" in exp and len(exp) <= 3,
-        lambda t, prev: f"`{t}` is a reserved word and cannot be used as a name here",
+        lambda c: c.open_bracket is not None and CLOSER[c.open_bracket.type] in c.expected
+        and c.on_a_new_line,
+        _unclosed_message,
+        _unclosed_help,
+        where=_at(lambda c: c.open_bracket),
+    ),
+    Mistake(
+        lambda c: _dangling_arrow(c) is not None,
+        lambda c: "the chain ends with `->`",
+        "a `->` is followed by an operator or a block: `x -> relu`; remove the last `->`, "
+        "or finish the chain",
+        where=_at(_dangling_arrow),
+    ),
+    Mistake(
+        lambda c: c.token.type == "EQUAL" and c.prev is not None
+        and c.prev.type in STATEMENT_KEYWORDS,
+        lambda c: f"`{c.prev}` is a reserved word and cannot name a value",
+        "choose another name",
+        where=_at(lambda c: c.prev),
+    ),
+    Mistake(
+        lambda c: _is_keyword(c.token) and "NAME" in c.expected and len(c.expected) <= 3,
+        lambda c: f"`{c.token}` is a reserved word and cannot be used as a name here",
         "choose another name",
     ),
     Mistake(
-        lambda t, exp, prev: t.type == "EQUAL" and "COLON" in exp,
-        lambda t, prev: "an input's shape follows a `:`, not `=`",
+        lambda c: c.token.type == "EQUAL" and "COLON" in c.expected,
+        lambda c: "an input's shape follows a `:`, not `=`",
         "write it as `input x: [N, 3, 32, 32]`",
     ),
     Mistake(
-        lambda t, exp, prev: t.type == "LPAR" and exp == {"LSQB"},
-        lambda t, prev: "an input's shape is a list in square brackets",
+        lambda c: c.token.type == "LPAR" and c.expected == {"LSQB"},
+        lambda c: "an input's shape is a list in square brackets",
         "write it as `input x: [N, 3, 32, 32]`",
     ),
     Mistake(
-        lambda t, exp, prev: exp == {"EQUAL"} and prev is not None and prev.type == "NAME"
-        and t.line != prev.line,
-        lambda t, prev: f"`{prev}` stands alone at the end of a line; is a `->` missing before it?",
+        lambda c: c.expected == {"EQUAL"} and c.prev is not None and c.prev.type == "NAME"
+        and c.token.line != c.prev.line,
+        lambda c: f"`{c.prev}` stands alone at the end of a line; is a `->` missing before it?",
         "stages of a chain are joined by `->`: `x -> conv2d(6, 5) -> relu`",
-        at_previous=True,
+        where=_at(lambda c: c.prev),
     ),
     Mistake(
-        lambda t, exp, prev: t.type in ("NUMBER", "NAME", "STRING") and "COMMA" in exp
-        and "RPAR" in exp,
-        lambda t, prev: f"a `,` is missing before `{t}`",
+        lambda c: c.token.type in ("NUMBER", "NAME", "STRING") and "COMMA" in c.expected
+        and "RPAR" in c.expected,
+        lambda c: f"a `,` is missing before `{c.token}`",
         "separate arguments with commas: `conv2d(6, 5, stride=1)`",
     ),
     Mistake(
-        lambda t, exp, prev: t.type == "STAR" and prev is not None and prev.type == "STAR",
-        lambda t, prev: "`**` is not an operator in .cnn",
+        lambda c: c.token.type == "STAR" and c.prev is not None and c.prev.type == "STAR"
+        and (c.prev.line, c.prev.end_column) == (c.token.line, c.token.column),
+        lambda c: "`**` is not an operator in .cnn",
         "write the product out, e.g. `2 * 2 * 2`",
+        where=lambda c: Location(c.source, c.prev.line, c.prev.column, c.token.line,
+                                 c.token.column + 1),
     ),
     Mistake(
-        lambda t, exp, prev: t.type == "NAME" and {"IMPORT", "CONST", "BLOCK", "NETWORK"} <= exp,
-        lambda t, prev: f"unexpected `{t}` at the top level of the file",
+        lambda c: c.token.type == "NAME" and {"IMPORT", "CONST", "BLOCK", "NETWORK"} <= c.expected,
+        lambda c: f"unexpected `{c.token}` at the top level of the file",
         "a file holds `import`, `const`, `block` and `network` items",
     ),
     Mistake(
-        lambda t, exp, prev: t.type in ("CONST", "IMPORT", "BLOCK", "NETWORK")
-        and "RBRACE" in exp,
-        lambda t, prev: f"`{t}` belongs at the top level of the file, not inside a body",
-        "close the network or block with `}` first",
+        lambda c: c.token.type in ("CONST", "IMPORT") and "RBRACE" in c.expected,
+        lambda c: f"`{c.token}` belongs at the top level of the file, not inside "
+        f"{c.open_item or 'a network or block'}",
+        lambda c: f"move it above {c.open_item or 'the network or block'}"
+        if c.token.type == "CONST" else "imports come first in a file",
     ),
     Mistake(
-        lambda t, exp, prev: t.type == "ARROW" and "NAME" in exp,
-        lambda t, prev: "a chain starts with a tensor or a call, not with `->`",
+        lambda c: c.token.type in ("BLOCK", "NETWORK") and "RBRACE" in c.expected,
+        lambda c: f"`{c.token}` belongs at the top level of the file, but "
+        f"{c.open_item or 'the network or block before it'} is not closed",
+        _item_help,
+    ),
+    Mistake(
+        lambda c: c.token.type == "ARROW" and "NAME" in c.expected,
+        lambda c: "a chain starts with a tensor or a call, not with `->`",
         "write `y = x -> relu`",
     ),
 )
@@ -161,17 +291,26 @@ def _translate(source: Source, e: UnexpectedInput) -> CompileError:
         token = getattr(e, "token", None)
         if token is None or token.type == "$END":
             token = _end_token(source)
-        expected = frozenset(e.expected or ())
-        history = getattr(e, "token_history", None) or []
-        prev = history[-1] if history else None
-        loc = _token_location(source, token)
+        expected = _expected(e)
+        before = _tokens_before(source, token.line, token.column, 2)
+        stack = _value_stack(e)
+        context = Context(
+            source, token, expected,
+            prev=before[-1] if before else None,
+            before_prev=before[-2] if len(before) > 1 else None,
+            open_bracket=_open_bracket(stack),
+            open_item=_open_item(stack),
+        )
         for mistake in KNOWN_MISTAKES:
-            if mistake.matches(token, expected, prev):
-                where = _token_location(source, prev) if mistake.at_previous else loc
-                return CompileError(mistake.message(token, prev), where, help=mistake.help)
+            if mistake.matches(context):
+                where = mistake.where(context) if mistake.where else \
+                    _token_location(source, token)
+                hint = mistake.help(context) if callable(mistake.help) else mistake.help
+                return CompileError(mistake.message(context), where, help=hint)
         found = _describe("$END") if token.type == "$END" else f"`{token}`"
         options = sorted({_describe(t) for t in expected})
-        return CompileError(f"unexpected {found}; expected {_one_of(options)}", loc)
+        return CompileError(f"unexpected {found}; expected {_one_of(options)}",
+                            _token_location(source, token))
     return CompileError(f"syntax error: {e}", _point(source, e.line, e.column))
 
 
@@ -181,8 +320,97 @@ def _one_of(options: list[str]) -> str:
     return "one of " + ", ".join(options)
 
 
+# ------------------------------------------------------------------ around a parse error
+
+# The grammar's terminals, to re-read the tokens just before an error (Lark keeps no
+# history of them). Tokens never span lines, so a line can be read on its own.
+_TOKEN = re.compile(
+    r'"(?:\\.|[^"\\\n])*"|#.*|[A-Za-z_][A-Za-z0-9_]*|(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?'
+    r"|->|//|\S"
+)
+_PUNCTUATION = {
+    "(": "LPAR", ")": "RPAR", "[": "LSQB", "]": "RSQB", "{": "LBRACE", "}": "RBRACE",
+    ",": "COMMA", ":": "COLON", "=": "EQUAL", "+": "PLUS", "-": "MINUS", "*": "STAR",
+    "/": "SLASH", "//": "DSLASH", "->": "ARROW",
+}
+
+
+def _token_type(text: str) -> str:
+    if text[0] == '"':
+        return "STRING"
+    if text[0].isalpha() or text[0] == "_":
+        return KEYWORDS.get(text, "NAME")
+    if text[0].isdigit() or (text[0] == "." and len(text) > 1):
+        return "NUMBER"
+    return _PUNCTUATION.get(text, "UNKNOWN")
+
+
+def _tokens_before(source: Source, line: int, col: int, count: int) -> list[Token]:
+    """The last `count` tokens before line:col (comments and blank lines skipped)."""
+    found: list[Token] = []
+    number = line
+    while number >= 1 and len(found) < count:
+        text = source.line(number)
+        if number == line:
+            text = text[: col - 1]
+        tokens = [
+            Token(_token_type(m.group()), m.group(), line=number, column=m.start() + 1,
+                  end_line=number, end_column=m.end() + 1)
+            for m in _TOKEN.finditer(text) if not m.group().startswith("#")
+        ]
+        found = tokens + found
+        number -= 1
+    return found[-count:]
+
+
+def _expected(e: UnexpectedInput) -> frozenset[str]:
+    """The terminals the parser could have taken. (Lark's `expected` is the lexer's set
+    when the lexer failed, which holds the always-accepted keywords too.)"""
+    parser = getattr(e, "interactive_parser", None)
+    if parser is not None:
+        try:
+            return frozenset(name for name in parser.choices() if name.isupper())
+        except (AttributeError, KeyError, IndexError):
+            pass
+    return frozenset(getattr(e, "expected", None) or ())
+
+
+def _value_stack(e: UnexpectedInput) -> list:
+    parser = getattr(e, "interactive_parser", None)
+    state = getattr(parser, "parser_state", None)
+    return list(getattr(state, "value_stack", None) or [])
+
+
+def _open_bracket(stack: list) -> Token | None:
+    """The innermost `(` or `[` that the parse has opened and not closed."""
+    opened: list[Token] = []
+    for value in stack:  # finished rules are trees: only the open ones leave tokens here
+        if isinstance(value, Token):
+            if value.type in CLOSER:
+                opened.append(value)
+            elif value.type in CLOSER.values() and opened:
+                opened.pop()
+    brackets = [t for t in opened if t.type != "LBRACE"]
+    if brackets and opened[-1] is brackets[-1]:
+        return brackets[-1]
+    return None
+
+
+def _open_item(stack: list) -> str | None:
+    """`network Small` (or `block b`) whose body the parse is inside."""
+    for i in range(len(stack) - 2, -1, -1):
+        value = stack[i]
+        if isinstance(value, Token) and value.type in ("NETWORK", "BLOCK"):
+            name = stack[i + 1]
+            if isinstance(name, Token) and name.type == "NAME":
+                return f"{value} {name}"
+    return None
+
+
 def _end_token(source: Source) -> Token:
-    lines = source.text.splitlines() or [""]
+    lines = source.lines
+    if len(lines) > 1 and lines[-1] == "":  # the text ends with a line break
+        lines = lines[:-1]
     line = len(lines)
     col = len(lines[-1]) + 1
     return Token("$END", "", line=line, column=col, end_line=line, end_column=col + 1)

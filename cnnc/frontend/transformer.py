@@ -7,6 +7,7 @@ argument after a keyword argument") instead of Lark reporting an unexpected toke
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from lark import Token, Transformer_NonRecursive, Tree
@@ -120,19 +121,17 @@ class ToAst(Transformer_NonRecursive):
 
     def tuple(self, children):
         items = tuple(c for c in children if c is not None)
-        return ast.TupleExpr(items, self._bracket_loc(children))
+        return ast.TupleExpr(items, self._current_meta_loc)  # brackets included
 
     def list(self, children):
         items = tuple(c for c in children if c is not None)
-        return ast.ListExpr(items, self._bracket_loc(children))
+        return ast.ListExpr(items, self._current_meta_loc)
 
-    def _bracket_loc(self, children):
-        # Brackets are filtered out of the tree; the meta of the Tree is gone by now, so
-        # the span is the items' (good enough to point at) or set by __default__ below.
-        items = [c for c in children if c is not None]
-        if items:
-            return _span(self.source, items[0], items[-1])
-        return self._current_meta_loc
+    def paren(self, children):
+        # `(expr)` is the expression itself, spanning its parentheses: an error about it
+        # underlines `(a + b)`, and the outermost expression starts at its `(`.
+        (inner,) = children
+        return dataclasses.replace(inner, loc=self._current_meta_loc)
 
     def keyword_arg(self, children):
         name, value = children

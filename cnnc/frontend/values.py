@@ -56,11 +56,11 @@ def describe(value: Any) -> str:
     if isinstance(value, int):
         return f"the int {value}"
     if isinstance(value, float):
-        return f"the float {value:g}"
+        return f"the float {format_float(value)}"
     if isinstance(value, str):
         return f'the string "{value}"'
     if isinstance(value, tuple):
-        return "the tuple (" + ", ".join(_brief(v) for v in value) + ")"
+        return f"the tuple {tuple_text(value)}"
     if isinstance(value, Array):
         return "a const list of shape " + "x".join(map(str, value.shape))
     if isinstance(value, TensorValue):
@@ -75,10 +75,26 @@ def _brief(value: Any) -> str:
         return "true" if value else "false"
     if value is None:
         return "none"
-    if isinstance(value, (int, float)):
-        return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return format_float(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, tuple):
+        return tuple_text(value)
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, TensorValue):
         return value.label
     return describe(value)
+
+
+def format_float(value: float) -> str:
+    """A float as .cnn would read it back, always with a point or an exponent: 32.0
+    (never 32, which reads as an int), 0.1, 1e+300."""
+    return repr(value)
+
+
+def tuple_text(value: tuple) -> str:
+    """(2, 3); a 1-tuple keeps its comma, (2,), as in the source."""
+    items = [_brief(v) for v in value]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
