@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, eq=False)
 class Source:
-    """The text of one .cnn file (or of source given as a string), split into lines once.
+    r"""The text of one .cnn file (or of source given as a string), split into lines once.
 
     Lines end at `\n` only (a `\r` before it belongs to the line break), exactly as the
     parser counts them: str.splitlines() would also break at form feeds, `\x85`,

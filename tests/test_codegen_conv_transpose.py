@@ -98,13 +98,13 @@ def _compare(source: str, ops: list[str], inputs=None, train: bool = False):
     net = cnnc.compile(source=source).eval()
     ref = cnnc.reference(source=source).eval()
     net.load_state_dict(ref.state_dict())
-    assert [step["ops"] for step in net.plan] == [ops]
+    assert [step["ops"] for step in net.plan if step["kernel"] != "copy_into"] == [ops]
     xs = _inputs(ref) if inputs is None else inputs(ref)
     torch.testing.assert_close(net(*xs), ref(*xs), rtol=1e-4, atol=1e-5)
     if train:
         net.train()
         ref.train()
-        assert [step["ops"] for step in net.plan] == [ops]
+        assert [step["ops"] for step in net.plan if step["kernel"] != "copy_into"] == [ops]
         torch.testing.assert_close(net(*xs), ref(*xs), rtol=1e-4, atol=1e-5)
     return net
 
@@ -141,6 +141,8 @@ def test_channels_last_input_and_output_into_a_concat_slice(dims):
         return [xs[0].contiguous(memory_format=layout), xs[1]]
 
     net = _compare(source, [f"conv_transpose{dims}d", "relu"], inputs)
+    # the input s is copied into its slice: the one extra launch
+    assert [step["kernel"] for step in net.plan].count("copy_into") == 1
     text = open(net.source_path).read()
     # The kernel writes straight into its slice of the concat's output.
     view = re.search(r"(\w+) = \w+\.narrow\(1, 3, 6\)", text)

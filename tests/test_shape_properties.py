@@ -79,36 +79,6 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-# ================================================================ known bugs
-# Configurations where cnnc disagrees with PyTorch today. Each has a regression test at the
-# end of this file (failing until fixed); the property tests steer around them so that
-# they keep finding new disagreements. Delete a predicate once its bug is fixed.
-
-
-def known_bug_upsample_one_tuple(rank: int, scale) -> bool:
-    """Bug 1: upsample(scale_factor=(s,)) on a 1-d input [N, C, L] is rejected."""
-    return rank == 3 and isinstance(scale, tuple) and len(scale) == 1
-
-
-def known_bug_avg_pool3d_small_input(d: int, sizes, kernel) -> bool:
-    """Bug 2: avg_pool3d accepts an (unpadded) input smaller than the window; PyTorch's
-    avg_pool3d refuses it ("input image smaller than kernel size") even when padding
-    would make room."""
-    kernel = kernel if isinstance(kernel, tuple) else (kernel,) * d
-    return d == 3 and len(sizes) == 3 and any(s < k for s, k in zip(sizes, kernel))
-
-
-def known_bug_adaptive_bare_none(d: int, size) -> bool:
-    """Bug 3: adaptive_*_pool2d/3d(none) is accepted; PyTorch needs an int or a tuple."""
-    return d > 1 and size is None
-
-
-def known_bug_batch_norm_zero_eps(eps, track: bool) -> bool:
-    """Bug 4: batch_norm(eps=0) is accepted; PyTorch refuses eps <= 0 whenever batch
-    statistics are used: always with track_running_stats=false, and in training."""
-    return eps == 0 and not track
-
-
 # ================================================================ the harness
 
 
@@ -392,7 +362,6 @@ def avg_pool_cases(draw):
     ceil_s, ceil = draw(optional(st.booleans(), False))
     cip_s, cip = draw(optional(st.booleans(), True))
     div_s, div = draw(optional(st.one_of(st.none(), st.integers(1, 7)), None))
-    assume(not known_bug_avg_pool3d_small_input(d, shape[2:], kernel))
     call = draw(call_text(f"avg_pool{d}d", [
         ("kernel_size", kernel), ("stride", stride_s), ("padding", padding_s),
         ("ceil_mode", ceil_s), ("count_include_pad", cip_s), ("divisor_override", div_s),
@@ -444,7 +413,6 @@ def adaptive_pool_cases(draw):
         st.tuples(*[st.one_of(entry, st.none())] * d),  # none keeps that dim
         st.sampled_from([None, (None,) * d]),
     ))
-    assume(not known_bug_adaptive_bare_none(d, size))
     op = f"adaptive_{kind}_pool{d}d"
     call = draw(st.sampled_from([f"x -> {op}({fmt(size)})", f"x -> {op}(output_size={fmt(size)})",
                                  f"{op}(x, {fmt(size)})"]))
@@ -478,7 +446,6 @@ def batch_norm_cases(draw):
                                     0.1))
     affine_s, affine = draw(optional(st.booleans(), True))
     track_s, track = draw(optional(st.booleans(), True))
-    assume(not known_bug_batch_norm_zero_eps(eps, track))
     call = draw(call_text("batch_norm", [
         ("eps", eps_s), ("momentum", mom_s), ("affine", affine_s),
         ("track_running_stats", track_s),
@@ -500,7 +467,10 @@ def batch_norm_cases(draw):
             m.bias.uniform_(-1, 1)
         return evaluated(m, x)
 
-    case = Case(network([("x", shape)], f"y = {call}"), [x], torch_fn)
+    # PyTorch refuses eps=0 in training (and with batch statistics), not in eval mode
+    # with running statistics; cnnc refuses it always.
+    stricter = "batch_norm eps must be above 0" if eps == 0 else None
+    case = Case(network([("x", shape)], f"y = {call}"), [x], torch_fn, stricter)
     case.info.update(make=make, eps=eps)
     return case
 
@@ -520,8 +490,7 @@ def test_batch_norm_training_updates_buffers_as_pytorch(case):
         run_torch(case)
     except Exception:  # noqa: BLE001 - configurations PyTorch rejects: see test_batch_norm
         assume(False)
-    # eps=0 is valid in eval mode but PyTorch refuses it in training: bug 4
-    assume(case.info["eps"] != 0)
+    assume(case.info["eps"] != 0)  # refused by cnnc (test_batch_norm checks that)
     m = case.info["make"]().train()
     ref = cnnc.reference(source=case.src).train()
     ref.load_state_dict({f"y.{k}": v for k, v in m.state_dict().items()})
@@ -816,7 +785,6 @@ def upsample_cases(draw):
         st.tuples(*[scale_value] * spatial_dims),
         st.lists(scale_value, min_size=1, max_size=4).map(tuple),
     ), 2))
-    assume(not known_bug_upsample_one_tuple(rank, scale))
     call = draw(call_text("upsample", [("scale_factor", scale_s)]))
     (x,) = tensors([shape], draw(seeds))
 
@@ -928,7 +896,8 @@ def mutated_calls(draw):
         text = wrong_spelling(d, draw(st.sampled_from(WRONG[kind])))
         args[i] = (name, text)
         culprit = i
-        mention = f"`{name}`"
+        # The tensors after the input have no name the user knows: say what was found.
+        mention = "; found " if name == "others" else f"`{name}`"
     if op in VARIADIC:  # every positional argument joins the tensors: spell the rest by name
         n_positional = 1
     elif mutation == "positional":
@@ -1000,18 +969,16 @@ def test_wrong_type_examples_point_at_the_argument():
     for call, culprit in cases.items():
         src = network([("x", X4)], f"y = x -> {call}")
         e = expect_compile_error(src, "a wrong argument")
-        # (a tuple is underlined without its parentheses today: bug 6, tested below)
-        assert e.location.text() in (culprit, culprit.strip("()")), (call, str(e))
+        assert e.location.text() == culprit, (call, str(e))
 
 
 # ================================================================ regression tests for the
-# bugs found by the properties above (each fails until its bug is fixed; then delete the
-# matching known_bug_* predicate at the top of this file)
+# bugs found by the properties above (fixed; each test pins the fixed behaviour)
 
 
 def test_bug1_upsample_one_tuple_on_1d_input():
     """F.interpolate(x, scale_factor=(2,)) on [N, C, L] is fine; so is Ints' (3,) for
-    conv1d's kernel_size. upsample rejects it (and prints the tuple as "(2)")."""
+    conv1d's kernel_size. upsample rejected it (and printed the tuple as "(2)")."""
     src = network([("x", (SYM, 2, 5))], "y = x -> upsample(scale_factor=(2,))")
     x = torch.randn(BATCH, 2, 5)
     check(Case(src, [x], lambda: (F.interpolate(x, scale_factor=(2,), mode="nearest"), None)))
@@ -1020,7 +987,7 @@ def test_bug1_upsample_one_tuple_on_1d_input():
 def test_bug2_avg_pool3d_input_smaller_than_window():
     """PyTorch's avg_pool3d (only the 3-d one) needs every unpadded input size >= the
     window: "input image (T: 2 H: 4 W: 4) smaller than kernel size (kT: 3 kH: 3 kW: 3)".
-    cnnc infers [N, 1, 2, 4, 4], and cnnc.reference then fails at run time."""
+    cnnc inferred [N, 1, 2, 4, 4], and cnnc.reference then failed at run time."""
     src = network([("x", (SYM, 1, 2, 4, 4))], "y = x -> avg_pool3d(3, stride=1, padding=1)")
     x = torch.randn(BATCH, 1, 2, 4, 4)
     check(Case(src, [x], lambda: (F.avg_pool3d(x, 3, 1, 1), None)))
@@ -1030,7 +997,7 @@ def test_bug2_avg_pool3d_input_smaller_than_window():
                                 "adaptive_avg_pool3d", "adaptive_max_pool3d"])
 def test_bug3_adaptive_pool_bare_none(op):
     """F.adaptive_*_pool2d(x, None) raises TypeError (none is allowed only inside a tuple);
-    cnnc accepts `output_size=none` and keeps every dim."""
+    cnnc accepted `output_size=none` and kept every dim."""
     d = int(op[-2])
     shape = (SYM, 3, 5, 7, 4)[: d + 2]
     src = network([("x", shape)], f"y = x -> {op}(none)")
@@ -1040,9 +1007,9 @@ def test_bug3_adaptive_pool_bare_none(op):
 
 def test_bug4_batch_norm_zero_eps_with_batch_statistics():
     """nn.BatchNorm2d(3, eps=0, track_running_stats=False) raises at every forward
-    ("batch_norm eps must be positive during training"); cnnc accepts it and its reference
-    raises ValueError at run time. (With tracked statistics eps=0 works in eval mode but
-    raises in training.)"""
+    ("batch_norm eps must be positive during training"); cnnc accepted it and its reference
+    raised ValueError at run time. (With tracked statistics eps=0 works in eval mode but
+    raises in training: cnnc refuses eps=0 always.)"""
     src = network([("x", (SYM, 3, 5, 5))], "y = x -> batch_norm(eps=0, track_running_stats=false)")
     x = torch.randn(BATCH, 3, 5, 5)
     check(Case(src, [x], lambda: evaluated(nn.BatchNorm2d(3, eps=0, track_running_stats=False),
@@ -1075,7 +1042,7 @@ def _extreme(stmt_and_fn):
 def test_bug5_extreme_argument_values(stmt, fn):
     """Ints beyond int64 (and, in pooling, beyond int32) and floats beyond float32 that
     PyTorch refuses ("Overflow when unpacking long long", "value cannot be converted to
-    type float without overflow") are accepted; cnnc.reference then raises TypeError,
+    type float without overflow") were accepted; cnnc.reference then raised TypeError,
     ValueError or RuntimeError at run time. The values PyTorch takes must stay accepted."""
     x = torch.randn(concrete(X3))
     check(Case(network([("x", X3)], f"y = {stmt}"), [x], lambda: fn(x)))
@@ -1083,8 +1050,8 @@ def test_bug5_extreme_argument_values(stmt, fn):
 
 @pytest.mark.parametrize("tup", ["(3, 3, 3)", "(2,)", "( 3 , 3 , 3 )"])
 def test_bug6_tuple_argument_is_underlined_whole(tup):
-    """A wrong tuple argument's caret covers only the inside: `3, 3, 3` of `(3, 3, 3)`,
-    `2` of `(2,)`; the message also prints a 1-tuple as "(2)"."""
+    """A wrong tuple argument's caret covered only the inside: `3, 3, 3` of `(3, 3, 3)`,
+    `2` of `(2,)`; the message also printed a 1-tuple as "(2)"."""
     src = network([("x", X4)], f"y = x -> max_pool2d({tup})")
     e = expect_compile_error(src, "a 2-d kernel_size cannot have 3 or 1 entries")
     assert e.location.text() == tup, str(e)

@@ -19,8 +19,10 @@ from ..errors import CompileError, Frame, Location, ShapeError
 from ..ir.graph import Graph, InputAttrs, Layer
 from ..ir.shapes import Sym, format_shape, per_sample_numel
 from ..ops import OPS, Op, TensorInfo
-from ..ops.signature import REQUIRED, ArgError, TensorSlot
+from ..ops.signature import Tensor as TensorKind
+from ..ops.signature import TensorSlot
 from . import ast
+from .arguments import Given, bind_arguments, count, int_division_help
 from .evaluate import evaluate
 from .loader import Program
 from .values import Callable, TensorValue, describe
@@ -168,9 +170,18 @@ class Builder:
     def _input(self, stmt: ast.InputStmt, scope: Scope) -> None:
         dims: list[Any] = []
         for i, expr in enumerate(stmt.dims):
-            if (i == 0 and isinstance(expr, ast.Name) and expr.name not in self.program.consts):
-                dims.append(Sym(expr.name))
-                continue
+            if isinstance(expr, ast.Name) and expr.name not in self.program.consts:
+                if i == 0:
+                    dims.append(Sym(expr.name))
+                    continue
+                if expr.name not in scope.names:
+                    raise CompileError(
+                        f"only dim 0 of an input may be a name; dim {i} of input "
+                        f"`{stmt.name}` is `{expr.name}`",
+                        expr.loc,
+                        help="dim 0 is the batch size, chosen at run time; give the other "
+                        f"dims as numbers (or define `const {expr.name} = ...`)",
+                    )
             value = evaluate(expr, scope.lookup)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
                 where = "the batch dim" if i == 0 else f"dim {i}"
@@ -282,13 +293,15 @@ class Builder:
     # ------------------------------------------------------------ operators
     def _op(self, op: Op, target, call, left, scope, ctx: Context, prefix: str) -> TensorValue:
         loc = target.loc
-        positional: list[tuple[Any, Location]] = [] if left is None else [(left, loc)]
-        keywords: list[tuple[str, Any, Location, Location]] = []
+        positional: list[Given] = [] if left is None else [Given(left, loc)]
+        keywords: list[tuple[str, Given, Location]] = []
         if call is not None:
-            positional += [(evaluate(a, scope.lookup), a.loc) for a in call.args]
-            keywords = [(k.name, evaluate(k.value, scope.lookup), k.value.loc, k.name_loc)
-                        for k in call.kwargs]
-        args, arg_locs = self._bind(op, positional, keywords, loc)
+            positional += [Given(evaluate(a, scope.lookup), a.loc, a) for a in call.args]
+            keywords = [(k.name, Given(evaluate(k.value, scope.lookup), k.value.loc, k.value),
+                         k.name_loc) for k in call.kwargs]
+            if left is None:
+                self._check_chain_head(op, call, positional, scope)
+        args, arg_locs = bind_arguments(op, positional, keywords, loc, from_chain=left is not None)
         inputs: list[TensorValue] = []
 
         def slot(value):
@@ -330,84 +343,30 @@ class Builder:
         self._units[-1].nodes.append(node.id)
         return TensorValue(node.id, shape, node.label)
 
-    def _bind(self, op: Op, positional, keywords, loc: Location):
-        """Match arguments to the signature, convert each to its kind; errors point at them."""
-        signature = {a.name: a for a in op.signature}
-        values: dict[str, Any] = {}
-        locs: dict[str, Location] = {}
-        queue = list(positional)
-        for arg in op.signature:
-            if arg.variadic:
-                values[arg.name], locs[arg.name] = [v for v, _ in queue], loc
-                kinds_locs = queue
-                queue = []
-                for v, where in kinds_locs:
-                    self._convert(op, arg, v, where)
-                continue
-            if queue:
-                values[arg.name], locs[arg.name] = queue.pop(0)
-        if queue:
-            raise CompileError(
-                f"{op.name}() takes at most {len(values)} positional arguments, "
-                f"found another: {describe(queue[0][0])}",
-                queue[0][1],
-                help=self._signature_help(op),
-            )
-        for name, value, value_loc, name_loc in keywords:
-            arg = signature.get(name)
-            if arg is None or arg.variadic or name == "input":
-                names = [a.name for a in op.signature if not a.variadic and a.name != "input"]
-                close = difflib.get_close_matches(name, names, n=1)
-                raise CompileError(
-                    f"{op.name}() has no argument `{name}`", name_loc,
-                    help=f"did you mean `{close[0]}`?" if close else self._signature_help(op),
-                )
-            if name in values:
-                raise CompileError(
-                    f"{op.name}() argument `{name}` is given twice (by position and by name)",
-                    name_loc,
-                )
-            values[name], locs[name] = value, value_loc
-        for arg in op.signature:
-            if arg.name not in values:
-                if arg.default is REQUIRED:
-                    raise CompileError(
-                        f"{op.name}() needs an argument `{arg.name}`", loc,
-                        help=self._signature_help(op),
-                    )
-                values[arg.name] = arg.kind.convert(arg.default)  # per-dim tuples
-                continue
-            if not arg.variadic:
-                values[arg.name] = self._convert(op, arg, values[arg.name], locs[arg.name])
-        return values, locs
-
     @staticmethod
-    def _convert(op: Op, arg, value, loc: Location):
-        try:
-            return arg.kind.convert(value)
-        except ArgError as e:
-            raise CompileError(
-                f"{op.name}() argument `{arg.name}` expects {e.expected}, found {describe(value)}",
-                loc,
-            ) from None
-
-    @staticmethod
-    def _signature_help(op: Op) -> str:
-        parts = []
-        for a in op.signature[1:]:
-            if a.variadic:
-                parts.append(f"{a.name}...")
-            elif a.default is REQUIRED:
-                parts.append(a.name)
-            else:
-                parts.append(f"{a.name}={_default_text(a.default)}")
-        return f"{op.name}({', '.join(parts)})"
+    def _check_chain_head(op: Op, call: ast.Call, positional: list[Given], scope: Scope) -> None:
+        """A call heading a chain gets no tensor from a left side: its first argument must
+        be one. `c1 = conv2d(3, 3) -> relu` forgot the tensor the chain starts from."""
+        first = op.signature[0]
+        if first.variadic or not isinstance(first.kind, TensorKind):
+            return
+        if positional and isinstance(positional[0].value, TensorValue):
+            return
+        hint = _chain_start_hint(call, f"{op.name}()", scope)
+        if not positional:
+            raise CompileError(f"{op.name}() has no tensor to act on", call.loc, help=hint)
+        raise CompileError(
+            f"{op.name}() argument `{first.name}` expects a tensor, found "
+            f"{describe(positional[0].value)}",
+            positional[0].loc, help=hint,
+        )
 
     def _check_size(self, shape, what: str, loc: Location, trail) -> None:
         n = per_sample_numel(shape)
         if n > MAX_ELEMENTS:
+            count = f"{n:,}" if n < 10**18 else f"about {float(n):.1e}"
             raise CompileError(
-                f"{what} {format_shape(shape)} would hold {n:,} elements per batch item; "
+                f"{what} {_shape_text(shape)} would hold {count} elements per batch item; "
                 f"cnnc's limit is {MAX_ELEMENTS:,}",
                 loc, trail=trail,
             )
@@ -427,7 +386,9 @@ class Builder:
         inner = Scope(self)
         bound = self._bind_block(block, call, left, scope, inner, loc, ctx)
         for param in block.params:
-            inner.names[param.name] = (bound[param.name], param.loc)
+            # Inside the block a tensor is called by its parameter's name (`x`), whatever
+            # the caller calls it.
+            inner.names[param.name] = (self._relabel(bound[param.name], param.name), param.loc)
             inner.params.add(param.name)
         frame = Frame(block.name, loc, ctx.statement)
         trail = ctx.trail + (frame,)
@@ -461,13 +422,22 @@ class Builder:
             values[first.name], locs[first.name] = left, loc
             params.remove(first)
         args = call.args if call else ()
+        exprs: dict[str, ast.Expr] = {}
+        # At the head of a chain the block's first tensor has no left side to come from.
+        head = next((p for p in block.params if p.type == "tensor"), None) \
+            if left is None and call is not None else None
         if len(args) > len(params):
+            takes = "no arguments" if not params else \
+                f"at most {count(len(params), 'argument')} by position"
+            besides = " besides the chain's tensor" if left is not None else ""
             raise CompileError(
-                f"block {block.name} takes {len(block.params)} arguments; found more",
+                f"block {block.name} takes {takes}{besides}; found another: "
+                f"{args[len(params)].loc.text()}",
                 args[len(params)].loc, trail=ctx.trail, help=_block_help(block),
             )
         for param, expr in zip(params, args):
             values[param.name], locs[param.name] = evaluate(expr, scope.lookup), expr.loc
+            exprs[param.name] = expr
         for kw in call.kwargs if call else ():
             known = [p.name for p in block.params]
             if kw.name not in known:
@@ -481,12 +451,15 @@ class Builder:
                 raise CompileError(f"block {block.name} parameter `{kw.name}` is given twice",
                                    kw.name_loc, trail=ctx.trail)
             values[kw.name], locs[kw.name] = evaluate(kw.value, scope.lookup), kw.value.loc
+            exprs[kw.name] = kw.value
         for param in block.params:
             if param.name not in values:
                 if param.default is None:
                     raise CompileError(
                         f"block {block.name} needs an argument `{param.name}`", loc,
-                        trail=ctx.trail, help=_block_help(block),
+                        trail=ctx.trail,
+                        help=_chain_start_hint(call, f"block {block.name}", scope)
+                        if param is head else _block_help(block),
                     )
                 # Defaults may use earlier parameters.
                 partial = Scope(self, {k: (v, param.loc) for k, v in values.items()})
@@ -494,30 +467,49 @@ class Builder:
                 locs[param.name] = param.default.loc
             value = values[param.name]
             if not PARAM_KINDS[param.type](value):
+                given = Given(value, locs[param.name], exprs.get(param.name, param.default))
+                hint = None
+                if param.type == "int":
+                    hint = int_division_help(_int_param, given)
+                elif param is head:
+                    hint = _chain_start_hint(call, f"block {block.name}", scope)
                 raise CompileError(
                     f"block {block.name} parameter `{param.name}` expects "
                     f"{PARAM_KIND_TEXT[param.type]}, found {describe(value)}",
-                    locs[param.name], trail=ctx.trail,
+                    locs[param.name], trail=ctx.trail, help=hint,
                 )
             if param.type == "float":
                 values[param.name] = float(value)
         return values
 
 
+def _chain_start_hint(call: ast.Call, what: str, scope: Scope) -> str:
+    """`image -> conv2d(3, 3)`: how a call at the head of a chain gets its tensor (the
+    tensor named last in scope stands in for the one the user meant)."""
+    tensors = [n for n, (v, _) in scope.names.items() if isinstance(v, TensorValue)]
+    start = tensors[-1] if tensors else "x"
+    return f"a chain starts from a tensor: `{start} -> {call.loc.text()}` applies {what} to {start}"
+
+
+def _shape_text(shape) -> str:
+    """A shape for a message; sizes of more than 15 digits shortened (1.0e+300)."""
+    if all(isinstance(d, Sym) or d < 10**15 for d in shape):
+        return format_shape(shape)
+    return "[" + ", ".join(
+        str(d) if isinstance(d, Sym) or d < 10**15 else f"{float(d):.1e}" for d in shape
+    ) + "]"
+
+
+def _int_param(value: Any) -> int:
+    if not PARAM_KINDS["int"](value):
+        raise ValueError(value)
+    return value
+
+
 def _chain_text(chain: ast.Chain) -> str:
     parts = [chain.head.loc.text()] if isinstance(chain.head, ast.Call) else []
     parts += [stage.loc.text() for stage in chain.stages]
     return " -> ".join(parts) or chain.head.loc.text()
-
-
-def _default_text(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)
 
 
 def _block_help(block: ast.BlockDef) -> str:

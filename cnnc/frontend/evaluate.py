@@ -15,7 +15,7 @@ from ..ir.shapes import Sym
 from . import ast
 from .values import Array, TensorValue, describe
 
-MAX_DEPTH = 200  # nesting of an expression: parentheses, brackets, unary minus, calls
+MAX_DEPTH = 200  # nesting of an expression; a flat `1 + 1 + ... + 1` does not nest
 MAX_ARRAY_ELEMENTS = 1 << 20
 
 Lookup = Callable[[ast.Name], Any]
@@ -116,7 +116,9 @@ def _number_op(op: str, a, b, expr) -> int | float:
 
 def _array(expr: ast.ListExpr, lookup: Lookup, depth: int) -> Array:
     if not expr.items:
-        raise CompileError("an empty list is not a value", expr.loc, help="a const list needs numbers")
+        raise CompileError(
+            "an empty list is not a value", expr.loc, help="a const list needs numbers"
+        )
     _check_array_size(expr)
     values, shape = [], None
     for item in expr.items:
@@ -139,7 +141,9 @@ def _array(expr: ast.ListExpr, lookup: Lookup, depth: int) -> Array:
             )
         values.extend(item_values)
         if len(values) > MAX_ARRAY_ELEMENTS:
-            raise CompileError(f"a const list of more than {MAX_ARRAY_ELEMENTS:,} numbers", expr.loc)
+            raise CompileError(
+                f"a const list of more than {MAX_ARRAY_ELEMENTS:,} numbers", expr.loc
+            )
     return Array(tuple(values), (len(expr.items), *shape))
 
 

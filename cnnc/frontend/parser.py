@@ -20,9 +20,10 @@ from ..errors import CompileError, Location, Source
 from . import ast
 from .transformer import RESERVED, ToAst
 
-# The parse of a megabyte of the densest text (a const list of 500,000 numbers) takes
-# seconds; a real .cnn file is a few kilobytes.
-MAX_SOURCE_BYTES = 1_000_000
+# Parsing the densest text (`1+1+...`, a const list of numbers) takes about 17 s a megabyte
+# on a slow 2-core machine; 512 KiB keeps the worst case under 10 s there. A real .cnn file
+# is a few kilobytes.
+MAX_SOURCE_BYTES = 512 * 1024
 
 
 def _grammar_text() -> str:
@@ -69,7 +70,6 @@ def lark_parser() -> Lark:
     return Lark(
         _grammar_text(),
         parser="lalr",
-        propagate_positions=True,
         maybe_placeholders=True,
         postlex=_KeywordsStayKeywords(),
     )

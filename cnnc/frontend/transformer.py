@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from lark import Token, Transformer_NonRecursive, Tree
+from lark import Token, Transformer_NonRecursive
 
 from ..errors import CompileError, Location, Source
 from . import ast
@@ -25,10 +25,18 @@ PARAM_TYPES = ("tensor", "int", "float", "bool", "str")
 
 
 def _span(source: Source, first, last) -> Location:
-    """Location from the start of `first` to the end of `last` (tokens or AST nodes)."""
-    a = first.loc if hasattr(first, "loc") else _token_loc(source, first)
-    b = last.loc if hasattr(last, "loc") else _token_loc(source, last)
+    """Location from the start of `first` to the end of `last` (tokens, AST nodes or
+    locations)."""
+    a, b = _where(source, first), _where(source, last)
     return Location(source, a.line, a.col, b.end_line, b.end_col)
+
+
+def _where(source: Source, item) -> Location:
+    if isinstance(item, Location):
+        return item
+    if isinstance(item, Token):
+        return _token_loc(source, item)
+    return item.loc
 
 
 def _token_loc(source: Source, token: Token) -> Location:
@@ -55,10 +63,6 @@ class ToAst(Transformer_NonRecursive):
         if isinstance(item, Token):
             return _token_loc(self.source, item)
         return item.loc
-
-    def _meta_loc(self, children) -> Location:
-        items = [c for c in children if c is not None and not isinstance(c, (list, tuple))]
-        return _span(self.source, items[0], items[-1])
 
     # ------------------------------------------------------------ expressions
     def number(self, children):
@@ -119,19 +123,23 @@ class ToAst(Transformer_NonRecursive):
         left, op, right = children
         return ast.Binary(str(op), left, right, _span(self.source, left, right))
 
+    # Tuples, lists and parenthesized expressions span their brackets: an error about one
+    # underlines `(3, 3, 3)` or `[1, -4]` whole.
     def tuple(self, children):
-        items = tuple(c for c in children if c is not None)
-        return ast.TupleExpr(items, self._current_meta_loc)  # brackets included
+        opening, *items, closing = children
+        items = tuple(c for c in items if c is not None)
+        return ast.TupleExpr(items, _span(self.source, opening, closing))
 
     def list(self, children):
-        items = tuple(c for c in children if c is not None)
-        return ast.ListExpr(items, self._current_meta_loc)
+        opening, *items, closing = children
+        items = tuple(c for c in items if c is not None)
+        return ast.ListExpr(items, _span(self.source, opening, closing))
 
     def paren(self, children):
-        # `(expr)` is the expression itself, spanning its parentheses: an error about it
-        # underlines `(a + b)`, and the outermost expression starts at its `(`.
-        (inner,) = children
-        return dataclasses.replace(inner, loc=self._current_meta_loc)
+        # `(expr)` is the expression itself, spanning its parentheses: the outermost
+        # expression of `(1 + (2 + ...))` starts at its `(`.
+        opening, inner, closing = children
+        return dataclasses.replace(inner, loc=_span(self.source, opening, closing))
 
     def keyword_arg(self, children):
         name, value = children
@@ -139,7 +147,7 @@ class ToAst(Transformer_NonRecursive):
         return ast.KeywordArg(str(name), value, _span(self.source, name, value), self._loc(name))
 
     def call(self, children):
-        name, *args = children
+        name, _, *args, closing = children
         args = [a for a in args if a is not None]
         positional, keywords, seen = [], [], {}
         for a in args:
@@ -161,12 +169,8 @@ class ToAst(Transformer_NonRecursive):
                         help="arguments are positional first, then key=value",
                     )
                 positional.append(a)
-        loc = self._call_loc(name)
+        loc = _span(self.source, name, closing)
         return ast.Call(str(name), tuple(positional), tuple(keywords), loc, self._loc(name))
-
-    def _call_loc(self, name: Token) -> Location:
-        meta = self._current_meta
-        return Location(self.source, name.line, name.column, meta.end_line, meta.end_column)
 
     # ------------------------------------------------------------ chains
     def stage(self, children):
@@ -182,14 +186,10 @@ class ToAst(Transformer_NonRecursive):
 
     # ------------------------------------------------------------ statements
     def input_stmt(self, children):
-        kw, name, *dims = children
+        kw, name, _, *dims, closing = children
         dims = tuple(d for d in dims if d is not None)
         check_name(str(name), self._loc(name), "an input")
-        loc = Location(
-            self.source, kw.line, kw.column, self._current_meta.end_line,
-            self._current_meta.end_column,
-        )
-        return ast.InputStmt(str(name), dims, loc, self._loc(name))
+        return ast.InputStmt(str(name), dims, _span(self.source, kw, closing), self._loc(name))
 
     def bind_stmt(self, children):
         name, chain = children
@@ -229,12 +229,12 @@ class ToAst(Transformer_NonRecursive):
         return ast.Param(str(name), str(type_), default, _span(self.source, name, end))
 
     def body(self, children):
-        return list(children), self._current_meta
+        opening, *statements, closing = children
+        return statements, _span(self.source, opening, closing)
 
     def block_def(self, children):
-        kw, name, *rest = children
-        (statements, meta) = rest[-1]
-        params = tuple(p for p in rest[:-1] if p is not None)
+        kw, name, _, *params, _, (statements, body_loc) = children
+        params = tuple(p for p in params if p is not None)
         check_name(str(name), self._loc(name), "a block")
         seen: dict[str, ast.Param] = {}
         defaults_started = None
@@ -255,7 +255,7 @@ class ToAst(Transformer_NonRecursive):
                     p.loc,
                     help="parameters with defaults come after the ones without",
                 )
-        loc = Location(self.source, kw.line, kw.column, meta.end_line, meta.end_column)
+        loc = _span(self.source, kw, body_loc)
         binds, result = [], None
         for st in statements:
             if isinstance(st, ast.InputStmt):
@@ -285,9 +285,9 @@ class ToAst(Transformer_NonRecursive):
         return ast.BlockDef(str(name), params, tuple(binds), result, loc, self._loc(name))
 
     def network_def(self, children):
-        kw, name, (statements, meta) = children
+        kw, name, (statements, body_loc) = children
         check_name(str(name), self._loc(name), "a network")
-        loc = Location(self.source, kw.line, kw.column, meta.end_line, meta.end_column)
+        loc = _span(self.source, kw, body_loc)
         inputs, binds, output = [], [], None
         for st in statements:
             if isinstance(st, ast.ReturnStmt):
@@ -323,14 +323,3 @@ class ToAst(Transformer_NonRecursive):
             tuple(c for c in children if isinstance(c, ast.BlockDef)),
             tuple(c for c in children if isinstance(c, ast.NetworkDef)),
         )
-
-    # ------------------------------------------------------------ plumbing
-    def _call_userfunc(self, tree: Tree, new_children=None):
-        # Keep the tree's meta at hand for rules whose span ends in a filtered token.
-        self._current_meta = tree.meta
-        return super()._call_userfunc(tree, new_children)
-
-    @property
-    def _current_meta_loc(self) -> Location:
-        m = self._current_meta
-        return Location(self.source, m.line, m.column, m.end_line, m.end_column)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..ir.shapes import Shape
 from .common import NoAttrs
 from .registry import Op, TensorInfo, register
-from .signature import Arg, Choice, Float, Tensor
+from .signature import FLOAT32_MAX, Arg, Choice, Float, Tensor
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,12 @@ register(
     Activation(
         "leaky_relu", lambda x, a: F.leaky_relu(x, a.negative_slope),
         lambda x, a: f"tl.where({x} > 0, {x}, {x} * {_num(a.negative_slope)})",
-        LeakyReluAttrs, Arg("negative_slope", Float(), 0.01),
+        LeakyReluAttrs, Arg("negative_slope", Float(max_magnitude=FLOAT32_MAX), 0.01),
     ),
     Activation(
         "elu", lambda x, a: F.elu(x, a.alpha),
         lambda x, a: f"tl.where({x} > 0, {x}, {_num(a.alpha)} * (tl.exp({x}) - 1.0))",
-        EluAttrs, Arg("alpha", Float(), 1.0),
+        EluAttrs, Arg("alpha", Float(max_magnitude=FLOAT32_MAX), 1.0),
     ),
     Activation(
         "gelu", lambda x, a: F.gelu(x, approximate=a.approximate), lambda x, a: (

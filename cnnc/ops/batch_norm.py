@@ -27,7 +27,7 @@ class BatchNorm(Op):
     attrs_type = BatchNormAttrs
     signature = (
         Arg("input", Tensor()),
-        Arg("eps", Float(0), 1e-5),
+        Arg("eps", Float(0, strict_min=True), 1e-5),  # PyTorch: eps > 0 in training
         Arg("momentum", Optional(Float()), 0.1),
         Arg("affine", Bool(), True),
         Arg("track_running_stats", Bool(), True),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ShapeError
-from ..ir.shapes import Shape, add_dims, format_shape
+from ..ir.shapes import Shape, Sym, add_dims, format_shape
 from .common import normalize_dim
 from .registry import Op, TensorInfo, register
 from .signature import Arg, Int, Tensor, TensorOrNumber, TensorSlot
@@ -49,7 +49,8 @@ class Arithmetic(Op):
         self._fn = fn
         self.signature = (
             Arg("input", Tensor()),
-            Arg("others", TensorOrNumber(), variadic=True),
+            Arg("others", TensorOrNumber(), variadic=True,
+                role=f"{'adds' if name == 'add' else 'multiplies by'} tensors or numbers"),
         )
 
     def make_attrs(self, args):
@@ -91,7 +92,7 @@ class Concat(Op):
     attrs_type = ConcatAttrs
     signature = (
         Arg("input", Tensor()),
-        Arg("others", Tensor(), variadic=True),
+        Arg("others", Tensor(), variadic=True, role="joins tensors"),
         Arg("dim", Int(), 1),
     )
 
@@ -111,15 +112,29 @@ class Concat(Op):
                         f"concat() along dim {attrs.dim} needs equal sizes in every other dim: "
                         f"{first} and {other} differ in dim {d}",
                     )
-        total = add_dims(tuple(t.shape[dim] for t in inputs))
+        sizes = tuple(t.shape[dim] for t in inputs)
+        total = add_dims(sizes)
         if total is None:
-            raise ShapeError(
-                f"concat() along dim {attrs.dim} cannot add the batch dim to fixed sizes"
-            )
+            raise ShapeError(_mixed_sizes_message(attrs.dim, inputs, dim))
         return (*first.shape[:dim], total, *first.shape[dim + 1:])
 
     def reference(self, attrs: ConcatAttrs, xs, p, training):
         return torch.cat(xs, dim=attrs.dim)
+
+
+def _mixed_sizes_message(dim_arg: int, inputs: list[TensorInfo], dim: int) -> str:
+    """Why the sizes along the concat dim cannot be added: two batch sizes, or the batch
+    and a fixed size."""
+    batches = {t.shape[dim].name: t for t in inputs if isinstance(t.shape[dim], Sym)}
+    if len(batches) > 1:
+        a, b = list(batches.values())[:2]
+        return (f"concat() along dim {dim_arg} cannot join different batch sizes: {a} and {b} "
+                f"(`{a.shape[dim].name}` and `{b.shape[dim].name}` are chosen separately at "
+                "run time)")
+    fixed = next(t for t in inputs if not isinstance(t.shape[dim], Sym))
+    batch = next(iter(batches.values()))
+    return (f"concat() along dim {dim_arg} cannot add the batch dim of {batch} to the fixed "
+            f"size of {fixed}")
 
 
 register(Arithmetic("add", operator.add), Arithmetic("mul", operator.mul), Concat())

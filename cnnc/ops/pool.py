@@ -11,7 +11,7 @@ from ..ir.shapes import Shape
 from . import arithmetic
 from .common import check_rank, spatial_of
 from .registry import Op, TensorInfo, register
-from .signature import Arg, Bool, Int, Ints, Optional, Tensor
+from .signature import INT32_MAX, Arg, Bool, Int, Ints, Optional, Tensor
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class Pool(Op):
                     arg="padding",
                     help="PyTorch allows padding of at most kernel_size // 2",
                 )
+        self._check_window_fits_unpadded(attrs, x, sizes)
         out = []
         for size, k, s, p, d in zip(
             sizes, attrs.kernel_size, attrs.stride, attrs.padding, attrs.dilation
@@ -75,6 +76,9 @@ class Pool(Op):
                 )
             out.append(n)
         return (*x.shape[:2], *out)
+
+    def _check_window_fits_unpadded(self, attrs, x: TensorInfo, sizes) -> None:
+        """Only PyTorch's avg_pool3d also needs the window to fit the input before padding."""
 
     def explain(self, attrs, inputs, out) -> list[str]:
         sizes = inputs[0].shape[2:]
@@ -90,12 +94,14 @@ class MaxPool(Pool):
 
     def __init__(self, dims: int):
         super().__init__(dims)
+        # PyTorch's max_pool2d/3d take their windows as 32-bit ints; max_pool1d as 64-bit.
+        limit = {"max": INT32_MAX} if dims > 1 else {}
         self.signature = (
             Arg("input", Tensor()),
-            Arg("kernel_size", Ints(dims)),
-            Arg("stride", Optional(Ints(dims)), None),
-            Arg("padding", Ints(dims, min=0), 0),
-            Arg("dilation", Ints(dims), 1),
+            Arg("kernel_size", Ints(dims, **limit)),
+            Arg("stride", Optional(Ints(dims, **limit)), None),
+            Arg("padding", Ints(dims, min=0, **limit), 0),
+            Arg("dilation", Ints(dims, **limit), 1),
             Arg("ceil_mode", Bool(), False),
         )
         self._fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dims]
@@ -113,15 +119,28 @@ class AvgPool(Pool):
 
     def __init__(self, dims: int):
         super().__init__(dims)
+        # PyTorch's avg_pool*d take their windows as 32-bit ints.
         self.signature = (
             Arg("input", Tensor()),
-            Arg("kernel_size", Ints(dims)),
-            Arg("stride", Optional(Ints(dims)), None),
-            Arg("padding", Ints(dims, min=0), 0),
+            Arg("kernel_size", Ints(dims, max=INT32_MAX)),
+            Arg("stride", Optional(Ints(dims, max=INT32_MAX)), None),
+            Arg("padding", Ints(dims, min=0, max=INT32_MAX), 0),
             Arg("ceil_mode", Bool(), False),
             Arg("count_include_pad", Bool(), True),
             Arg("divisor_override", Optional(Int(1)), None),
         )
+
+    def _check_window_fits_unpadded(self, attrs, x: TensorInfo, sizes) -> None:
+        if self.dims != 3:
+            return
+        for dim, size, k in zip(("D", "H", "W"), sizes, attrs.kernel_size):
+            if size < k:
+                raise ShapeError(
+                    f"avg_pool3d() window {'x'.join(map(str, attrs.kernel_size))} is larger "
+                    f"than {x} in {dim} ({size} < {k}), before padding",
+                    help="PyTorch's avg_pool3d needs every input size to be at least the "
+                    "window, whatever the padding: use a smaller window",
+                )
 
     def reference(self, attrs: AvgPoolAttrs, xs, p, training):
         x = xs[0]

@@ -13,14 +13,26 @@ from ..frontend.values import Array, TensorValue, describe
 
 
 class ArgError(Exception):
-    """A value of the wrong kind; `expected` completes 'expects ...'."""
+    """A value of the wrong kind; `expected` completes 'expects ...'.
 
-    def __init__(self, expected: str):
-        super().__init__(expected)
+    `problem`, when given, says instead what is wrong with a value of the right kind: it
+    completes "argument `stride` ..." ("is 2147483648, more than ...").
+    """
+
+    def __init__(self, expected: str, problem: str | None = None):
+        super().__init__(problem or expected)
         self.expected = expected
+        self.problem = problem
 
 
 REQUIRED = object()
+
+# PyTorch's limits: ints reach its C++ code as int64 (pooling windows as int32), floats
+# given to elementwise activations as float32.
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+_INT_LIMIT_TEXT = {INT64_MAX: "a 64-bit int", INT32_MAX: "a 32-bit int"}
 
 
 @dataclass(frozen=True)
@@ -46,8 +58,10 @@ def _is_number(value: Any) -> bool:
 
 
 class Int(Kind):
-    def __init__(self, min: int | None = None):
-        self.min = min
+    """An int of at least `min`, within what PyTorch's C++ side can hold (`max`)."""
+
+    def __init__(self, min: int | None = None, max: int = INT64_MAX):
+        self.min, self.max = min, max
         self.description = {None: "an int", 0: "a non-negative int", 1: "a positive int"}.get(
             min, f"an int of at least {min}"
         )
@@ -55,12 +69,23 @@ class Int(Kind):
     def convert(self, value):
         if not _is_int(value) or (self.min is not None and value < self.min):
             raise ArgError(self.description)
+        limit = _INT_LIMIT_TEXT.get(self.max, f"{self.max}")
+        if value > self.max:
+            raise ArgError(self.description, f"is {value}, more than PyTorch takes here: "
+                           f"{self.max} ({limit})")
+        if value < -self.max - 1:
+            raise ArgError(self.description, f"is {value}, less than PyTorch takes here: "
+                           f"{-self.max - 1} ({limit})")
         return value
 
 
 class Float(Kind):
-    def __init__(self, min: float | None = None, max: float | None = None, strict_min=False):
+    """A number, as a float; `max_magnitude` bounds what a float32 argument can hold."""
+
+    def __init__(self, min: float | None = None, max: float | None = None, strict_min=False,
+                 max_magnitude: float | None = None):
         self.min, self.max, self.strict_min = min, max, strict_min
+        self.max_magnitude = max_magnitude
         if min is not None and max is not None:
             self.description = f"a number from {min:g} to {max:g}"
         elif min is not None:
@@ -71,11 +96,17 @@ class Float(Kind):
     def convert(self, value):
         if not _is_number(value):
             raise ArgError(self.description)
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ArgError(self.description, "is too large for a float") from None
         if self.min is not None and (value < self.min or (self.strict_min and value == self.min)):
             raise ArgError(self.description)
         if self.max is not None and value > self.max:
             raise ArgError(self.description)
+        if self.max_magnitude is not None and abs(value) > self.max_magnitude:
+            raise ArgError(self.description, f"is {value!r}, beyond the range of a 32-bit "
+                           f"float (at most {self.max_magnitude:.7g} either way)")
         return value
 
 
@@ -102,63 +133,76 @@ class Choice(Kind):
 class Ints(Kind):
     """An int for every spatial dim, or a tuple of exactly `n` ints."""
 
-    def __init__(self, n: int, min: int = 1):
+    def __init__(self, n: int, min: int = 1, max: int = INT64_MAX):
         self.n, self.min = n, min
         each = Int(min).description
         self.description = each if n == 1 else f"{each} or a tuple of {n} of them"
-        self.each = Int(min)
+        self.each = Int(min, max)
 
     def convert(self, value):
         if isinstance(value, tuple):
             if len(value) != self.n:
                 raise ArgError(self.description)
-            try:
-                return tuple(self.each.convert(v) for v in value)
-            except ArgError:
-                raise ArgError(self.description) from None
+            return tuple(self._one(v) for v in value)
+        return (self._one(value),) * self.n
+
+    def _one(self, value):
         try:
-            return (self.each.convert(value),) * self.n
-        except ArgError:
-            raise ArgError(self.description) from None
+            return self.each.convert(value)
+        except ArgError as e:
+            raise ArgError(self.description, e.problem) from None
 
 
-class Numbers(Kind):
-    """A positive number for every spatial dim, or a tuple of exactly `n` of them."""
+class Scale(Kind):
+    """upsample's scale_factor: a positive number for every spatial dim, or a tuple of one
+    per spatial dim (the shape rule checks its length against the input)."""
 
-    def __init__(self, n: int):
-        self.n = n
-        self.each = Float(0, strict_min=True)
-        self.description = f"a positive number or a tuple of {n} of them"
+    description = "a positive number or a tuple of one per spatial dim"
+    each = Float(0, strict_min=True)
 
     def convert(self, value):
-        items = value if isinstance(value, tuple) else (value,) * self.n
-        if len(items) != self.n:
-            raise ArgError(self.description)
+        if isinstance(value, tuple):
+            if not value:
+                raise ArgError(self.description)
+            return tuple(self._one(v) for v in value)
+        return self._one(value)
+
+    def _one(self, value):
         try:
-            converted = tuple(self.each.convert(v) for v in items)
-        except ArgError:
-            raise ArgError(self.description) from None
-        # Keep ints as ints: PyTorch computes the nearest-neighbour index the same way.
-        return tuple(int(v) if _is_int(o) else v for v, o in zip(converted, items))
+            converted = self.each.convert(value)
+        except ArgError as e:
+            raise ArgError(self.description, e.problem) from None
+        # Keep ints as ints (and modest whole floats as ints): PyTorch computes the same
+        # indices for 2 and 2.0, and the generated code reads better.
+        if _is_int(value):
+            return value
+        return int(converted) if converted.is_integer() and converted < 2**53 else converted
 
 
 class SizesOrNone(Kind):
-    """adaptive pooling's output_size: an int, or a tuple of ints where none keeps the dim."""
+    """adaptive pooling's output_size: an int, or a tuple of ints where none keeps the dim
+    (none alone is not a size: PyTorch refuses it)."""
 
     def __init__(self, n: int):
         self.n = n
+        self.each = Int(1)
         self.description = (
             "a positive int" if n == 1 else f"a positive int or a tuple of {n} (int or none)"
         )
 
     def convert(self, value):
-        items = value if isinstance(value, tuple) else (value,) * self.n
-        ok = len(items) == self.n and all(
-            v is None or (_is_int(v) and v >= 1) for v in items
-        )
-        if not ok or (self.n == 1 and items[0] is None):
+        if value is None:
             raise ArgError(self.description)
-        return tuple(items)
+        items = value if isinstance(value, tuple) else (value,) * self.n
+        if len(items) != self.n or (self.n == 1 and items[0] is None):
+            raise ArgError(self.description)
+        return tuple(None if v is None else self._one(v) for v in items)
+
+    def _one(self, value):
+        try:
+            return self.each.convert(value)
+        except ArgError as e:
+            raise ArgError(self.description, e.problem) from None
 
 
 class Either(Kind):
@@ -167,12 +211,13 @@ class Either(Kind):
         self.description = " or ".join(k.description for k in kinds)
 
     def convert(self, value):
+        problem = None
         for kind in self.kinds:
             try:
                 return kind.convert(value)
-            except ArgError:
-                continue
-        raise ArgError(self.description)
+            except ArgError as e:
+                problem = problem or e.problem
+        raise ArgError(self.description, problem)
 
 
 class Optional(Kind):
@@ -217,6 +262,7 @@ class Arg:
     kind: Kind
     default: Any = REQUIRED
     variadic: bool = False  # takes every further positional argument
+    role: str | None = None  # a variadic argument's job: "joins tensors" (for diagnostics)
 
 
 def describe_found(value: Any) -> str:

@@ -11,7 +11,7 @@ from ..errors import ShapeError
 from ..ir.shapes import Shape, Sym, multiply_dims
 from .common import normalize_dim
 from .registry import Op, TensorInfo, register
-from .signature import Arg, Either, Float, Int, Numbers, Tensor
+from .signature import INT64_MAX, Arg, Float, Int, Scale, Tensor
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class DropoutAttrs:
 
 @dataclass(frozen=True)
 class UpsampleAttrs:
-    scale_factor: tuple  # one positive number per spatial dim, or a single one for all
+    scale_factor: int | float | tuple  # one number for every spatial dim, or one per dim
 
 
 class Flatten(Op):
@@ -93,17 +93,13 @@ class Upsample(Op):
     attrs_type = UpsampleAttrs
     signature = (
         Arg("input", Tensor()),
-        Arg("scale_factor", Either(Float(0, strict_min=True), Numbers(2), Numbers(3)), 2),
+        Arg("scale_factor", Scale(), 2),
     )
 
-    def make_attrs(self, args):
-        scale = args["scale_factor"]
-        if not isinstance(scale, tuple):
-            scale = (int(scale) if float(scale).is_integer() else scale,)
-        return UpsampleAttrs(scale)
-
     def scales(self, attrs: UpsampleAttrs, spatial: int) -> tuple:
-        return attrs.scale_factor * spatial if len(attrs.scale_factor) == 1 else attrs.scale_factor
+        """One factor per spatial dim."""
+        scale = attrs.scale_factor
+        return scale if isinstance(scale, tuple) else (scale,) * spatial
 
     def infer(self, attrs: UpsampleAttrs, inputs):
         (x,) = inputs
@@ -113,18 +109,28 @@ class Upsample(Op):
         scales = self.scales(attrs, spatial)
         if len(scales) != spatial:
             raise ShapeError(
-                f"upsample() scale_factor has {len(scales)} values for the {spatial} spatial "
-                f"dims of {x}",
+                f"upsample() argument `scale_factor` has {len(scales)} "
+                f"{'value' if len(scales) == 1 else 'values'} for the {spatial} spatial "
+                f"{'dim' if spatial == 1 else 'dims'} of {x}",
                 arg="scale_factor",
+                help="give one number for every dim, or a tuple of one per spatial dim",
             )
         out = []
         for size, s in zip(x.shape[2:], scales):
             if isinstance(size, Sym):
                 raise ShapeError(f"upsample() needs fixed spatial sizes, found {x}")
-            n = math.floor(size * s)
+            grown = size * s  # in double precision, as ATen computes it
+            if grown > INT64_MAX or not math.isfinite(grown):
+                raise ShapeError(
+                    f"upsample() scale_factor {s!r} is too large: it would make a size of "
+                    f"{x} larger than PyTorch can count (2**63 - 1)",
+                    arg="scale_factor",
+                )
+            n = math.floor(grown)
             if n < 1:
                 raise ShapeError(
-                    f"upsample() scale_factor {s} leaves no output from {x}", arg="scale_factor"
+                    f"upsample() scale_factor {s!r} leaves no output from {x}",
+                    arg="scale_factor",
                 )
             out.append(n)
         return (*x.shape[:2], *out)
