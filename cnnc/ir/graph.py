@@ -26,7 +26,7 @@ class ParamSpec:
     shape: tuple[int, ...]
     trainable: bool = True  # False: a buffer (running stats, fixed filters)
     dtype: str = "float"  # "float" follows the module's dtype; "long" for counters
-    init: tuple = ("fill", 0)  # how PyTorch initialises it: see runtime/init.py
+    init: tuple = ("fill", 0)  # how PyTorch initialises it: runtime/support.py initialize
 
     def numel(self) -> int:
         n = 1
