@@ -76,7 +76,10 @@ def cmd_compile(args) -> int:
         generated = generate(load(args.file, name))
     from pathlib import Path
 
-    write_atomic(Path(args.output), generated.source)
+    try:
+        write_atomic(Path(args.output), generated.source)
+    except OSError as e:
+        raise CompileError(f"cannot write {args.output}: {e.strerror or e}") from None
     if not args.quiet:
         console.print(f"wrote {args.output}: class {generated.class_name} "
                       f"(from {Path(args.output).stem} import {generated.class_name})",

@@ -77,3 +77,22 @@ def test_summary_batch_scales_macs_and_shapes(capsys):
 def test_python_dash_m_and_console_script_agree():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("cnnc ")
+
+
+def test_summary_shows_the_kernel_each_layer_lands_in(capsys):
+    assert main(["summary", "examples/lenet5.cnn"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip()
+            for line in out.splitlines() if line.count("│") >= 7}
+    assert rows["c1"] == rows["s2"] == "k0"  # conv + relu + max pool: one kernel
+    assert rows["logits"] == "k4"
+    assert "kernels in eval mode: 5" in out
+
+
+def test_summary_explain_lists_refused_fusions(capsys, tmp_path):
+    source = tmp_path / "shared.cnn"
+    source.write_text("network T {\n input x: [N, 3, 8, 8]\n a = x -> conv2d(4, 3)\n"
+                      " b = a -> relu\n c = a -> sigmoid\n output b, c\n}\n")
+    assert main(["summary", str(source), "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "relu (layer b, line 4) not fused: its input is also used by sigmoid" in out

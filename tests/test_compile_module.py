@@ -159,3 +159,19 @@ def test_names_python_reserves_do_not_break_the_generated_file():
     assert type(net).__name__ == "torchNetwork"
     a, b, c = torch.randn(3, 2, 3)
     torch.testing.assert_close(net(a, b, c), (a + b + c).relu())
+
+
+def test_int64_index_path_gives_the_same_result(monkeypatch):
+    # The path taken when a tensor reaches 2^31 elements, forced on small tensors.
+    source = """network T {
+        input x: [N, 3, 9, 9]
+        y = x -> conv2d(4, 3, padding=1) -> relu -> max_pool2d(2)
+        z = y -> flatten -> linear(5)
+        d = x -> conv2d(3, 3, groups=3)
+        output z, d
+    }"""
+    net, ref = pair(source=source)
+    xs = inputs_for(ref)
+    module = sys.modules[Path(net.source_path).stem]
+    monkeypatch.setattr(module, "wide", lambda *tensors: True)
+    assert_same(net(*xs), ref(*xs))
