@@ -100,11 +100,14 @@ def main() -> None:
     parser.add_argument("--no-torch-compile", action="store_true")
     parser.add_argument("--torch-compile", action="store_true",
                         help="on the CPU too (slow to compile; toy sizes)")
+    parser.add_argument("--quick", action="store_true", help="LeNet-5 at batch 1 only")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     os.chdir(ROOT / "examples")  # imports in the examples are relative to them
     cases = GPU_CASES if cuda else CPU_CASES
+    if args.quick:
+        cases = cases[:1]
     dtypes = [torch.float32, torch.bfloat16] if cuda else [torch.float32]
     repeat = args.repeat or (50 if cuda else 3)
     use_compile = (cuda and not args.no_torch_compile) or args.torch_compile

@@ -1,0 +1,32 @@
+"""The benchmark scripts run (their numbers are for the closing notes, not for tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_frontend_benchmark_runs():
+    out = _run("bench/frontend.py", "--repeat", "1")
+    assert "ResNet-50" in out and "500 block instances" in out
+
+
+def test_forward_benchmark_runs_and_writes_json(tmp_path):
+    out = _run("bench/forward.py", "--quick", "--repeat", "1", "--json",
+               str(tmp_path / "r.json"))
+    assert "LeNet5" in out
+    data = json.loads((tmp_path / "r.json").read_text())
+    (row,) = data["results"]
+    assert row["network"] == "LeNet5" and row["kernels"] == 5 and row["cnnc_ms"] > 0
+    assert data["meta"]["torch"] and data["meta"]["command"]
