@@ -271,14 +271,16 @@ class _Values:
             self.names[node.id] = input_variable(node.attrs.name)
         self.in_place = in_place_concat_inputs(graph, plan)
 
+    def dim(self, node_id: int, index: int) -> str:
+        """One dim of a node's shape as an expression of the run-time batch sizes."""
+        d = self.graph.node(node_id).shape[index]
+        if isinstance(d, Sym):
+            size = f"sizes[{identifier(d.name)!r}]"
+            return size if d.coeff == 1 else f"{size} * {d.coeff}"
+        return str(d)
+
     def shape(self, node_id: int) -> str:
-        dims = []
-        for d in self.graph.node(node_id).shape:
-            if isinstance(d, Sym):
-                sym = f"sizes[{d.name!r}]"
-                dims.append(sym if d.coeff == 1 else f"{sym} * {d.coeff}")
-            else:
-                dims.append(str(d))
+        dims = [self.dim(node_id, i) for i in range(len(self.graph.node(node_id).shape))]
         return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
 
     def allocate(self, node_id: int) -> str:
@@ -353,7 +355,7 @@ def _emit_view(src: Source, graph: Graph, step: View, values: _Values) -> None:
     dim = node.attrs.dim % len(node.shape)
     offset = "0"
     for value in node.inputs:
-        size_text = values.shape(value).strip("()").split(", ")[dim].rstrip(",")
+        size_text = values.dim(value, dim)
         if values.in_place.get(value, (None,))[0] != node.id:
             src.line(f"copy_into({out}.narrow({dim}, {offset}, {size_text}), "
                      f"{values.names[value]})")
