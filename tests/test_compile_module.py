@@ -175,3 +175,20 @@ def test_int64_index_path_gives_the_same_result(monkeypatch):
     module = sys.modules[Path(net.source_path).stem]
     monkeypatch.setattr(module, "wide", lambda *tensors: True)
     assert_same(net(*xs), ref(*xs))
+
+
+def test_triton_imported_first_without_interpreter_says_what_to_do():
+    script = ("import os; os.environ.pop('TRITON_INTERPRET', None)\n"
+              "import triton, cnnc\n"
+              "try:\n"
+              "    cnnc.compile(source='network T { input x: [N, 3] y = x -> relu output y }')\n"
+              "except cnnc.runtime.device.DeviceError as e:\n"
+              "    print('DeviceError:', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=120)
+    if torch.cuda.is_available():
+        pytest.skip("with a GPU, compiled Triton is used")
+    assert "DeviceError: there is no CUDA GPU and triton was imported before cnnc" in \
+        result.stdout, result.stderr[-1000:]
+    assert "set TRITON_INTERPRET=1" in result.stdout
