@@ -81,3 +81,20 @@ def launch_lines(src, kernel: str, grid: str, args: list[str], per_line: int = 6
         for i in range(0, len(args), per_line):
             src.line(", ".join(args[i:i + per_line]) + ",")
     src.line(")")
+
+
+def def_lines(src, kernel: str, params: list[str], per_line: int = 6) -> None:
+    """`@triton.jit`-ready `def kernel(params...):`, a few parameters a line."""
+    with src.indent(f"def {kernel}("):
+        for i in range(0, len(params), per_line):
+            src.line(", ".join(params[i:i + per_line]) + ",")
+    src.line("):")
+
+
+def split_index(src, flat: str, names: list[str], sizes: list[str], rest: str = "rest") -> None:
+    """Split a flat index into per-dim indices, innermost last: names[i] gets size sizes[i];
+    what remains (the outermost index) is left in `rest`."""
+    src.line(f"{rest} = {flat}")
+    for name, size in zip(reversed(names), reversed(sizes)):
+        src.line(f"{name} = {rest} % {size}")
+        src.line(f"{rest} = {rest} // {size}")

@@ -119,8 +119,8 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str) ->
 # Names the generated file defines at module level (support code, helpers, tables).
 GENERATED_GLOBALS = frozenset(
     "os math torch triton tl InputError initialize ParameterScope make_parameters "
-    "check_inputs broadcast_strides batch_norm_scale_shift fold_batch_norm DerivedTensors "
-    "tile INTERPRET TILES dot_precision upcast_dot wide copy_into PARAMETERS INPUTS "
+    "parameter_slots check_inputs broadcast_strides batch_norm_scale_shift fold_batch_norm "
+    "DerivedTensors tile INTERPRET TILES dot_precision upcast_dot wide copy_into PARAMETERS INPUTS "
     "PLAN_EVAL PLAN_TRAIN".split()
 )
 
@@ -209,6 +209,7 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
         with src.indent("def __init__(self, dtype=torch.float32, device=None):"):
             src.line("super().__init__()")
             src.line("make_parameters(self, PARAMETERS, dtype, device)")
+            src.line("self._slots = parameter_slots(self, PARAMETERS)")
             src.line("# Follows .to(): the dtype and device the network computes in.")
             src.line('self.register_buffer("_anchor", torch.empty(0, dtype=dtype, device=device),'
                      " persistent=False)")
@@ -223,8 +224,7 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
             src.line(f"sizes = check_inputs({identifier(graph.name)!r}, INPUTS, "
                      f"({', '.join(params)},), "
                      "self._anchor.dtype, self._anchor.device)")
-            src.line("P = dict(self.named_parameters())")
-            src.line("P.update(self.named_buffers())")
+            src.line("P = {name: getattr(holder, leaf) for name, holder, leaf in self._slots}")
             src.line("with torch.no_grad():")
             with src.indent():
                 src.line("if self.training:")

@@ -59,6 +59,19 @@ def make_parameters(root, specs, dtype, device=None):
             holder.register_buffer(leaf, tensor)
 
 
+def parameter_slots(root, specs):
+    """(name, holding module, leaf) for each parameter: forward looks tensors up with one
+    getattr each instead of walking the module tree (a replaced Parameter is still seen)."""
+    slots = []
+    for spec in specs:
+        *path, leaf = spec[0].split(".")
+        holder = root
+        for part in path:
+            holder = holder._modules[part]
+        slots.append((spec[0], holder, leaf))
+    return slots
+
+
 def check_inputs(network, specs, inputs, dtype, device):
     """Check forward's tensors against the declared inputs; return the batch sizes by name.
     specs: (name, dims) where a dim is an int or (batch symbol, multiple)."""

@@ -16,7 +16,7 @@ launcher takes first, so no program can see another's increment.
 from __future__ import annotations
 
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import SPATIAL, Argument, EmitContext, EmittedKernel
+from ..kernel import SPATIAL, Argument, EmitContext, EmittedKernel, def_lines, launch_lines
 from ..source import Source, number
 
 
@@ -48,10 +48,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     params = pointers + epi.params() + ["M"]
     params += [f"sx{i}" for i in range(rank)] + [f"so{i}" for i in range(rank)]
     params += [f"{k}: tl.constexpr" for k in consts] + ["BLOCK: tl.constexpr"]
-    with src.indent(f"def {name}("):
-        for i in range(0, len(params), 6):
-            src.line(", ".join(params[i:i + 6]) + ",")
-    src.line("):")
+    def_lines(src, name, params)
     with src.indent():
         src.line('"""' + f"batch_norm with batch statistics over a rank-{rank} input; one program "
                  "per channel.")
@@ -176,11 +173,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             call.append("tracked_before")
         call += operand_call + ["M", "*x.stride()", "*out.stride()"]
         call += [f"{k}={v}" for k, v in consts.items()] + ["BLOCK=BLOCK"]
-        src.line(f"{name}[({consts['C']},)](")
-        with src.indent():
-            for i in range(0, len(call), 6):
-                src.line(", ".join(call[i:i + 6]) + ",")
-        src.line(")")
+        launch_lines(src, name, f"({consts['C']},)", call)
         if track:
             src.line("# Written by the kernel: tell PyTorch (and cached folded weights) that "
                      "they changed.")

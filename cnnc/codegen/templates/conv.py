@@ -13,7 +13,15 @@ import math
 
 from ...ops.conv import conv_pads
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs, param_name
-from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel, launch_lines
+from ..kernel import (
+    SPATIAL,
+    Argument,
+    Derived,
+    EmitContext,
+    EmittedKernel,
+    launch_lines,
+    split_index,
+)
 from ..source import Source, dotted, number
 
 
@@ -122,10 +130,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
             with src.indent("for kk in range(0, K_TOTAL):"):
                 src.line("# window offset -> (" + ", ".join(f"k{d}" for d in dims) + ")")
-                src.line("rest_k = kk")
-                for d in reversed(dims):
-                    src.line(f"k{d} = rest_k % K{d.upper()}")
-                    src.line(f"rest_k = rest_k // K{d.upper()}")
+                split_index(src, "kk", [f"k{d}" for d in dims],
+                            [f"K{d.upper()}" for d in dims], "rest_k")
                 offset, load_mask = gather(positions, valid, "", "n_mask[None, :]")
                 src.line(f"xv = tl.load(x_ptr + {offset}, mask={load_mask}, other=0.0)")
                 src.line("wv = tl.load(w_ptr + co * K_TOTAL + kk, mask=n_mask, other=0.0)")
@@ -143,10 +149,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 src.line("    offs_k = offs_k.to(tl.int64)")
                 src.line("k_mask = offs_k < K_TOTAL")
                 src.line("# reduction index -> (ci, " + ", ".join(f"k{d}" for d in dims) + ")")
-                src.line("rest_k = offs_k")
-                for d in reversed(dims):
-                    src.line(f"k{d} = rest_k % K{d.upper()}")
-                    src.line(f"rest_k = rest_k // K{d.upper()}")
+                split_index(src, "offs_k", [f"k{d}" for d in dims],
+                            [f"K{d.upper()}" for d in dims], "rest_k")
                 src.line("ci = rest_k")
                 offset, load_mask = gather(positions, valid, "[None, :]", "k_mask[None, :]")
                 src.line(f"a = tl.load(x_ptr + {offset}, mask={load_mask}, other=0.0)")
@@ -249,10 +253,8 @@ def _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank) -> 
     else:
         src.line("pooled = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     with src.indent(f"for window in tl.static_range({window}):"):
-        src.line("rest_p = window")
-        for d in reversed(dims):
-            src.line(f"p{d} = rest_p % PK{d.upper()}")
-            src.line(f"rest_p = rest_p // PK{d.upper()}")
+        split_index(src, "window", [f"p{d}" for d in dims],
+                    [f"PK{d.upper()}" for d in dims], "rest_p")
         inside = []
         positions = []
         for d in dims:

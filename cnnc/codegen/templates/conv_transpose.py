@@ -15,7 +15,15 @@ from __future__ import annotations
 import math
 
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel, launch_lines
+from ..kernel import (
+    SPATIAL,
+    Argument,
+    Derived,
+    EmitContext,
+    EmittedKernel,
+    launch_lines,
+    split_index,
+)
 from ..source import Source, dotted
 
 
@@ -95,10 +103,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
             src.line("k_mask = offs_k < K_TOTAL")
             src.line("# reduction index -> (ci, " + ", ".join(f"k{d}" for d in dims) + ")")
-            src.line("rest_k = offs_k")
-            for d in reversed(dims):
-                src.line(f"k{d} = rest_k % K{d.upper()}")
-                src.line(f"rest_k = rest_k // K{d.upper()}")
+            split_index(src, "offs_k", [f"k{d}" for d in dims],
+                        [f"K{d.upper()}" for d in dims], "rest_k")
             src.line("ci = rest_k")
             src.line("# The input position each (output, tap) pair gathers from; it exists "
                      "only where")

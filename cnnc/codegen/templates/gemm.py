@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from ...ops.adaptive_pool import adaptive_sizes
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs, param_name
-from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel, launch_lines
+from ..kernel import (
+    SPATIAL,
+    Argument,
+    Derived,
+    EmitContext,
+    EmittedKernel,
+    def_lines,
+    launch_lines,
+    split_index,
+)
 from ..source import Source, dotted, number
 
 
@@ -45,10 +54,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     params += [f"{k}: tl.constexpr" for k in consts]
     params += ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr",
                "DOT_PRECISION: tl.constexpr", "UPCAST_DOT: tl.constexpr", "WIDE: tl.constexpr"]
-    with src.indent(f"def {name}("):
-        for i in range(0, len(params), 6):
-            src.line(", ".join(params[i:i + 6]) + ",")
-    src.line("):")
+    def_lines(src, name, params)
     with src.indent():
         what = "adaptive avg pool + flatten + linear" if pooled else "linear"
         src.line(f'"""{what} as a GEMM; rows are the input\'s leading positions."""')
@@ -142,10 +148,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
 def _pooled_load(src: Source, dims) -> None:
     """A[n, k] = mean of x[n, c, window(p)], k = (c, p...): the adaptive pool's windows."""
     src.line("# column -> (c, " + ", ".join(f"p{d}" for d in dims) + ") of the pooled tensor")
-    src.line("rest_k = offs_k")
-    for d in reversed(dims):
-        src.line(f"p{d} = rest_k % P{d.upper()}")
-        src.line(f"rest_k = rest_k // P{d.upper()}")
+    split_index(src, "offs_k", [f"p{d}" for d in dims],
+                [f"P{d.upper()}" for d in dims], "rest_k")
     src.line("c = rest_k")
     count = []
     for d in dims:
@@ -156,10 +160,8 @@ def _pooled_load(src: Source, dims) -> None:
     src.line("total = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)")
     window = " * ".join(f"WIN{d.upper()}" for d in dims)
     with src.indent(f"for w in tl.static_range({window}):"):
-        src.line("rest_w = w")
-        for d in reversed(dims):
-            src.line(f"w{d} = rest_w % WIN{d.upper()}")
-            src.line(f"rest_w = rest_w // WIN{d.upper()}")
+        split_index(src, "w", [f"w{d}" for d in dims],
+                    [f"WIN{d.upper()}" for d in dims], "rest_w")
         valid = " & ".join(f"(start_{d} + w{d} < end_{d})" for d in dims)
         offset = "a_row[:, None] + c[None, :] * sa1" + "".join(
             f" + (start_{d} + w{d})[None, :] * sa{2 + i}" for i, d in enumerate(dims))

@@ -8,7 +8,7 @@ through broadcast strides, and the whole chain runs in registers before one stor
 from __future__ import annotations
 
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import Argument, EmitContext, EmittedKernel
+from ..kernel import Argument, EmitContext, EmittedKernel, def_lines, launch_lines
 from ..source import Source
 
 
@@ -30,10 +30,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     params += [f"sx{d}" for d in range(in_rank)] + [f"so{d}" for d in range(rank)]
     params += ["seed"] if dropout else []
     params += [f"{k}: tl.constexpr" for k in consts] + ["BLOCK: tl.constexpr"]
-    with src.indent(f"def {name}("):
-        for i in range(0, len(params), 6):
-            src.line(", ".join(params[i:i + 6]) + ",")
-    src.line("):")
+    def_lines(src, name, params)
     with src.indent():
         ops = " -> ".join(graph.node(n).op for n in epi.nodes)
         src.line(f'"""Elementwise: {ops}."""')
@@ -67,11 +64,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         if dropout:
             call.append("int(torch.randint(0, 2**31 - 1, (1,)).item())")
         call += [f"{k}={v}" for k, v in consts.items()] + ["BLOCK=BLOCK"]
-        src.line(f"{name}[(triton.cdiv(total, BLOCK),)](")
-        with src.indent():
-            for i in range(0, len(call), 5):
-                src.line(", ".join(call[i:i + 5]) + ",")
-        src.line(")")
+        launch_lines(src, name, '(triton.cdiv(total, BLOCK),)', call, 5)
     helpers = {"tanh"} if epi.uses_tanh else set()
     args = [Argument("x", "value", first)]
     refs = [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]

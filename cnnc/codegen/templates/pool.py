@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel
+from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel, launch_lines
 from ..source import Source, number
 
 
@@ -211,11 +211,7 @@ def window_kernel(ctx: EmitContext, spec: WindowSpec) -> EmittedKernel:
         call = ["x", "out"] + operand_call + ["N", "*x.stride()", "*out.stride()"]
         call += [f"{k}={v}" for k, v in consts.items()]
         call += ["INDEX_64=index_64", "BLOCK_M=BLOCK_M", "BLOCK_K=BLOCK_K"]
-        src.line(f"{name}[grid](")
-        with src.indent():
-            for i in range(0, len(call), 6):
-                src.line(", ".join(call[i:i + 6]) + ",")
-        src.line(")")
+        launch_lines(src, name, 'grid', call)
     helpers = {"tanh"} if epi.uses_tanh else set()
     args = [Argument("x", "value", anchor.inputs[0])]
     args += [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]

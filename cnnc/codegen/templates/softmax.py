@@ -10,7 +10,7 @@ and a second pass writes exp(x - max) / sum, or x - max - log(sum) for log_softm
 
 from __future__ import annotations
 
-from ..kernel import Argument, EmitContext, EmittedKernel
+from ..kernel import Argument, EmitContext, EmittedKernel, def_lines, launch_lines
 from ..source import Source
 
 
@@ -39,10 +39,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     if dim in static:
         params.append("D: tl.constexpr")
     params += ["BLOCK_R: tl.constexpr", "BLOCK_D: tl.constexpr", "SINGLE_PASS: tl.constexpr"]
-    with src.indent(f"def {name}("):
-        for i in range(0, len(params), 6):
-            src.line(", ".join(params[i:i + 6]) + ",")
-    src.line("):")
+    def_lines(src, name, params)
     with src.indent():
         src.line('"""' + f"{node.op} along dim {dim} of a rank-{rank} tensor; one program per "
                  'block of rows.')
@@ -131,9 +128,5 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         if dim in static:
             args.append(f"D={static[dim]}")
         args += ["BLOCK_R=BLOCK_R", "BLOCK_D=BLOCK_D", "SINGLE_PASS=D <= BLOCK_D"]
-        src.line(f"{name}[grid](")
-        with src.indent():
-            for i in range(0, len(args), 6):
-                src.line(", ".join(args[i:i + 6]) + ",")
-        src.line(")")
+        launch_lines(src, name, 'grid', args)
     return EmittedKernel(name, src.text(), launcher, [Argument("x", "value", node.inputs[0])])

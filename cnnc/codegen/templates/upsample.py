@@ -16,7 +16,15 @@ from __future__ import annotations
 import struct
 
 from ...ops import OPS
-from ..kernel import SPATIAL, Argument, EmitContext, EmittedKernel
+from ..kernel import (
+    SPATIAL,
+    Argument,
+    EmitContext,
+    EmittedKernel,
+    def_lines,
+    launch_lines,
+    split_index,
+)
 from ..source import Source, number
 
 
@@ -55,10 +63,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     params = ["x_ptr", "out_ptr", "TOTAL"]
     params += [f"sx{i}" for i in range(S + 2)] + [f"so{i}" for i in range(S + 2)]
     params += [f"{k}: tl.constexpr" for k in consts] + ["BLOCK: tl.constexpr"]
-    with src.indent(f"def {name}("):
-        for i in range(0, len(params), 6):
-            src.line(", ".join(params[i:i + 6]) + ",")
-    src.line("):")
+    def_lines(src, name, params)
     with src.indent():
         shown = ", ".join(number(s) for s in scales)
         src.line('"""' + f"nearest-neighbour upsample{S}d by ({shown}); one program per block "
@@ -71,10 +76,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                  "the output may exceed 2**31 elements.")
         src.line("offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)")
         src.line("mask = offs < TOTAL")
-        src.line("rest = offs")
-        for d in reversed(dims):
-            src.line(f"o{d} = rest % O{d.upper()}")
-            src.line(f"rest = rest // O{d.upper()}")
+        split_index(src, "offs", [f"o{d}" for d in dims],
+                    [f"O{d.upper()}" for d in dims], "rest")
         src.line("c = rest % C")
         src.line("n = rest // C")
         src.line("# Source indices: floor(o * float32(1 / scale_factor)), clamped.")
@@ -102,9 +105,5 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("grid = (triton.cdiv(TOTAL, BLOCK),)")
         args = ["x", "out", "TOTAL", "*x.stride()", "*out.stride()"]
         args += [f"{k}={v}" for k, v in consts.items()] + ["BLOCK=BLOCK"]
-        src.line(f"{name}[grid](")
-        with src.indent():
-            for i in range(0, len(args), 6):
-                src.line(", ".join(args[i:i + 6]) + ",")
-        src.line(")")
+        launch_lines(src, name, 'grid', args)
     return EmittedKernel(name, src.text(), launcher, [Argument("x", "value", node.inputs[0])])
