@@ -1,0 +1,166 @@
+"""`cnnc inspect`: every kernel of a plan compiled for a GPU that need not be here, with
+what decides its speed: registers, spills, shared memory, warps and stages, whether its
+main loop is pipelined and on tensor cores, and a roofline time at the target's peak."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..codegen.kernel import EmitContext
+from ..ir.graph import Graph
+from ..ops import OPS, TensorInfo
+from ..runtime.aot import Launch, compile_plan
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A GPU's peak rates: dense tensor-core FLOP/s by input precision, FP32 FMA FLOP/s,
+    and memory bandwidth in bytes/s."""
+
+    name: str
+    bf16: float
+    tf32: float
+    fp32: float
+    bandwidth: float
+
+
+PEAKS = {
+    "sm_90": Peak("H100 SXM", 989e12, 495e12, 67e12, 3.35e12),
+    "sm_80": Peak("A100 SXM", 312e12, 156e12, 19.5e12, 2.0e12),
+}
+
+
+@dataclass
+class KernelRow:
+    launch: Launch
+    layers: list[str]
+    ops: list[str]
+    flops: int  # 2 x the MACs of the ops it computes
+    precision: str  # the peak its FLOPs are measured against: bf16, tf32 or fp32
+    roofline_us: float
+    bound: str  # "compute" or "memory"
+
+
+@dataclass
+class Inspection:
+    network: str
+    target: str
+    peak: Peak
+    dtype: torch.dtype
+    batch: int
+    training: bool
+    rows: list[KernelRow]
+
+    @property
+    def failures(self) -> list[KernelRow]:
+        return [r for r in self.rows if r.launch.error is not None]
+
+    @property
+    def spilling(self) -> list[KernelRow]:
+        return [r for r in self.rows if r.launch.spill_bytes > 0]
+
+    @property
+    def dots_off_tensor_cores(self) -> list[KernelRow]:
+        return [r for r in self.rows if r.launch.has_dot and not r.launch.tensor_cores]
+
+    @property
+    def dots_not_pipelined(self) -> list[KernelRow]:
+        return [r for r in self.rows if r.launch.has_dot and r.launch.pipelined != "all"]
+
+
+def _kernel_nodes(graph: Graph, training: bool) -> dict[str, tuple]:
+    """jit function name -> (graph, nodes) for every kernel of the plan."""
+    from ..passes import plan as make_plan
+
+    plan = make_plan(graph, training=training)
+    prefix = "t" if training else "k"
+    return {EmitContext(plan.graph, k, prefix).name: (plan.graph, k.nodes) for k in plan.kernels}
+
+
+def _flops(graph: Graph, nodes, batch: int) -> int:
+    macs = 0
+    for node_id in nodes:
+        node = graph.node(node_id)
+        infos = [TensorInfo(graph.node(i).shape, graph.node(i).label) for i in node.inputs]
+        macs += OPS[node.op].macs(node.attrs, infos, node.shape) * batch
+    return 2 * macs
+
+
+def _precision(launch: Launch, dtype: torch.dtype) -> str:
+    if launch.tensor_cores:
+        return "tf32" if dtype == torch.float32 else "bf16"
+    return "fp32"
+
+
+def inspect_network(graph: Graph, target: str = "sm_90", dtype: torch.dtype = torch.float32,
+                    batch: int = 1, training: bool = False, progress=None) -> Inspection:
+    """Compile the network's kernels for `target` and describe each launch."""
+    from ..compiler import generate
+
+    generated = generate(graph)
+    launches = compile_plan(generated.source, generated.class_name, target, dtype, batch,
+                            training, progress)
+    peak = PEAKS[target]
+    kernels = _kernel_nodes(graph, training)
+    rows = []
+    for launch in launches:
+        plan_graph, nodes = kernels.get(launch.kernel, (None, []))
+        flops = _flops(plan_graph, nodes, batch) if plan_graph is not None else 0
+        layers = list(dict.fromkeys(plan_graph.node(n).layer for n in nodes)) \
+            if plan_graph is not None else []
+        ops = [plan_graph.node(n).op for n in nodes] if plan_graph is not None else ["copy"]
+        precision = _precision(launch, dtype)
+        compute_s = flops / getattr(peak, precision)
+        memory_s = launch.tensor_bytes / peak.bandwidth
+        rows.append(KernelRow(launch, layers, ops, flops, precision,
+                              max(compute_s, memory_s) * 1e6,
+                              "compute" if compute_s >= memory_s else "memory"))
+    return Inspection(graph.name, target, peak, dtype, batch, training, rows)
+
+
+def _yes(flag: bool, applies: bool = True) -> str:
+    if not applies:
+        return "-"
+    return "yes" if flag else "NO"
+
+
+def render(inspection: Inspection, console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    mode = "training" if inspection.training else "eval"
+    dtype = str(inspection.dtype).replace("torch.", "")
+    table = Table(title=Text(f"{inspection.network}: {mode} forward, {dtype}, batch "
+                             f"{inspection.batch}, {inspection.target} "
+                             f"({inspection.peak.name} peaks)"), title_justify="left")
+    for column, justify in (("kernel", "left"), ("ops", "left"), ("regs", "right"),
+                            ("spill B", "right"), ("smem B", "right"), ("warps", "right"),
+                            ("stages", "right"), ("pipelined", "left"), ("tensor cores", "left"),
+                            ("GFLOP", "right"), ("MB", "right"), ("roofline µs", "right")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for row in inspection.rows:
+        launch = row.launch
+        ops = Text(" -> ".join(row.ops))
+        if launch.error is not None:
+            table.add_row(Text(launch.kernel), ops, Text(f"FAILED: {launch.error}"),
+                          *[""] * 9)
+            continue
+        table.add_row(
+            Text(launch.kernel), ops, str(launch.registers), str(launch.spill_bytes),
+            str(launch.shared_bytes), str(launch.num_warps), str(launch.num_stages),
+            launch.pipelined if launch.pipelined != "none" else "NO", _yes(launch.tensor_cores, launch.has_dot),
+            f"{row.flops / 1e9:.3f}", f"{launch.tensor_bytes / 1e6:.2f}",
+            f"{row.roofline_us:.1f} ({row.bound}, {row.precision})",
+        )
+    console.print(table)
+    total = sum(r.roofline_us for r in inspection.rows)
+    console.print(Text(
+        f"{len(inspection.rows)} launches, roofline total {total:.1f} µs; "
+        f"{len(inspection.failures)} failed to compile, {len(inspection.spilling)} spill, "
+        f"{len(inspection.dots_off_tensor_cores)} dot kernels off tensor cores, "
+        f"{len(inspection.dots_not_pipelined)} dot kernels not fully pipelined"))
+
+
+__all__ = ["PEAKS", "Inspection", "KernelRow", "inspect_network", "render"]

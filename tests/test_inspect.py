@@ -1,0 +1,84 @@
+"""`cnnc inspect`: kernels compiled for an absent GPU (sm_80 / sm_90), on the CPU."""
+
+import pytest
+import torch
+
+import cnnc
+from cnnc.report.inspect import PEAKS, inspect_network
+from cnnc.report.summary import summarize
+from cnnc.runtime.aot import pipelining
+
+LENET = "examples/lenet5.cnn"
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return cnnc.load(LENET)
+
+
+@pytest.fixture(scope="module")
+def lenet_bf16(lenet):
+    return inspect_network(lenet, "sm_90", torch.bfloat16, batch=8)
+
+
+def test_one_row_per_launch_of_the_plan(lenet, lenet_bf16):
+    net = cnnc.compile(LENET)
+    assert [r.launch.kernel for r in lenet_bf16.rows] == [row["kernel"] for row in
+                                                          net.eval().plan]
+    assert lenet_bf16.failures == []
+    for row in lenet_bf16.rows:
+        assert row.launch.registers > 0 and row.launch.num_warps > 0
+
+
+def test_flops_are_twice_the_summary_macs(lenet, lenet_bf16):
+    assert sum(r.flops for r in lenet_bf16.rows) == 2 * summarize(lenet, 8).macs
+
+
+def test_bytes_of_the_last_linear(lenet_bf16):
+    last = lenet_bf16.rows[-1]  # logits: x [8, 84], weight [10, 84], bias [10], out [8, 10]
+    assert last.ops == ["linear"]
+    assert last.launch.tensor_bytes == 2 * (8 * 84 + 10 * 84 + 10 + 8 * 10)
+
+
+def test_bf16_dots_run_on_tensor_cores(lenet_bf16):
+    dots = [r for r in lenet_bf16.rows if r.launch.has_dot]
+    assert dots and all(r.launch.tensor_cores for r in dots)
+    assert all(r.precision == "bf16" for r in dots)
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_fp32_dots_follow_the_tf32_flag(lenet, tf32):
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        report = inspect_network(lenet, "sm_80", torch.float32, batch=2)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    dots = [r for r in report.rows if r.launch.has_dot]
+    assert dots and all(r.launch.tensor_cores == tf32 for r in dots)
+    peak = PEAKS["sm_80"]
+    for r in dots:  # the roofline divides by the peak of the precision the PTX uses
+        rate = peak.tf32 if tf32 else peak.fp32
+        expected = max(r.flops / rate, r.launch.tensor_bytes / peak.bandwidth) * 1e6
+        assert r.roofline_us == pytest.approx(expected)
+
+
+TTGIR_PIPELINED = """
+    %b_1 = ttg.async_copy_global_to_local %p, %m : tensor<32x64x!tt.ptr<bf16>> -> <32x64xbf16>
+    %acc = scf.for %k = %c0 to %c9 step %c1 iter_args(%a = %cst) -> (tensor<64x64xf32>) {
+      %a_2 = ttg.async_copy_global_to_local %q, %m : tensor<64x32x!tt.ptr<bf16>> -> <64x32xbf16>
+      %d = ttng.warp_group_dot %x, %y, %a : tensor<64x64xf32>
+      scf.yield %d : tensor<64x64xf32>
+    }
+"""
+
+
+def test_pipelining_reads_the_dot_loop():
+    assert pipelining(TTGIR_PIPELINED) == "all"
+    gathered = TTGIR_PIPELINED.replace(
+        "%a_2 = ttg.async_copy_global_to_local %q, %m",
+        "%a_2 = tt.load %q, %m : tensor<64x32x!tt.ptr<bf16>>\n %z = tt.load %q")
+    assert pipelining(gathered) == "some"
+    assert pipelining(TTGIR_PIPELINED.replace("ttg.async_copy_global_to_local",
+                                              "tt.load")) == "none"
+    assert pipelining("%x = tt.load %p : tensor<1024x!tt.ptr<f32>>") == "-"
