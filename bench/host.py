@@ -1,0 +1,121 @@
+"""cnnc's own Python per forward: the generated forward with every kernel launch stubbed.
+
+    python bench/host.py                      # ResNet-18 b64, ResNet-50 b64, LeNet-5 b1
+    python bench/host.py --json out.json
+
+What is left when launches cost nothing is the host path: input checks, parameter
+lookups, derived tensors (folded weights), output allocation and the launchers' own
+argument handling. It runs without a GPU: tensors live on PyTorch's "meta" device (shapes
+only, so allocation costs what a caching allocator's hit costs, not a page fault) and the
+Triton launch is replaced by a no-op. The fixed reference in the same run is a loop of as
+many empty Python calls as the forward has launches, so numbers from different machines
+can be compared as a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import cnnc  # noqa: E402
+
+CASES = [("resnet.cnn", "ResNet18", 64), ("resnet.cnn", "ResNet50", 64),
+         ("lenet5.cnn", "LeNet5", 1)]
+
+
+class StubbedLaunches:
+    """Every Triton launch (interpreted or compiled) returns at once, counted."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __enter__(self):
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+
+        self.saved = [(cls, cls.run) for cls in (InterpretedFunction, JITFunction)]
+
+        def run(fn, *args, grid, warmup, **kwargs):
+            self.count += 1
+
+        for cls, _ in self.saved:
+            cls.run = run
+        return self
+
+    def __exit__(self, *exc):
+        for cls, original in self.saved:
+            cls.run = original
+
+
+def empty_call():
+    pass
+
+
+def time_per_call(fn, repeat: int, inner: int) -> float:
+    """Median seconds per call over `repeat` timings of `inner` calls."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
+
+
+def measure(file: str, network: str, batch: int, repeat: int, inner: int) -> dict:
+    net = cnnc.compile(str(ROOT / "examples" / file), network, device="meta").eval()
+    spec = net.plan
+    declared = sys.modules[type(net).__module__].INPUTS
+    inputs = [torch.empty([batch * d[1] if isinstance(d, tuple) else d for d in dims],
+                          device="meta") for _, dims in declared]
+    with StubbedLaunches() as stub:
+        net(*inputs)  # warm: derived tensors computed once
+        launches, stub.count = stub.count, 0
+        forward = time_per_call(lambda: net(*inputs), repeat, inner)
+
+    def reference():
+        for _ in range(launches):
+            empty_call()
+
+    empty = time_per_call(reference, repeat, inner)
+    return {"network": network, "batch": batch, "launches": launches, "plan_rows": len(spec),
+            "forward_us": forward * 1e6, "per_launch_us": forward * 1e6 / max(launches, 1),
+            "empty_calls_us": empty * 1e6, "ratio_to_empty_calls": forward / empty}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--inner", type=int, default=50)
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args()
+    rows = [measure(f, n, b, args.repeat, args.inner) for f, n, b in CASES]
+    where = platform.processor() or platform.machine()
+    print(f"cnnc host time per eval forward, launches stubbed ({where}, "
+          f"Python {platform.python_version()}, torch {torch.__version__})")
+    print(f"{'network':<10} {'batch':>5} {'launches':>8} {'forward':>10} {'per launch':>11} "
+          f"{'empty calls':>12} {'ratio':>7}")
+    for r in rows:
+        print(f"{r['network']:<10} {r['batch']:>5} {r['launches']:>8} "
+              f"{r['forward_us']:>8.1f}us {r['per_launch_us']:>9.2f}us "
+              f"{r['empty_calls_us']:>10.2f}us {r['ratio_to_empty_calls']:>7.0f}")
+    if args.json:
+        meta = {"date": date.today().isoformat(), "python": platform.python_version(),
+                "torch": torch.__version__, "machine": platform.machine(),
+                "command": " ".join(sys.argv)}
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
