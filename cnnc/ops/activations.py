@@ -37,6 +37,8 @@ def _tanh(x: str) -> str:
 
 
 class Activation(Op):
+    fusion = "epilogue"
+
     def __init__(self, name: str, fn: Callable, expr: Callable[[str, object], str],
                  attrs_type: type = NoAttrs, *args: Arg):
         self.name = name
@@ -53,6 +55,10 @@ class Activation(Op):
 
     def reference(self, attrs, xs, p, training):
         return self._fn(xs[0], attrs)
+
+
+class Identity(Activation):
+    pass_through = "always"  # simplify removes it
 
 
 register(
@@ -85,5 +91,5 @@ register(
         ),
         GeluAttrs, Arg("approximate", Choice("none", "tanh"), "none"),
     ),
-    Activation("identity", lambda x, a: x, lambda x, a: x),
+    Identity("identity", lambda x, a: x, lambda x, a: x),
 )

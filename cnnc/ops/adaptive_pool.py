@@ -22,11 +22,14 @@ def adaptive_sizes(attrs: AdaptivePoolAttrs, sizes: tuple[int, ...]) -> tuple[in
 
 
 class AdaptivePool(Op):
+    fusion = "anchor"
+    template = "adaptive_pool"
     attrs_type = AdaptivePoolAttrs
 
     def __init__(self, kind: str, dims: int):
         self.kind, self.dims = kind, dims
         self.name = f"adaptive_{kind}_pool{dims}d"
+        self.pooled_prologue = kind == "avg"  # a mean a GEMM can take while loading
         self.signature = (Arg("input", Tensor()), Arg("output_size", SizesOrNone(dims)))
         self._fn = getattr(F, self.name)
 

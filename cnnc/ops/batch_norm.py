@@ -24,6 +24,13 @@ class BatchNormAttrs:
 
 class BatchNorm(Op):
     name = "batch_norm"
+    fusion = "epilogue"  # in eval: folded, or an affine y = x * scale + shift
+    statistics_template = "batch_norm_train"
+    folds_into_producer = True
+    epilogue_slot = True  # the statistics kernel applies what follows
+
+    def uses_batch_statistics(self, attrs, training: bool) -> bool:
+        return training or not attrs.track_running_stats
     attrs_type = BatchNormAttrs
     signature = (
         Arg("input", Tensor()),

@@ -42,10 +42,12 @@ def broadcast(a: Shape, b: Shape) -> Shape | None:
 
 
 class Arithmetic(Op):
+    fusion = "epilogue"
     attrs_type = ArithmeticAttrs
 
     def __init__(self, name: str, fn):
         self.name = name
+        self.combine = {"add": "+", "mul": "*"}[name]
         self._fn = fn
         self.signature = (
             Arg("input", Tensor()),
@@ -89,6 +91,8 @@ def _broadcast_help(a: Shape, b: TensorInfo) -> str:
 
 class Concat(Op):
     name = "concat"
+    fusion = "view"
+    view = "concat"  # producers write into slices of its output
     attrs_type = ConcatAttrs
     signature = (
         Arg("input", Tensor()),

@@ -75,6 +75,11 @@ def check_mode_padding(mode: str, pads, sizes, label: str) -> None:
 
 
 class Conv(Op):
+    fusion = "anchor"
+    template = "conv"
+    epilogue_slot = True
+    absorbs_batch_norm = True
+    absorbs_pool = True
     attrs_type = ConvAttrs
 
     def __init__(self, dims: int):

@@ -29,6 +29,9 @@ class ConvTransposeAttrs:
 
 
 class ConvTranspose(Op):
+    fusion = "anchor"
+    template = "conv_transpose"
+    epilogue_slot = True
     attrs_type = ConvTransposeAttrs
 
     def __init__(self, dims: int):

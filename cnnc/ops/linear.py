@@ -21,6 +21,14 @@ class LinearAttrs:
 
 class Linear(Op):
     name = "linear"
+    fusion = "anchor"
+    template = "linear"
+    epilogue_slot = True
+    absorbs_batch_norm = True
+    absorbs_pooled_prologue = True
+
+    def output_channel_dim(self, rank: int) -> int:
+        return rank - 1  # features are the last dim
     attrs_type = LinearAttrs
     signature = (
         Arg("input", Tensor()),

@@ -38,6 +38,9 @@ class AvgPoolAttrs:
 
 
 class Pool(Op):
+    fusion = "anchor"
+    template = "pool"
+    pool_in_conv = True
     """What max and average pooling share: windows, padding limits, output sizes."""
 
     kind = ""

@@ -56,7 +56,35 @@ class Op:
     ) -> torch.Tensor:
         raise NotImplementedError
 
-    # ------------------------------------------------------------ code generation
+    # ------------------------------------------------------------ back-end traits
+    # The fusion pass and the code generator ask these; they never switch on an op's name.
+    fusion: ClassVar[str | None] = None
+    """How the op joins a kernel. "anchor": it starts a kernel of kind `template`.
+    "epilogue": elementwise, applied inside the kernel producing its input where that
+    kernel has an epilogue slot, else in a pointwise kernel. "view": it launches nothing
+    (`view` says which). None: no template can compute it yet."""
+    template: ClassVar[str | None] = None  # the plan kind of the kernel an anchor starts
+    view: ClassVar[str | None] = None  # "reshape" (a free reshape) or "concat" (a view)
+    epilogue_slot: ClassVar[bool] = False  # its kernel applies following elementwise ops
+    absorbs_batch_norm: ClassVar[bool] = False  # an eval batch norm after it joins its kernel
+    absorbs_pool: ClassVar[bool] = False  # its kernel can pool its own output tile
+    pool_in_conv: ClassVar[bool] = False  # a pool a conv's kernel can apply (absorbs_pool)
+    pooled_prologue: ClassVar[bool] = False  # a pool that, with flatten, feeds a linear
+    absorbs_pooled_prologue: ClassVar[bool] = False  # a GEMM that pools while loading
+    combine: ClassVar[str | None] = None  # a binary epilogue op's Triton operator (+, *)
+    draws_random: ClassVar[bool] = False  # random numbers: its own pointwise kernel
+    pass_through: ClassVar[str | None] = None  # "always" or "eval": simplify removes it
+    statistics_template: ClassVar[str | None] = None  # a kernel computing batch statistics
+    folds_into_producer: ClassVar[bool] = False  # eval: joins an absorbs_batch_norm producer
+
+    def uses_batch_statistics(self, attrs: Any, training: bool) -> bool:
+        """Whether it normalises by the batch's statistics (then `statistics_template`)."""
+        return False
+
+    def output_channel_dim(self, rank: int) -> int:
+        """The dim of its output that holds channels or features (1 for convs)."""
+        return 1
+
     def triton_expr(self, attrs: Any, x: str) -> str | None:
         """For elementwise ops: a Triton expression of the float32 value `x` (else None)."""
         return None

@@ -37,6 +37,8 @@ class UpsampleAttrs:
 
 class Flatten(Op):
     name = "flatten"
+    fusion = "view"
+    view = "reshape"
     attrs_type = FlattenAttrs
     signature = (Arg("input", Tensor()), Arg("start_dim", Int(), 1), Arg("end_dim", Int(), -1))
 
@@ -59,6 +61,8 @@ class Flatten(Op):
 
 
 class Softmax(Op):
+    fusion = "anchor"
+    template = "softmax"
     attrs_type = SoftmaxAttrs
 
     def __init__(self, name: str, fn):
@@ -76,6 +80,9 @@ class Softmax(Op):
 
 class Dropout(Op):
     name = "dropout"
+    fusion = "epilogue"
+    draws_random = True
+    pass_through = "eval"
     attrs_type = DropoutAttrs
     signature = (Arg("input", Tensor()), Arg("p", Float(0, 1), 0.5))
 
@@ -87,6 +94,8 @@ class Dropout(Op):
 
 
 class Upsample(Op):
+    fusion = "anchor"
+    template = "upsample"
     """Nearest-neighbour upsampling of every spatial dim (F.interpolate, mode="nearest")."""
 
     name = "upsample"

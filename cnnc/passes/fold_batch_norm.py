@@ -12,18 +12,19 @@ works on a copy. In training mode nothing folds: batch statistics are needed fir
 from __future__ import annotations
 
 from ..ir.graph import Graph
-
-FOLDABLE = {"conv1d", "conv2d", "conv3d", "linear"}
+from ..ops import OPS
 
 
 def fold_refusal(graph: Graph, bn) -> str | None:
     producer = graph.node(bn.inputs[0])
-    if not bn.attrs.track_running_stats:
+    if OPS[bn.op].uses_batch_statistics(bn.attrs, training=False):
         return "without running statistics batch norm normalises by batch statistics"
-    if producer.op not in FOLDABLE:
+    absorber = OPS.get(producer.op)
+    if absorber is None or not absorber.absorbs_batch_norm:
         return f"its input comes from {producer.op}, not a conv or linear"
-    if producer.op == "linear" and len(bn.shape) != 2:
-        return "batch norm over dim 1 of a rank-3 linear output is not per feature"
+    if absorber.output_channel_dim(len(bn.shape)) != 1:
+        return (f"batch norm normalises dim 1, but {producer.op} puts its features in dim "
+                f"{absorber.output_channel_dim(len(bn.shape))}")
     if producer.id in graph.outputs:
         return "the conv's result is also a network output"
     others = [c.label for c in graph.consumers(producer.id) if c.id != bn.id]
@@ -35,7 +36,7 @@ def fold_refusal(graph: Graph, bn) -> str | None:
 def fold_batch_norm(graph: Graph, training: bool) -> Graph:
     graph = graph.copy()
     for node in graph.nodes():
-        if node.op != "batch_norm":
+        if node.op == "input" or not OPS[node.op].folds_into_producer:
             continue
         node.meta.pop("fold_into", None)
         node.meta.pop("fold_refused", None)

@@ -20,23 +20,10 @@ the batch statistics, with the following elementwise chain in its epilogue.
 
 from __future__ import annotations
 
+from ..errors import CompileError
 from ..ir.graph import Graph, Node
+from ..ops import OPS
 from .plan import Kernel, Plan, Refusal, View
-
-ACTIVATIONS = {"relu", "relu6", "sigmoid", "tanh", "silu", "hardsigmoid", "hardswish",
-               "leaky_relu", "elu", "gelu"}
-BINARY = {"add", "mul"}
-ANCHORS = {
-    **{f"conv{d}d": "conv" for d in (1, 2, 3)},
-    **{f"conv_transpose{d}d": "conv_transpose" for d in (1, 2, 3)},
-    **{f"{k}_pool{d}d": "pool" for k in ("max", "avg") for d in (1, 2, 3)},
-    **{f"adaptive_{k}_pool{d}d": "adaptive_pool" for k in ("max", "avg") for d in (1, 2, 3)},
-    "linear": "linear",
-    "softmax": "softmax",
-    "log_softmax": "softmax",
-    "upsample": "upsample",
-}
-EPILOGUE_KINDS = {"conv", "conv_transpose", "linear", "pointwise", "batch_norm_train"}
 
 
 class _Fuser:
@@ -58,25 +45,27 @@ class _Fuser:
 
     # ------------------------------------------------------------ placing one node
     def place(self, node: Node) -> None:
-        op = node.op
-        if op == "flatten":
-            return self.add(View("reshape", node.id))
-        if op == "concat":
-            return self.add(View("concat", node.id))
-        if op == "batch_norm":
-            if self.training or not node.attrs.track_running_stats:
-                # batch statistics: a kernel of its own (without running stats, eval too)
-                return self.add(Kernel("batch_norm_train", node.id))
-            if self.try_fold(node):
-                return
-            return self.elementwise(node)
-        if op in ACTIVATIONS or op in BINARY or op == "dropout":
-            return self.elementwise(node)
-        if ANCHORS.get(op) == "pool" and self.try_pool(node):
+        op = OPS[node.op]
+        if op.fusion == "view":
+            return self.add(View(op.view, node.id))
+        if op.uses_batch_statistics(node.attrs, self.training):
+            # batch statistics: a kernel of its own (without running stats, eval too)
+            return self.add(Kernel(op.statistics_template, node.id))
+        if op.folds_into_producer and self.try_fold(node):
             return
-        if op == "linear" and self.try_pooled_linear(node):
+        if op.fusion == "epilogue":
+            return self.elementwise(node)
+        if op.pool_in_conv and self.try_pool(node):
             return
-        self.add(Kernel(ANCHORS[op], node.id))
+        if op.absorbs_pooled_prologue and self.try_pooled_linear(node):
+            return
+        if op.fusion != "anchor" or op.template is None:
+            raise CompileError(f"cnnc cannot generate a kernel for {node.op} yet: its operator "
+                               "has no template", node.loc, trail=node.trail)
+        self.add(Kernel(op.template, node.id))
+
+    def anchor_op(self, step: Kernel):
+        return OPS[self.graph.node(step.anchor).op]
 
     def add(self, step: Kernel | View) -> None:
         for n in step.nodes:
@@ -99,12 +88,13 @@ class _Fuser:
         step = self.producer.get(value)
         if not isinstance(step, Kernel) or step.output != value:
             return "its input is not the result of a kernel"
-        if step.kind not in EPILOGUE_KINDS:
+        anchor = self.anchor_op(step)
+        if not (anchor.epilogue_slot or anchor.fusion == "epilogue"):
             return f"a {step.kind} kernel has no epilogue"
         if step.pool is not None:
             return "the pool fused into that kernel ends it"
-        if node.op == "dropout":
-            return "dropout in training draws random numbers; it runs as a pointwise kernel"
+        if OPS[node.op].draws_random:
+            return f"{node.op} draws random numbers; it runs as a pointwise kernel"
         if node.shape != self.graph.node(value).shape:
             return "broadcasting makes the result larger than the kernel's output"
         return self.sole_consumer(value, node)
@@ -139,7 +129,8 @@ class _Fuser:
     def try_pool(self, pool: Node) -> bool:
         value = pool.inputs[0]
         step = self.producer.get(value)
-        if not isinstance(step, Kernel) or step.output != value or step.kind != "conv":
+        if not isinstance(step, Kernel) or step.output != value \
+                or not self.anchor_op(step).absorbs_pool:
             return False  # nothing to fuse with: not a refusal worth reporting
         reason = self.sole_consumer(value, pool)
         if reason is None and step.pool is not None:
@@ -153,10 +144,11 @@ class _Fuser:
 
     def try_pooled_linear(self, linear: Node) -> bool:
         flat = self.graph.node(linear.inputs[0])
-        if flat.op != "flatten" or len(flat.shape) != 2:
+        if flat.op == "input" or OPS[flat.op].view != "reshape" or len(flat.shape) != 2:
             return False
         pooled = self.graph.node(flat.inputs[0])
-        if not pooled.op.startswith("adaptive_avg_pool") or flat.shape[0] != pooled.shape[0]:
+        if pooled.op == "input" or not OPS[pooled.op].pooled_prologue \
+                or flat.shape[0] != pooled.shape[0]:
             return False
         reason = self.sole_consumer(flat.id, linear) or self.sole_consumer(pooled.id, flat)
         if reason is not None:
@@ -164,7 +156,7 @@ class _Fuser:
             return False
         for n in (pooled.id, flat.id):
             del self.producer[n]
-        self.add(Kernel("linear", linear.id, prologue=[pooled.id, flat.id]))
+        self.add(Kernel(OPS[linear.op].template, linear.id, prologue=[pooled.id, flat.id]))
         return True
 
 

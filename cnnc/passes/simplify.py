@@ -8,16 +8,14 @@ output. Idempotent. Works on a copy; the given graph is unchanged.
 from __future__ import annotations
 
 from ..ir.graph import Graph
-
-PASS_THROUGH = {"identity"}
-PASS_THROUGH_IN_EVAL = {"dropout"}
+from ..ops import OPS
 
 
 def simplify(graph: Graph, training: bool) -> Graph:
     graph = graph.copy()
-    through = PASS_THROUGH | (set() if training else PASS_THROUGH_IN_EVAL)
+    through = {"always"} if training else {"always", "eval"}
     for node in list(graph.nodes()):
-        if node.op in through:
+        if node.op != "input" and OPS[node.op].pass_through in through:
             graph.replace_uses(node.id, node.inputs[0])
             graph.remove(node.id)
     live = set(graph.outputs) | set(graph.inputs)
