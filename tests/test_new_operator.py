@@ -9,9 +9,8 @@ import torch.nn.functional as F
 
 import cnnc
 from cnnc.ops import OPS
-from cnnc.ops.registry import register
 from cnnc.ops.common import NoAttrs
-from cnnc.ops.registry import Op
+from cnnc.ops.registry import Op, register
 from cnnc.ops.signature import Arg, Tensor
 
 

@@ -120,7 +120,7 @@ def inspect_network(graph: Graph, target: str = "sm_90", dtype: torch.dtype = to
     return Inspection(graph.name, target, peak, dtype, batch, training, rows)
 
 
-def _yes(flag: bool, applies: bool = True) -> str:
+def _yes(flag: bool, applies: bool) -> str:
     if not applies:
         return "-"
     return "yes" if flag else "NO"
@@ -150,7 +150,8 @@ def render(inspection: Inspection, console) -> None:
         table.add_row(
             Text(launch.kernel), ops, str(launch.registers), str(launch.spill_bytes),
             str(launch.shared_bytes), str(launch.num_warps), str(launch.num_stages),
-            launch.pipelined if launch.pipelined != "none" else "NO", _yes(launch.tensor_cores, launch.has_dot),
+            launch.pipelined if launch.pipelined != "none" else "NO",
+            _yes(launch.tensor_cores, launch.has_dot),
             f"{row.flops / 1e9:.3f}", f"{launch.tensor_bytes / 1e6:.2f}",
             f"{row.roofline_us:.1f} ({row.bound}, {row.precision})",
         )
