@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .frontend import build_graph, load_program
 from .ir.graph import Graph
-from .ir.verify import verify
+from .passes.verify import verify
 
 
 def resolve_input(path_or_source, source: str | None) -> dict:

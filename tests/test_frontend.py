@@ -211,7 +211,7 @@ def test_printer_is_stable_and_verifier_idempotent():
         "  output %2 (y)",
         "}",
     ]
-    from cnnc.ir.verify import verify
+    from cnnc.passes.verify import verify
 
     verify(g)
     verify(g)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CompileError, Location
+from ..ir.values import describe
 from ..ops import Op
 from ..ops.signature import REQUIRED, Arg, ArgError
 from . import ast
-from .values import describe
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import CompileError, Frame, Location, ShapeError
 from ..ir.graph import Graph, InputAttrs, Layer
 from ..ir.shapes import Sym, format_shape, per_sample_numel
+from ..ir.values import Callable, TensorValue, describe
 from ..ops import OPS, Op, TensorInfo
 from ..ops.signature import Tensor as TensorKind
 from ..ops.signature import TensorSlot
@@ -25,7 +26,6 @@ from . import ast
 from .arguments import Given, bind_arguments, count, int_division_help
 from .evaluate import evaluate
 from .loader import Program
-from .values import Callable, TensorValue, describe
 
 MAX_NODES = 100_000
 MAX_ELEMENTS = 1 << 32  # per tensor and per parameter, for one item of the batch

@@ -12,8 +12,8 @@ from typing import Any
 
 from ..errors import CompileError
 from ..ir.shapes import Sym
+from ..ir.values import Array, TensorValue, describe
 from . import ast
-from .values import Array, TensorValue, describe
 
 MAX_DEPTH = 200  # nesting of an expression; a flat `1 + 1 + ... + 1` does not nest
 MAX_ARRAY_ELEMENTS = 1 << 20

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 
 from ..errors import ShapeError
-from ..frontend.values import Array
 from ..ir.graph import ParamSpec
 from ..ir.shapes import Shape, format_shape
+from ..ir.values import Array
 from . import arithmetic
 from .common import channels_of, check_rank, spatial_of
 from .registry import Op, TensorInfo, register

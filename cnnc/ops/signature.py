@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..frontend.values import Array, TensorValue, describe
+from ..ir.values import Array, TensorValue, describe
 
 
 class ArgError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..ir.shapes import Shape, format_shape
+from .shapes import Shape, format_shape
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@
 from __future__ import annotations
 
 from ..errors import CompileError
+from ..ir.graph import Graph
 from ..ops import OPS, TensorInfo
-from .graph import Graph
 
 
 class VerificationError(AssertionError):
