@@ -57,8 +57,9 @@ def test_resnet18_eval_launches_at_most_22_kernels():
     plan = net.plan
     assert len(plan) <= 22
     ops = [p["ops"] for p in plan]
-    # the stem: conv + folded batch norm + relu + max pool in one kernel
-    assert ops[0] == ["conv2d", "batch_norm", "relu", "max_pool2d"]
+    # the stem: conv + folded batch norm + relu; its 3x3 stride-2 max pool overlaps, so
+    # fusing it would compute the stem 2.25 times: a pool kernel of its own
+    assert ops[0] == ["conv2d", "batch_norm", "relu"] and ops[1] == ["max_pool2d"]
     # every conv carries its batch norm; residual adds sit in epilogues
     assert sum(o.count("conv2d") for o in ops) == 20
     assert all(o.count("batch_norm") == o.count("conv2d") for o in ops if "conv2d" in o)

@@ -38,12 +38,21 @@ class AvgPoolAttrs:
 
 
 class Pool(Op):
+    """What max and average pooling share: windows, padding limits, output sizes."""
+
     fusion = "anchor"
     template = "pool"
     pool_in_conv = True
-    """What max and average pooling share: windows, padding limits, output sizes."""
-
     kind = ""
+
+    def recompute_factor(self, attrs) -> float:
+        """A conv kernel that pools its own tile computes the conv once per window tap:
+        kernel/stride times per dim what the conv alone computes (1 when the windows
+        tile the input, 2.25 for a 3x3 stride-2 pool, less than 1 when they skip input)."""
+        factor = 1.0
+        for k, s in zip(attrs.kernel_size, attrs.stride):
+            factor *= k / s
+        return factor
 
     def __init__(self, dims: int):
         self.dims = dims

@@ -94,9 +94,9 @@ class Dropout(Op):
 
 
 class Upsample(Op):
+    """Nearest-neighbour upsampling of every spatial dim (F.interpolate, mode="nearest")."""
     fusion = "anchor"
     template = "upsample"
-    """Nearest-neighbour upsampling of every spatial dim (F.interpolate, mode="nearest")."""
 
     name = "upsample"
     attrs_type = UpsampleAttrs

@@ -10,7 +10,8 @@ the reason not to.
 Groups, in eval mode:
 - conv / linear + folded batch_norm + bias + elementwise chain (activations, add/mul
   with another tensor or a number, batch-norm affine) in the GEMM epilogue;
-- a max or avg pool right after a conv group, inside the conv's kernel;
+- a max or avg pool right after a conv group, inside the conv's kernel, when its windows
+  do not overlap (overlapping windows would recompute the conv: refused, with the factor);
 - adaptive avg pool + flatten + linear as one kernel;
 - remaining elementwise chains as one pointwise kernel; softmax as a row kernel;
 - flatten as a free reshape, concat as a view its producers write into.
@@ -135,6 +136,13 @@ class _Fuser:
         reason = self.sole_consumer(value, pool)
         if reason is None and step.pool is not None:
             reason = "the conv already holds a pool"
+        recompute = OPS[pool.op].recompute_factor(pool.attrs)
+        if reason is None and recompute > 1:
+            window = "x".join(map(str, pool.attrs.kernel_size))
+            stride = "x".join(map(str, pool.attrs.stride))
+            reason = (f"its {window} windows at stride {stride} overlap: pooling inside the "
+                      f"conv would compute the conv {recompute:.2f} times over; a separate pool "
+                      "reads the conv's output once")
         if reason is not None:
             self.refuse(pool, value, reason)
             return False
