@@ -9,6 +9,7 @@ import marshal
 import os
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -119,6 +120,18 @@ def test_an_unwritable_cache_falls_back_to_a_temporary_directory(tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
+def test_nowhere_to_write_is_a_diagnostic(tmp_path, monkeypatch):
+    def mkstemp(*args, dir=None, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(dir))
+
+    monkeypatch.setattr(loader.tempfile, "mkstemp", mkstemp)
+    with pytest.raises(cnnc.CompileError) as info:
+        _load_fresh(_source(), tmp_path)
+    assert f"cannot write to the cache directory {tmp_path}: Read-only file system, nor to a " \
+        "temporary directory: Read-only file system" in str(info.value)
+    assert "CNNC_CACHE_DIR" in str(info.value)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
 def test_a_read_only_cache_directory_falls_back(tmp_path):
     tmp_path.chmod(0o555)
@@ -161,10 +174,27 @@ def test_pruning_removes_the_least_recently_used_entries(tmp_path):
     assert _entries(tmp_path) == foreign | {path_a.name, path_c.name}
 
 
+def _age(path: Path, seconds: float) -> None:
+    when = time.time() - seconds
+    os.utime(path, (when, when))
+
+
 def test_the_entry_just_written_stays_even_over_the_bound(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNC_CACHE_MAX_MB", "0")
-    paths = [load_generated(_source(), tmp_path)[1] for _ in range(3)]
+    paths = []
+    for _ in range(3):
+        paths.append(load_generated(_source(), tmp_path)[1])
+        _age(paths[-1], 120)
     assert _entries(tmp_path) == {paths[-1].name}
+
+
+def test_an_entry_used_a_moment_ago_stays(tmp_path):
+    """Another process may have just written it and not yet imported it."""
+    old, recent, new = (load_generated(_source(), tmp_path)[1] for _ in range(3))
+    _age(old, 120)
+    load_generated(_source(), tmp_path, max_bytes=0)
+    assert old.name not in _entries(tmp_path)
+    assert {recent.name, new.name} <= _entries(tmp_path)
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "nan"])

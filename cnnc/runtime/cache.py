@@ -20,6 +20,7 @@ ENTRY = re.compile(r"cnnc_([0-9a-f]{24})\.py")
 _TEMP = re.compile(r"cnnc_([0-9a-f]{24})\.py.*\.tmp")
 _BYTECODE = re.compile(r"cnnc_([0-9a-f]{24})\..*\.pyc")
 STALE_TEMP_S = 3600  # a temporary file this old belongs to a writer that died
+RECENT_S = 60  # an entry used this recently may be about to be imported by another process
 
 
 @dataclass
@@ -100,7 +101,8 @@ def clear(directory: Path) -> CacheStats:
 
 
 def prune(directory: Path, max_bytes: int, keep: Path) -> int:
-    """Remove least recently used entries until cnnc's files fit in max_bytes; never `keep`.
+    """Remove least recently used entries until cnnc's files fit in max_bytes; never `keep`,
+    nor an entry used in the last RECENT_S seconds.
 
     Best effort: a file that cannot be removed (or that another process removed first)
     is passed over. Returns the number of entries removed.
@@ -108,9 +110,10 @@ def prune(directory: Path, max_bytes: int, keep: Path) -> int:
     entries = _scan(directory)
     total = sum(e.bytes for e in entries.values())
     kept = ENTRY.fullmatch(keep.name)
+    recent = time.time_ns() - RECENT_S * 10**9
     removed = 0
     for entry in sorted(entries.values(), key=lambda e: e.last_used_ns):
-        if total <= max_bytes:
+        if total <= max_bytes or entry.last_used_ns > recent:
             break
         if kept is not None and entry.key == kept[1]:
             continue

@@ -58,21 +58,7 @@ def load_generated(source: str, cache_dir: str | os.PathLike, *,
     try:
         path, cached = _store(source, directory)
     except OSError as e:
-        fallback = _fallback_directory()
-        reason = e.strerror or str(e)
-        above = e.filename is not None and Path(e.filename) in directory.parents
-        where = f" ({e.filename})" if above else ""
-        warnings.warn(
-            f"cannot write to the cache directory {directory}{where}: {reason}; the generated "
-            f"file goes to {fallback}, removed when this process exits. Make {directory} "
-            "writable, or set CNNC_CACHE_DIR to a writable directory", CacheWarning,
-            stacklevel=3)  # the caller of cnnc.compile
-        try:
-            path, cached = _store(source, fallback)
-        except OSError as e2:
-            raise CompileError(f"cannot write the generated file to {fallback} either: "
-                               f"{e2.strerror or e2}",
-                               help="set CNNC_CACHE_DIR to a writable directory") from None
+        path, cached = _store_elsewhere(source, directory, e)
     else:
         if not cached:
             if max_bytes is None:
@@ -81,6 +67,24 @@ def load_generated(source: str, cache_dir: str | os.PathLike, *,
                 max_bytes = Options.from_environment().cache_max_bytes
             cache.prune(directory, max_bytes, keep=path)
     return _import(path), path, cached
+
+
+def _store_elsewhere(source: str, directory: Path, error: OSError) -> tuple[Path, bool]:
+    """The entry in this process's temporary directory, with a warning saying why."""
+    named = error.filename is not None and not str(error.filename).endswith(".tmp")
+    where = f" ({error.filename})" if named and Path(error.filename) != directory else ""
+    reason = f"{directory}{where}: {error.strerror or error}"
+    fix = "set CNNC_CACHE_DIR to a writable directory"
+    try:
+        fallback = _fallback_directory()
+        stored = _store(source, fallback)
+    except OSError as e:
+        raise CompileError(f"cannot write to the cache directory {reason}, nor to a temporary "
+                           f"directory: {e.strerror or e}", help=fix) from None
+    warnings.warn(f"cannot write to the cache directory {reason}; the generated file goes to "
+                  f"{fallback}, removed when this process exits. Make {directory} writable, or "
+                  f"{fix}", CacheWarning, stacklevel=4)  # the caller of cnnc.compile
+    return stored
 
 
 def _store(source: str, directory: Path) -> tuple[Path, bool]:
