@@ -1,22 +1,29 @@
 """The command line: parses arguments, calls the API, prints diagnostics, picks exit codes.
 
 Exit codes: 0 success, 1 a diagnostic (a mistake in the .cnn program or its use),
-2 a usage error, 3 an internal error (a bug in cnnc), 130 interrupted.
+2 a usage error, 3 an internal error (a bug in cnnc), 130 interrupted, 141 the reader of
+standard output went away (as a Unix tool killed by SIGPIPE). Command-line paths are
+always paths, never guessed to be source text; no user text is read as rich markup.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import traceback
+import warnings
+from pathlib import Path
 
+from . import outputs
 from .errors import CompileError
 from .options import Options
 
 EXIT_DIAGNOSTIC, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
+EXIT_BROKEN_PIPE = 128 + 13  # 13: SIGPIPE
 
 
-def _networks(path: str, name: str | None) -> list[str | None]:
+def _networks(path: Path, name: str | None) -> list[str | None]:
     """The networks a command acts on: the named one, or every network of the file."""
     from .frontend import load_program
 
@@ -29,6 +36,15 @@ def _networks(path: str, name: str | None) -> list[str | None]:
     return [n.name for n in program.networks]
 
 
+def _input_files(path: Path) -> set[str]:
+    """The .cnn files a compile reads: FILE and every imported file that defines something."""
+    from .frontend import load_program
+
+    program = load_program(path)
+    return {str(path)} | {d.loc.source.path
+                          for d in (*program.consts.values(), *program.blocks.values())}
+
+
 def cmd_check(args) -> int:
     from . import load
 
@@ -38,18 +54,16 @@ def cmd_check(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    from rich.console import Console
-
     from . import load
     from .report.summary import render, summarize
 
-    console = Console(width=None if sys.stdout.isatty() else 140)
+    console = outputs.stdout_console()
     for name in _networks(args.file, args.network):
         render(summarize(load(args.file, name), args.batch), args.explain, console)
     return 0
 
 
-def _one_network(path: str, name: str | None) -> str:
+def _one_network(path: Path, name: str | None) -> str:
     names = _networks(path, name)
     if len(names) > 1:
         raise CompileError(f"{path} defines several networks ({', '.join(names)}); say which one",
@@ -59,31 +73,24 @@ def _one_network(path: str, name: str | None) -> str:
 
 def _progress(console, message: str):
     """A spinner while something slow runs (only on a terminal)."""
-    import contextlib
+    from rich.text import Text
 
-    return console.status(message) if console.is_terminal else contextlib.nullcontext()
+    return console.status(Text(message)) if console.is_terminal else contextlib.nullcontext()
 
 
 def cmd_compile(args) -> int:
     from rich.console import Console
 
     from . import generate, load
-    from .runtime.loader import write_atomic
 
-    console = Console(stderr=True)
     name = _one_network(args.file, args.network)
-    with _progress(console, f"generating kernels for {name}"):
+    target = outputs.output_target(args.output, _input_files(args.file))
+    with _progress(Console(stderr=True), f"generating kernels for {name}"):
         generated = generate(load(args.file, name))
-    from pathlib import Path
-
-    try:
-        write_atomic(Path(args.output), generated.source)
-    except OSError as e:
-        raise CompileError(f"cannot write {args.output}: {e.strerror or e}") from None
+    outputs.write(target, generated.source)
     if not args.quiet:
-        console.print(f"wrote {args.output}: class {generated.class_name} "
-                      f"(from {Path(args.output).stem} import {generated.class_name})",
-                      highlight=False)
+        where = "standard output" if target.path is None else args.output
+        _say(f"wrote {where}: {outputs.import_hint(args.output, generated.class_name)}")
     return 0
 
 
@@ -93,19 +100,26 @@ def cmd_run(args) -> int:
 
     from . import compile as compile_network
     from . import load, reference
-    from .report.run import run_and_compare
+    from .report.run import check_memory, run_and_compare
 
     console = Console(stderr=True)
-    out = Console(width=None if sys.stdout.isatty() else 140)
+    out = outputs.stdout_console()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     for name in _networks(args.file, args.network):
+        graph = load(args.file, name)
+        check_memory(graph, args.batch, device)
         with _progress(console, f"compiling {name}"):
-            graph = load(args.file, name)
             net = compile_network(args.file, name, device=device)
             ref = reference(args.file, name).to(device)
         with _progress(console, f"running {name} on {device}"
                        + (" (Triton interpreter)" if device == "cpu" else "")):
-            report = run_and_compare(net, ref, graph, args.batch, device, args.repeat)
+            try:
+                report = run_and_compare(net, ref, graph, args.batch, device, args.repeat)
+            except (torch.OutOfMemoryError, RuntimeError) as e:
+                if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
+                    raise
+                raise CompileError(f"out of memory running {name} at batch {args.batch} on "
+                                   f"{device}", help="use a smaller --batch") from None
         status = "ok" if report.max_rel_error <= 1e-4 else "MISMATCH"
         out.print(
             f"{report.network}: batch {report.batch} on {report.device}\n"
@@ -115,10 +129,31 @@ def cmd_run(args) -> int:
             f"calls)\n"
             f"  time per forward: cnnc {report.cnnc_ms:.2f} ms, PyTorch eager "
             f"{report.torch_ms:.2f} ms (median of {args.repeat})",
-            highlight=False,
+            highlight=False, markup=False,
         )
         if status != "ok":
             return EXIT_DIAGNOSTIC
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from .report.summary import human_bytes
+    from .runtime import cache
+
+    options = Options.from_environment()
+    directory = Path(options.cache_dir)
+    if args.action == "clear":
+        removed = cache.clear(directory)
+        text = (f"removed {removed.entries} entries ({human_bytes(removed.bytes)}) "
+                f"from {directory}")
+    else:
+        held = cache.stats(directory)
+        text = (f"cache directory: {directory}\n"
+                f"entries: {held.entries} ({human_bytes(held.bytes)}); least recently used "
+                f"ones are removed above {options.cache_max_mb:g} MB (CNNC_CACHE_MAX_MB)")
+    stream = outputs.stdout()
+    stream.write(text + "\n")
+    stream.flush()
     return 0
 
 
@@ -132,8 +167,23 @@ def _positive(text: str) -> int:
     return value
 
 
+def _path(text: str) -> Path:
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    return Path(text)
+
+
+class _Parser(argparse.ArgumentParser):
+    def _print_message(self, message: str, file=None) -> None:
+        """--help and --version: argparse itself would let a failed write pass silently."""
+        if message and file is not None and file is sys.stdout:
+            outputs.stdout().write(message)
+        else:
+            super()._print_message(message, file)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnnc", description="A compiler for convolutional networks written in .cnn."
     )
     from . import __version__
@@ -143,7 +193,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     def command(name, func, help):
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("file", metavar="FILE", help="a .cnn file")
+        p.add_argument("file", metavar="FILE", type=_path, help="a .cnn file")
         p.add_argument("--network", metavar="NAME", help="which network of the file "
                        "(default: every network, or the only one)")
         p.set_defaults(func=func)
@@ -158,32 +208,91 @@ def make_parser() -> argparse.ArgumentParser:
                    help="show the lecture's arithmetic for each conv, pool and linear")
     p = command("compile", cmd_compile,
                 "write one Python file with the Triton kernels and an nn.Module class")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.py")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.py",
+                   help="the file to write (never the input; - for standard output)")
     p.add_argument("-q", "--quiet", action="store_true")
     p = command("run", cmd_run, "compile, run on random input, compare with PyTorch, time it")
     p.add_argument("--batch", type=_positive, default=2, metavar="B", help="default 2")
     p.add_argument("--repeat", type=_positive, default=3, metavar="R",
                    help="timed runs (default 3)")
+    help = "show the cache of generated files (directory, entries, size), or clear it"
+    p = sub.add_parser("cache", help=help, description=help)
+    p.add_argument("action", nargs="?", choices=["clear"], help="clear: remove every entry")
+    p.set_defaults(func=cmd_cache)
     return parser
 
 
+def _say(text: str) -> None:
+    """A line on standard error, if there is one to write to."""
+    if sys.stderr is not None:
+        with contextlib.suppress(OSError, ValueError):
+            print(text, file=sys.stderr, flush=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _say(f"warning: {message}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    options = Options.from_environment()
-    args = make_parser().parse_args(argv)
     try:
-        return args.func(args)
+        args = make_parser().parse_args(argv)
+    except (outputs.OutputError, BrokenPipeError) as e:  # from --help or --version
+        raise SystemExit(_stdout_failed(e)) from None
+    except SystemExit:  # --help, --version or a usage error, printed by argparse
+        failed = _finish_stdout()
+        if failed:
+            raise SystemExit(failed) from None
+        raise
+    debug = False
+    try:
+        options = Options.from_environment()
+        debug = options.debug
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            code = args.func(args)
+        return _finish_stdout() or code
+    except (outputs.OutputError, BrokenPipeError) as e:
+        return _stdout_failed(e)
     except CompileError as e:
-        print(e, file=sys.stderr)
+        _say(str(e))
         return EXIT_DIAGNOSTIC
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        _say("interrupted")
         return 130
-    except BrokenPipeError:
-        return 0
+    except MemoryError:
+        _say("error: out of memory")
+        return EXIT_DIAGNOSTIC
+    except OSError as e:
+        if e.filename is None:
+            return _internal_error(e, debug)
+        _say(f"error: {e.filename}: {e.strerror or e}")
+        return EXIT_DIAGNOSTIC
     except Exception as e:  # a bug in cnnc: say so, without a traceback unless asked
-        if options.debug:
-            traceback.print_exc()
-        print(f"internal error: {type(e).__name__}: {e}\n"
-              "this is a bug in cnnc; run with CNNC_DEBUG=1 for the traceback and report it",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal_error(e, debug)
+
+
+def _finish_stdout() -> int:
+    """Flush standard output now, so a failure is said here rather than lost at exit."""
+    try:
+        if sys.stdout is not None:
+            outputs.stdout().flush()
+        return 0
+    except (outputs.OutputError, BrokenPipeError) as e:
+        return _stdout_failed(e)
+
+
+def _stdout_failed(e: Exception) -> int:
+    """Standard output failed: say why, unless its reader just left (as `head` does)."""
+    outputs.discard_stdout()  # the exit-time flush must not fail again
+    if isinstance(e, BrokenPipeError):
+        return EXIT_BROKEN_PIPE
+    _say(str(e))
+    return EXIT_DIAGNOSTIC
+
+
+def _internal_error(e: Exception, debug: bool) -> int:
+    if debug and sys.stderr is not None:
+        traceback.print_exc()
+    _say(f"internal error: {type(e).__name__}: {e}\n"
+         "this is a bug in cnnc; run with CNNC_DEBUG=1 for the traceback and report it")
+    return EXIT_INTERNAL

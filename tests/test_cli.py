@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cnnc.cli import main
+from cnnc.report.summary import human_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,3 +97,93 @@ def test_summary_explain_lists_refused_fusions(capsys, tmp_path):
     assert main(["summary", str(source), "--explain"]) == 0
     out = capsys.readouterr().out
     assert "relu (layer b, line 4) not fused: its input is also used by sigmoid" in out
+
+
+def test_a_file_name_with_braces_is_a_path_not_source(tmp_path):
+    path = tmp_path / "net{v2}.cnn"
+    path.write_text((ROOT / "examples" / "lenet5.cnn").read_text())
+    assert main(["check", str(path)]) == 0
+    assert main(["summary", str(path)]) == 0
+
+
+def test_an_empty_file_argument_is_a_usage_error():
+    result = run("check", "")
+    assert result.returncode == 2 and "the path is empty" in result.stderr
+
+
+def _shell(command: str) -> subprocess.CompletedProcess:
+    """`command` after `cnnc`, through sh, for redirections Python's subprocess cannot make."""
+    return subprocess.run(["sh", "-c", f'"$0" -m cnnc {command}', sys.executable],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+@pytest.mark.parametrize("command", ["summary examples/lenet5.cnn", "--help", "cache"])
+def test_a_full_standard_output_is_a_diagnostic(command):
+    result = _shell(f"{command} > /dev/full")
+    assert result.returncode == 1
+    assert result.stderr == "error: cannot write to standard output: No space left on device\n"
+
+
+def test_a_closed_standard_output_is_a_diagnostic():
+    result = _shell("summary examples/lenet5.cnn >&-")
+    assert result.returncode == 1
+    assert result.stderr == "error: cannot write to standard output: it is closed\n"
+
+
+@pytest.mark.parametrize("args", [
+    ("summary", "examples/resnet.cnn"),
+    ("compile", "examples/resnet.cnn", "--network", "ResNet50", "-o", "-"),
+    ("cache",),
+])
+def test_a_reader_that_leaves_is_a_broken_pipe_exit_quietly(args):
+    process = subprocess.Popen([sys.executable, "-m", "cnnc", *args], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.close()  # before cnnc has written anything (importing torch takes a while)
+    err = process.stderr.read().decode()
+    assert (process.wait(timeout=120), err) == (141, "")
+
+
+def test_run_refuses_a_batch_that_cannot_fit_in_memory(capsys):
+    assert main(["run", "examples/lenet5.cnn", "--batch", "1000000000000"]) == 1
+    err = capsys.readouterr().err
+    # LeNet-5's tensors per image: the input 784, c1 2*4704 (conv, relu), s2 1176, c3 2*1600,
+    # s4 400, flatten 400, f5 2*120, f6 2*84, logits 10: 15,786 floats, 63,144 bytes
+    need = human_bytes(63_144 * 10**12)
+    assert f"batch 1000000000000 needs about {need} for the inputs and activations" in err
+    assert "help: use a smaller --batch" in err
+
+
+def test_run_says_when_an_allocation_fails(capsys, monkeypatch):
+    monkeypatch.setattr("cnnc.report.run.available_memory", lambda device: None)
+    assert main(["run", "examples/lenet5.cnn", "--batch", "1000000000000", "--repeat", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "error: out of memory running LeNet5 at batch 1000000000000" in err
+
+
+def test_summary_of_a_huge_batch_is_arithmetic(capsys):
+    assert main(["summary", "examples/lenet5.cnn", "--batch", "1000000000000"]) == 0
+    assert f"MACs: {416_520 * 10**12:,} (416.52P)" in capsys.readouterr().out
+
+
+def test_a_spinner_message_is_not_markup():
+    import io
+
+    from rich.console import Console
+
+    from cnnc.cli import _progress
+
+    console = Console(file=io.StringIO(), force_terminal=True)
+    with _progress(console, "compiling [/red] [bold]"):
+        pass
+    assert "[/red] [bold]" in console.file.getvalue()
+
+
+def test_an_os_error_on_a_user_path_is_a_diagnostic(monkeypatch, capsys):
+    import errno
+
+    def cmd(args):
+        raise PermissionError(errno.EACCES, "Permission denied", "some/file.cnn")
+
+    monkeypatch.setattr("cnnc.cli.cmd_check", cmd)
+    assert main(["check", "examples/lenet5.cnn"]) == 1
+    assert capsys.readouterr().err == "error: some/file.cnn: Permission denied\n"

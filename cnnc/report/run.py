@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 
+from ..errors import CompileError
 from ..ir.graph import Graph
 from ..ir.shapes import concrete
 
@@ -23,6 +25,36 @@ class RunReport:
     torch_ops: int
     cnnc_ms: float
     torch_ms: float
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes that can be allocated now on `device`, or None when that cannot be told."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(graph: Graph, batch: int, device: str) -> None:
+    """Refuse a batch whose inputs and activations alone would not fit in memory."""
+    from .summary import human_bytes, summarize
+
+    needed = summarize(graph, batch).activation_bytes
+    available = available_memory(device)
+    if available is not None and needed > available:
+        raise CompileError(
+            f"batch {batch} needs about {human_bytes(needed)} for the inputs and activations "
+            f"of {graph.name} (float32), but {human_bytes(available)} of memory is available "
+            f"on {device}", help="use a smaller --batch")
 
 
 def random_inputs(graph: Graph, batch: int, device, dtype, seed: int = 0) -> list[torch.Tensor]:

@@ -101,15 +101,17 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
 
 
 def human_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+    for unit in units:
+        if n < 1024 or unit == units[-1]:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
 
 
 def human_count(n: int) -> str:
-    for unit, size in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
+    for unit, size in (("E", 10**18), ("P", 10**15), ("T", 10**12), ("G", 10**9),
+                       ("M", 10**6), ("K", 10**3)):
         if n >= size:
             return f"{n / size:.2f}{unit}"
     return str(n)
@@ -120,7 +122,8 @@ def render(summary: Summary, explain: bool = False, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"{summary.network}  (batch {summary.batch})", title_justify="left")
+    table = Table(title=_escape(f"{summary.network}  (batch {summary.batch})"),
+                  title_justify="left")
     table.add_column("layer", style="bold")
     table.add_column("ops", overflow="fold")
     table.add_column("output shape", no_wrap=True)
@@ -128,9 +131,9 @@ def render(summary: Summary, explain: bool = False, console=None) -> None:
     table.add_column("MACs", justify="right")
     table.add_column("kernel")
     for row in summary.rows:
-        table.add_row(_escape(row.name), _escape(row.ops), row.shape,
+        table.add_row(_escape(row.name), _escape(row.ops), _escape(row.shape),
                       f"{row.params:,}" if row.params else "",
-                      human_count(row.macs) if row.macs else "", ", ".join(row.kernels))
+                      human_count(row.macs) if row.macs else "", _escape(", ".join(row.kernels)))
         if explain:
             for call, lines in row.explain:
                 text = call + "\n" + "\n".join("  " + line for line in lines)
@@ -142,13 +145,13 @@ def render(summary: Summary, explain: bool = False, console=None) -> None:
         + f"   MACs: {summary.macs:,} ({human_count(summary.macs)})"
         + f"   activations: {human_bytes(summary.activation_bytes)}"
         + f"   weights: {human_bytes(summary.param_bytes)}  (float32, batch {summary.batch})",
-        highlight=False,
+        highlight=False, markup=False,
     )
     kernels = len({k for row in summary.rows for k in row.kernels if k.startswith("k")})
-    console.print(f"kernels in eval mode: {kernels}", highlight=False)
+    console.print(f"kernels in eval mode: {kernels}", highlight=False, markup=False)
     if explain:
         for line in summary.refusals:
-            console.print(f"  {_escape(line)}", highlight=False)
+            console.print(f"  {line}", highlight=False, markup=False)
 
 
 def _escape(text: str) -> str:
