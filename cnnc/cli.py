@@ -136,6 +136,42 @@ def cmd_run(args) -> int:
     return 0
 
 
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def cmd_inspect(args) -> int:
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from . import load
+    from .report.inspect import inspect_network, render, total_launches
+    from .runtime.aot import AotError
+
+    dtype = getattr(torch, DTYPES[args.dtype])
+    if args.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    console = outputs.stdout_console()
+    for name in _networks(args.file, args.network):
+        graph = load(args.file, name)
+        progress = Progress(TextColumn("compiling for {task.fields[target]}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("{task.fields[kernel]}"),
+                            console=Console(stderr=True), transient=True)
+        with progress:
+            task = progress.add_task("", total=total_launches(graph, args.training),
+                                     target=args.target, kernel="")
+            try:
+                inspection = inspect_network(
+                    graph, args.target, dtype, args.batch, args.training,
+                    progress=lambda i, kernel: progress.update(task, completed=i,
+                                                               kernel=kernel))
+            except AotError as e:
+                raise CompileError(f"cannot compile ahead of time: {e}") from None
+        render(inspection, console)
+    return 0
+
+
 def cmd_cache(args) -> int:
     from .report.summary import human_bytes
     from .runtime import cache
@@ -215,6 +251,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=2, metavar="B", help="default 2")
     p.add_argument("--repeat", type=_positive, default=3, metavar="R",
                    help="timed runs (default 3)")
+    p = command("inspect", cmd_inspect,
+                "compile every kernel for a GPU (none needed): registers, spills, shared "
+                "memory, pipelining, tensor cores, roofline")
+    p.add_argument("--target", choices=["sm_80", "sm_90"], default="sm_90",
+                   help="the GPU: sm_80 (A100) or sm_90 (H100/H200, the default)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32",
+                   help="the compiled dtype (default fp32)")
+    p.add_argument("--batch", type=_positive, default=1, metavar="B", help="default 1")
+    p.add_argument("--training", action="store_true",
+                   help="the training-mode forward (batch statistics)")
+    p.add_argument("--allow-tf32", action="store_true",
+                   help="inspect as if torch.backends' allow_tf32 flags were set")
     help = "show the cache of generated files (directory, entries, size), or clear it"
     p = sub.add_parser("cache", help=help, description=help)
     p.add_argument("action", nargs="?", choices=["clear"], help="clear: remove every entry")

@@ -82,3 +82,21 @@ def test_pipelining_reads_the_dot_loop():
     assert pipelining(TTGIR_PIPELINED.replace("ttg.async_copy_global_to_local",
                                               "tt.load")) == "none"
     assert pipelining("%x = tt.load %p : tensor<1024x!tt.ptr<f32>>") == "-"
+
+
+def test_cli_inspect_prints_the_table(capsys):
+    from cnnc.cli import main
+
+    assert main(["inspect", LENET, "--target", "sm_80", "--dtype", "bf16", "--batch", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "LeNet5: eval forward, bfloat16, batch 4, sm_80 (A100 SXM peaks)" in out
+    assert "k4_linear" in out and "0 failed to compile" in out
+
+
+def test_cli_inspect_refuses_an_unknown_target(capsys):
+    from cnnc.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["inspect", LENET, "--target", "sm_70"])
+    assert exit_.value.code == 2
+    assert "sm_80" in capsys.readouterr().err

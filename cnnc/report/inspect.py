@@ -70,6 +70,11 @@ class Inspection:
         return [r for r in self.rows if r.launch.has_dot and r.launch.pipelined != "all"]
 
 
+def total_launches(graph: Graph, training: bool) -> int:
+    """The kernels of the plan (for a progress bar; concat copies come on top)."""
+    return len(_kernel_nodes(graph, training))
+
+
 def _kernel_nodes(graph: Graph, training: bool) -> dict[str, tuple]:
     """jit function name -> (graph, nodes) for every kernel of the plan."""
     from ..passes import plan as make_plan
@@ -138,14 +143,15 @@ def render(inspection: Inspection, console) -> None:
     for column, justify in (("kernel", "left"), ("ops", "left"), ("regs", "right"),
                             ("spill B", "right"), ("smem B", "right"), ("warps", "right"),
                             ("stages", "right"), ("pipelined", "left"), ("tensor cores", "left"),
-                            ("GFLOP", "right"), ("MB", "right"), ("roofline µs", "right")):
+                            ("GFLOP", "right"), ("MB", "right"), ("roofline µs", "right"),
+                            ("bound by", "left")):
         table.add_column(column, justify=justify, overflow="fold")
     for row in inspection.rows:
         launch = row.launch
         ops = Text(" -> ".join(row.ops))
         if launch.error is not None:
             table.add_row(Text(launch.kernel), ops, Text(f"FAILED: {launch.error}"),
-                          *[""] * 9)
+                          *[""] * 10)
             continue
         table.add_row(
             Text(launch.kernel), ops, str(launch.registers), str(launch.spill_bytes),
@@ -153,7 +159,8 @@ def render(inspection: Inspection, console) -> None:
             launch.pipelined if launch.pipelined != "none" else "NO",
             _yes(launch.tensor_cores, launch.has_dot),
             f"{row.flops / 1e9:.3f}", f"{launch.tensor_bytes / 1e6:.2f}",
-            f"{row.roofline_us:.1f} ({row.bound}, {row.precision})",
+            f"{row.roofline_us:.2f}", f"{row.bound} ({row.precision})" if row.bound == "compute"
+            else "memory",
         )
     console.print(table)
     total = sum(r.roofline_us for r in inspection.rows)
@@ -164,4 +171,4 @@ def render(inspection: Inspection, console) -> None:
         f"{len(inspection.dots_not_pipelined)} dot kernels not fully pipelined"))
 
 
-__all__ = ["PEAKS", "Inspection", "KernelRow", "inspect_network", "render"]
+__all__ = ["PEAKS", "Inspection", "KernelRow", "inspect_network", "render", "total_launches"]
