@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from pathlib import Path
 
 from .errors import CompileError
 from .options import Options
@@ -16,13 +17,13 @@ from .options import Options
 EXIT_DIAGNOSTIC, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 
 
-def _networks(path: str, name: str | None) -> list[str | None]:
+def _networks(path: Path, name: str | None, include: list[Path]) -> list[str | None]:
     """The networks a command acts on: the named one, or every network of the file."""
     from .frontend import load_program
 
     if name is not None:
         return [name]
-    program = load_program(path)
+    program = load_program(path, include_dirs=include)
     if not program.networks:
         raise CompileError(f"{program.main.path} defines no network",
                            help="a file of blocks and consts is checked when a network uses it")
@@ -32,8 +33,8 @@ def _networks(path: str, name: str | None) -> list[str | None]:
 def cmd_check(args) -> int:
     from . import load
 
-    for name in _networks(args.file, args.network):
-        load(args.file, name)
+    for name in _networks(args.file, args.network, args.include):
+        load(args.file, name, include_dirs=args.include)
     return 0
 
 
@@ -44,13 +45,14 @@ def cmd_summary(args) -> int:
     from .report.summary import render, summarize
 
     console = Console(width=None if sys.stdout.isatty() else 140)
-    for name in _networks(args.file, args.network):
-        render(summarize(load(args.file, name), args.batch), args.explain, console)
+    for name in _networks(args.file, args.network, args.include):
+        graph = load(args.file, name, include_dirs=args.include)
+        render(summarize(graph, args.batch), args.explain, console)
     return 0
 
 
-def _one_network(path: str, name: str | None) -> str:
-    names = _networks(path, name)
+def _one_network(path: Path, name: str | None, include: list[Path]) -> str:
+    names = _networks(path, name, include)
     if len(names) > 1:
         raise CompileError(f"{path} defines several networks ({', '.join(names)}); say which one",
                            help="pass --network NAME")
@@ -71,10 +73,9 @@ def cmd_compile(args) -> int:
     from .runtime.loader import write_atomic
 
     console = Console(stderr=True)
-    name = _one_network(args.file, args.network)
+    name = _one_network(args.file, args.network, args.include)
     with _progress(console, f"generating kernels for {name}"):
-        generated = generate(load(args.file, name))
-    from pathlib import Path
+        generated = generate(load(args.file, name, include_dirs=args.include))
 
     try:
         write_atomic(Path(args.output), generated.source)
@@ -98,11 +99,11 @@ def cmd_run(args) -> int:
     console = Console(stderr=True)
     out = Console(width=None if sys.stdout.isatty() else 140)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    for name in _networks(args.file, args.network):
+    for name in _networks(args.file, args.network, args.include):
         with _progress(console, f"compiling {name}"):
-            graph = load(args.file, name)
-            net = compile_network(args.file, name, device=device)
-            ref = reference(args.file, name).to(device)
+            graph = load(args.file, name, include_dirs=args.include)
+            net = compile_network(args.file, name, device=device, include_dirs=args.include)
+            ref = reference(args.file, name, include_dirs=args.include).to(device)
         with _progress(console, f"running {name} on {device}"
                        + (" (Triton interpreter)" if device == "cpu" else "")):
             report = run_and_compare(net, ref, graph, args.batch, device, args.repeat)
@@ -143,9 +144,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     def command(name, func, help):
         p = sub.add_parser(name, help=help, description=help)
-        p.add_argument("file", metavar="FILE", help="a .cnn file")
+        # A Path: a file name is never taken for source text, however it looks.
+        p.add_argument("file", metavar="FILE", type=Path, help="a .cnn file")
         p.add_argument("--network", metavar="NAME", help="which network of the file "
                        "(default: every network, or the only one)")
+        p.add_argument("--include", metavar="DIR", type=Path, action="append", default=[],
+                       help="a directory imports may read from, searched after the importing "
+                       "file's own directory (repeatable; searched in order)")
         p.set_defaults(func=func)
         return p
 
