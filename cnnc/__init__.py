@@ -7,6 +7,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+
 import torch
 
 from .runtime.device import select_triton_mode
@@ -24,13 +27,16 @@ __version__ = "0.1.0"
 
 
 def reference(path_or_source=None, network: str | None = None, *, source: str | None = None,
-              dtype: torch.dtype = torch.float32) -> ReferenceModule:
+              dtype: torch.dtype = torch.float32,
+              include_dirs: Iterable[str | os.PathLike] = ()) -> ReferenceModule:
     """The network as an nn.Module computed with torch.nn.functional (the oracle)."""
-    return ReferenceModule(load(path_or_source, network, source=source), dtype=dtype)
+    graph = load(path_or_source, network, source=source, include_dirs=include_dirs)
+    return ReferenceModule(graph, dtype=dtype)
 
 
 def compile(path_or_source=None, network: str | None = None, *, source: str | None = None,
-            dtype: torch.dtype = torch.float32, device=None) -> torch.nn.Module:
+            dtype: torch.dtype = torch.float32, device=None,
+            include_dirs: Iterable[str | os.PathLike] = ()) -> torch.nn.Module:
     """The network as an nn.Module whose forward launches cnnc's generated Triton kernels.
 
     The module has the reference's parameter names (so load_state_dict takes a torchvision
@@ -41,7 +47,7 @@ def compile(path_or_source=None, network: str | None = None, *, source: str | No
     from .runtime.loader import load_generated
 
     require_triton()
-    generated = generate(load(path_or_source, network, source=source))
+    generated = generate(load(path_or_source, network, source=source, include_dirs=include_dirs))
     module, path, _ = load_generated(generated.source, Options.from_environment().cache_dir)
     net = getattr(module, generated.class_name)(dtype=dtype, device=device)
     net.source_path = str(path)

@@ -23,24 +23,24 @@ EXIT_DIAGNOSTIC, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 EXIT_BROKEN_PIPE = 128 + 13  # 13: SIGPIPE
 
 
-def _networks(path: Path, name: str | None) -> list[str | None]:
+def _networks(path: Path, name: str | None, include: list[Path]) -> list[str | None]:
     """The networks a command acts on: the named one, or every network of the file."""
     from .frontend import load_program
 
     if name is not None:
         return [name]
-    program = load_program(path)
+    program = load_program(path, include_dirs=include)
     if not program.networks:
         raise CompileError(f"{program.main.path} defines no network",
                            help="a file of blocks and consts is checked when a network uses it")
     return [n.name for n in program.networks]
 
 
-def _input_files(path: Path) -> set[str]:
+def _input_files(path: Path, include: list[Path]) -> set[str]:
     """The .cnn files a compile reads: FILE and every imported file that defines something."""
     from .frontend import load_program
 
-    program = load_program(path)
+    program = load_program(path, include_dirs=include)
     return {str(path)} | {d.loc.source.path
                           for d in (*program.consts.values(), *program.blocks.values())}
 
@@ -48,8 +48,8 @@ def _input_files(path: Path) -> set[str]:
 def cmd_check(args) -> int:
     from . import load
 
-    for name in _networks(args.file, args.network):
-        load(args.file, name)
+    for name in _networks(args.file, args.network, args.include):
+        load(args.file, name, include_dirs=args.include)
     return 0
 
 
@@ -58,13 +58,14 @@ def cmd_summary(args) -> int:
     from .report.summary import render, summarize
 
     console = outputs.stdout_console()
-    for name in _networks(args.file, args.network):
-        render(summarize(load(args.file, name), args.batch), args.explain, console)
+    for name in _networks(args.file, args.network, args.include):
+        graph = load(args.file, name, include_dirs=args.include)
+        render(summarize(graph, args.batch), args.explain, console)
     return 0
 
 
-def _one_network(path: Path, name: str | None) -> str:
-    names = _networks(path, name)
+def _one_network(path: Path, name: str | None, include: list[Path]) -> str:
+    names = _networks(path, name, include)
     if len(names) > 1:
         raise CompileError(f"{path} defines several networks ({', '.join(names)}); say which one",
                            help="pass --network NAME")
@@ -83,10 +84,10 @@ def cmd_compile(args) -> int:
 
     from . import generate, load
 
-    name = _one_network(args.file, args.network)
-    target = outputs.output_target(args.output, _input_files(args.file))
+    name = _one_network(args.file, args.network, args.include)
+    target = outputs.output_target(args.output, _input_files(args.file, args.include))
     with _progress(Console(stderr=True), f"generating kernels for {name}"):
-        generated = generate(load(args.file, name))
+        generated = generate(load(args.file, name, include_dirs=args.include))
     outputs.write(target, generated.source)
     if not args.quiet:
         where = "standard output" if target.path is None else args.output
@@ -105,12 +106,12 @@ def cmd_run(args) -> int:
     console = Console(stderr=True)
     out = outputs.stdout_console()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    for name in _networks(args.file, args.network):
-        graph = load(args.file, name)
+    for name in _networks(args.file, args.network, args.include):
+        graph = load(args.file, name, include_dirs=args.include)
         check_memory(graph, args.batch, device)
         with _progress(console, f"compiling {name}"):
-            net = compile_network(args.file, name, device=device)
-            ref = reference(args.file, name).to(device)
+            net = compile_network(args.file, name, device=device, include_dirs=args.include)
+            ref = reference(args.file, name, include_dirs=args.include).to(device)
         with _progress(console, f"running {name} on {device}"
                        + (" (Triton interpreter)" if device == "cpu" else "")):
             try:
@@ -153,8 +154,8 @@ def cmd_inspect(args) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     console = outputs.stdout_console()
-    for name in _networks(args.file, args.network):
-        graph = load(args.file, name)
+    for name in _networks(args.file, args.network, args.include):
+        graph = load(args.file, name, include_dirs=args.include)
         progress = Progress(TextColumn("compiling for {task.fields[target]}"), BarColumn(),
                             MofNCompleteColumn(), TextColumn("{task.fields[kernel]}"),
                             console=Console(stderr=True), transient=True)
@@ -229,9 +230,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     def command(name, func, help):
         p = sub.add_parser(name, help=help, description=help)
+        # A Path: a file name is never taken for source text, however it looks.
         p.add_argument("file", metavar="FILE", type=_path, help="a .cnn file")
         p.add_argument("--network", metavar="NAME", help="which network of the file "
                        "(default: every network, or the only one)")
+        p.add_argument("--include", metavar="DIR", type=Path, action="append", default=[],
+                       help="a directory imports may read from, searched after the importing "
+                       "file's own directory (repeatable; searched in order)")
         p.set_defaults(func=func)
         return p
 

@@ -13,6 +13,8 @@ A diagnostic reads like this (LANGUAGE.md, "Diagnostics"):
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
 
@@ -61,13 +63,14 @@ class Location:
         return f"{self.source.path}:{self.line}:{self.col}"
 
     def text(self) -> str:
-        """The spanned text, on one line with runs of whitespace folded."""
+        """The spanned text, on one line with runs of whitespace folded, unprintable
+        characters escaped (it is shown to the user: in diagnostics, in summaries)."""
         if self.line == self.end_line:
-            return self.source.line(self.line)[self.col - 1 : self.end_col - 1]
+            return escape(self.source.line(self.line)[self.col - 1 : self.end_col - 1])
         parts = [self.source.line(self.line)[self.col - 1 :]]
         parts += [self.source.line(n) for n in range(self.line + 1, self.end_line)]
         parts.append(self.source.line(self.end_line)[: self.end_col - 1])
-        return " ".join(" ".join(parts).split())
+        return escape(" ".join(" ".join(parts).split()))
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,12 @@ class Diagnostic:
             pad = " " * len(number)
             line = loc.source.line(loc.line)
             end = loc.end_col if loc.end_line == loc.line else len(line) + 1
-            line, start, end = _excerpt(line, loc.col - 1, max(end - 1, loc.col))
-            width = max(1, end - start)
-            lead = "".join(c if c == "\t" else " " for c in line[:start])
+            line, start, end = _escaped(line, loc.col - 1, max(end - 1, loc.col))
+            line, start, end = _excerpt(line, start, end)
+            width = max(1, _width(line[start:end]))
+            lead = "".join("\t" if c == "\t" else " " * _width(c) for c in line[:start])
             out += [
-                f"{pad}--> {loc}",
+                f"{pad}--> {escape(str(loc))}",
                 f"{pad} |",
                 f"{number} | {line}",
                 f"{pad} | {lead}{'^' * width}",
@@ -109,8 +113,8 @@ class Diagnostic:
             gutter = "  ="
         for frame in reversed(self.trail):
             out.append(
-                f"{gutter} in block {frame.block}, used at {frame.location} "
-                f"({_shorten(frame.statement.text())})"
+                f"{gutter} in block {frame.block}, used at {escape(str(frame.location))} "
+                f"({_shorten(escape(frame.statement.text()))})"
             )
         out += [f"{gutter} note: {note}" for note in self.notes]
         if self.help:
@@ -145,6 +149,60 @@ def _shorten(text: str, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
 
 
+def escape(text: str, keep: str = "") -> str:
+    r"""`text` with every unprintable character written as a Python escape (`\x1b`,
+    `\ufeff`, `\u202e`): nothing a source file or a file name holds reaches the terminal
+    as a control sequence, and an invisible character shows. Characters in `keep` stay."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else _escape_char(c) for c in text)
+
+
+def _escape_char(c: str) -> str:
+    code = ord(c)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+LONG_WORD = re.compile(r"\S{161,}")
+
+
+def _tame(text: str) -> str:
+    """A message as shown: escaped, and any run of 161 or more characters without a space
+    (a 10,000-character name, number or path) cut in the middle; line breaks kept."""
+    text = escape(text, "\n")
+    return LONG_WORD.sub(lambda m: m[0][:100] + ELLIPSIS + m[0][-40:], text)
+
+
+def quote(text: str, limit: int = 60) -> str:
+    """User text (a token, a string) as a diagnostic shows it: escaped and cut short."""
+    return _shorten(escape(text), limit)
+
+
+def _escaped(line: str, start: int, end: int) -> tuple[str, int, int]:
+    """`line` escaped (tabs kept, for the caret line copies them), and [start, end) moved
+    to where the same characters are in it."""
+    if line.isprintable():
+        return line, start, end
+    shown, where = [], [0]
+    for c in line:
+        shown.append(c if c.isprintable() or c == "\t" else _escape_char(c))
+        where.append(where[-1] + len(shown[-1]))
+
+    def moved(i: int) -> int:  # a span may end past the line (the end of the file)
+        return where[min(i, len(line))] + max(0, i - len(line))
+
+    return "".join(shown), moved(start), moved(end)
+
+
+def _width(text: str) -> int:
+    """Terminal columns of `text`: wide (CJK) characters take two."""
+    if text.isascii():
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
 class CompileError(Exception):
     """A mistake in a .cnn program, or in how it is used; carries the rendered diagnostic.
 
@@ -161,7 +219,11 @@ class CompileError(Exception):
         help: str | None = None,
         notes: list[str] | None = None,
     ) -> None:
-        self.diagnostic = Diagnostic(message, location, tuple(trail), help, list(notes or []))
+        # Messages may quote user text; tamed here once, `error.message` is safe too.
+        self.diagnostic = Diagnostic(
+            _tame(message), location, tuple(trail), None if help is None else _tame(help),
+            [_tame(note) for note in notes or ()],
+        )
         super().__init__(self.diagnostic.render())
 
     @property

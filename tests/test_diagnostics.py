@@ -111,6 +111,8 @@ CASES = [
          "`input` is a reserved word and cannot name a block parameter"),
     Case("reserved_word_statement.cnn", 6, 5, "output",
          "`output` is a reserved word and cannot name a value"),
+    Case("reserved_word_block.cnn", 5, 5, "block",
+         "`block` is a reserved word and cannot name a value"),
     Case("builtin_name.cnn", 2, 7, "conv2d", "`conv2d` is the name of a built-in operator"),
     Case("const_cycle.cnn", 2, 7, "width",
          "const width depends on itself (width -> wide -> width)"),

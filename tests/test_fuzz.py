@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cnnc
+from cnnc.errors import escape
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("CNNC_FUZZ_EXAMPLES", "150"))
@@ -152,6 +153,7 @@ def check(source: str, tolerate_known: bool = True) -> None:
         assert 1 <= loc.line <= len(lines), (loc.line, len(lines))
         line = lines[loc.line - 1]
         assert 1 <= loc.col <= len(line) + 1, (loc.col, line)
+        line = escape(line, keep="\t")  # as quoted: no control character reaches a terminal
         prefix = f"{loc.line} | "
         quoted = [q[len(prefix):] for q in text.split("\n") if q.startswith(prefix)]
         assert quoted, text

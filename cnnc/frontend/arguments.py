@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CompileError, Location
+from ..errors import CompileError, Location, quote
 from ..ir.values import describe
 from ..ops import Op
 from ..ops.signature import REQUIRED, Arg, ArgError
@@ -126,7 +126,7 @@ def _convert_variadic(op: Op, arg: Arg, given: Given) -> None:
             other.kind.convert(given.value)
         except ArgError:
             continue
-        hint = f"give the {other.name} by name: `{other.name}={given.loc.text()}`"
+        hint = f"give the {other.name} by name: `{other.name}={quote(given.loc.text(), 60)}`"
         break
     raise CompileError(f"{op.name}() {role}; found {describe(given.value)}", given.loc,
                        help=hint)

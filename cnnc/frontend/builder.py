@@ -15,7 +15,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CompileError, Frame, Location, ShapeError
+from ..errors import CompileError, Frame, Location, ShapeError, quote
 from ..ir.graph import Graph, InputAttrs, Layer
 from ..ir.shapes import Sym, format_shape, per_sample_numel
 from ..ir.values import Callable, TensorValue, describe
@@ -432,7 +432,7 @@ class Builder:
             besides = " besides the chain's tensor" if left is not None else ""
             raise CompileError(
                 f"block {block.name} takes {takes}{besides}; found another: "
-                f"{args[len(params)].loc.text()}",
+                f"{quote(args[len(params)].loc.text(), 80)}",
                 args[len(params)].loc, trail=ctx.trail, help=_block_help(block),
             )
         for param, expr in zip(params, args):
@@ -488,7 +488,8 @@ def _chain_start_hint(call: ast.Call, what: str, scope: Scope) -> str:
     tensor named last in scope stands in for the one the user meant)."""
     tensors = [n for n, (v, _) in scope.names.items() if isinstance(v, TensorValue)]
     start = tensors[-1] if tensors else "x"
-    return f"a chain starts from a tensor: `{start} -> {call.loc.text()}` applies {what} to {start}"
+    call_text = quote(call.loc.text(), 80)
+    return f"a chain starts from a tensor: `{start} -> {call_text}` applies {what} to {start}"
 
 
 def _shape_text(shape) -> str:
@@ -509,11 +510,11 @@ def _int_param(value: Any) -> int:
 def _chain_text(chain: ast.Chain) -> str:
     parts = [chain.head.loc.text()] if isinstance(chain.head, ast.Call) else []
     parts += [stage.loc.text() for stage in chain.stages]
-    return " -> ".join(parts) or chain.head.loc.text()
+    return quote(" -> ".join(parts) or chain.head.loc.text(), 100)
 
 
 def _block_help(block: ast.BlockDef) -> str:
-    parts = [p.loc.text() for p in block.params]
+    parts = [quote(p.loc.text(), 40) for p in block.params]
     return f"block {block.name}({', '.join(parts)})"
 
 

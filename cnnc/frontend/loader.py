@@ -1,18 +1,20 @@
 """Files and imports: a Program is one file's networks with every const and block in scope.
 
-`import "path"` is relative to the importing file; the imported file's consts and blocks
-(and those it imports) join the importer's scope. A cycle, a missing file, or two
-definitions of one name are errors naming both places.
+`import "path"` is relative to the importing file (files.py says which files it may name);
+the imported file's consts and blocks (and those it imports) join the importer's scope.
+A cycle, a missing file, or two definitions of one name are errors naming both places.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CompileError, Location, Source
 from . import ast
+from .files import display_path, include_directories, read_source, resolve_import, strip_bom
 from .parser import parse_source
 
 MAX_IMPORT_DEPTH = 64
@@ -44,43 +46,27 @@ class Program:
         raise CompileError(f"{self.main.path} has no network {name} (it has: {names})")
 
 
-def display_path(path: Path) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return str(path)
-    return rel if not rel.startswith(".." + os.sep + "..") else str(path)
+def load_program(path: str | os.PathLike | None = None, *, text: str | None = None,
+                 include_dirs: Iterable[str | os.PathLike] = ()) -> Program:
+    """Parse a file (or source text) and everything it imports.
 
-
-def read_source(path: str | os.PathLike) -> Source:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CompileError(f"no such file: {p}") from None
-    except IsADirectoryError:
-        raise CompileError(f"{p} is a directory, not a .cnn file") from None
-    except UnicodeDecodeError as e:
-        raise CompileError(f"{p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise CompileError(f"cannot read {p}: {e.strerror}") from None
-    return Source(display_path(p), text)
-
-
-def load_program(path: str | os.PathLike | None = None, *, text: str | None = None) -> Program:
-    """Parse a file (or source text) and everything it imports."""
+    Imports resolve inside the directory of `path` (the working directory for `text`) or
+    an include directory, and are searched next to the importing file, then in each
+    include directory in order.
+    """
+    includes = include_directories(include_dirs)
     if text is not None:
-        main = Source("<source>", text)
-        base = Path.cwd()
+        main = Source("<source>", strip_bom(text))
+        base = Path.cwd().resolve()
         origin = None
     else:
         main = read_source(path)
-        base = Path(path).resolve().parent
         origin = Path(path).resolve()
+        base = origin.parent
     module = parse_source(main)
     _check_network_names(module)
     program = Program(main, module.networks)
-    _Merger(program).merge(module, base, origin, stack=())
+    _Merger(program, (base, *includes), includes).merge(module, base, origin, stack=())
     return program
 
 
@@ -97,38 +83,11 @@ def _check_network_names(module: ast.Module) -> None:
         seen[net.name] = net.name_loc
 
 
-def _quoted_path(path: str, limit: int = 80) -> str:
-    """An import path as shown in a diagnostic: control characters escaped, long ones cut."""
-    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _resolve_import(base: Path, imp: ast.Import) -> Path:
-    """The file an import names, or a CompileError saying why it cannot be one."""
-    def fail(reason: str) -> CompileError:
-        return CompileError(
-            f'cannot import "{_quoted_path(imp.path)}": {reason}', imp.loc,
-            help="import paths are relative to the importing file",
-        )
-
-    if "\x00" in imp.path:
-        raise fail("a path cannot hold a NUL character")
-    try:
-        target = (base / imp.path).resolve()
-        is_file = target.is_file()
-    except (OSError, ValueError, RuntimeError) as e:  # too long, a symlink loop, ...
-        reason = getattr(e, "strerror", None) or str(e)
-        raise fail(reason[:1].lower() + reason[1:]) from None
-    if not is_file:
-        if target.exists():
-            raise fail(f"{display_path(target)} is not a file")
-        raise fail(f"no file {display_path(target)}")
-    return target
-
-
 class _Merger:
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, roots: tuple[Path, ...], includes: tuple[Path, ...]):
         self.program = program
+        self.roots = roots  # where imported files may be
+        self.includes = includes  # where imports are searched after the importer's directory
         self.done: set[Path] = set()
         self.defined: dict[str, Location] = {}
 
@@ -143,7 +102,7 @@ class _Merger:
             self._define(item.name, item.name_loc)
             self.program.blocks[item.name] = item
         for imp in module.imports:
-            target = _resolve_import(base, imp)
+            target = resolve_import(imp, base, self.roots, self.includes)
             # `stack`: each file on the way here with the import it made; then this one.
             chain = [p for p, _ in stack] + [origin]
             if target in chain:
@@ -162,7 +121,7 @@ class _Merger:
                 continue
             if len(stack) >= MAX_IMPORT_DEPTH:
                 raise CompileError(f"imports nest more than {MAX_IMPORT_DEPTH} deep", imp.loc)
-            source = read_source(target)
+            source = read_source(target, at=imp.loc)
             sub = parse_source(source)
             self.merge(sub, target.parent, target, stack + ((origin, imp.loc),))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -16,7 +17,7 @@ from pathlib import Path
 from lark import Lark, Token, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.exceptions import VisitError
 
-from ..errors import CompileError, Location, Source
+from ..errors import CompileError, Location, Source, quote
 from . import ast
 from .transformer import RESERVED, ToAst
 
@@ -24,6 +25,7 @@ from .transformer import RESERVED, ToAst
 # on a slow 2-core machine; 512 KiB keeps the worst case under 10 s there. A real .cnn file
 # is a few kilobytes.
 MAX_SOURCE_BYTES = 512 * 1024
+BOM = "\ufeff"  # a byte-order mark: dropped at the start of a file (files.py)
 
 
 def _grammar_text() -> str:
@@ -75,16 +77,21 @@ def lark_parser() -> Lark:
     )
 
 
+def too_long(path: str, size: int | None, location: Location | None = None) -> CompileError:
+    """The error for a source over MAX_SOURCE_BYTES (`size` None: more, unknown how much)."""
+    length = f"is {size:,} bytes long" if size is not None else \
+        f"is longer than {MAX_SOURCE_BYTES:,} bytes"
+    return CompileError(f"{path} {length}; cnnc reads files of at most {MAX_SOURCE_BYTES:,}",
+                        location)
+
+
 def parse_source(source: Source) -> ast.Module:
     """Parse one file's text into an ast.Module, or raise CompileError."""
     size = len(source.text)
     if size > MAX_SOURCE_BYTES // 4:  # only a long text can be too many bytes
         size = len(source.text.encode("utf-8", "surrogatepass"))
     if size > MAX_SOURCE_BYTES:
-        raise CompileError(
-            f"{source.path} is {size:,} bytes long; "
-            f"cnnc reads files of at most {MAX_SOURCE_BYTES:,}"
-        )
+        raise too_long(source.path, size)
     try:
         tree = lark_parser().parse(source.text)
     except UnexpectedInput as e:
@@ -147,6 +154,35 @@ def _is_keyword(token: Token) -> bool:
     return str(token) in RESERVED
 
 
+def _shown(token: Token) -> str:
+    """A token as a message quotes it: a long name, number or string is cut short."""
+    return quote(str(token))
+
+
+# What a reserved word right after these keywords would name.
+NAMED_BY = {"CONST": "a const", "NETWORK": "a network", "BLOCK": "a block", "INPUT": "an input"}
+KEYWORD_TYPES = frozenset(KEYWORDS.values())
+
+
+def _misused_keyword(c: Context) -> tuple[Token, str] | None:
+    """A word the grammar read as its keyword where a name was being bound (`block = ...`,
+    `relu(true=1)`, `const network = 3`), and what it would have named."""
+    if c.token.type == "EQUAL" and c.prev is not None and c.prev.type in KEYWORD_TYPES:
+        word, before, after = c.prev, c.before_prev, c.token  # `true` taken as a value
+    elif c.token.type in KEYWORD_TYPES and "NAME" in c.expected:
+        word, before, after = c.token, c.prev, _token_after(c.source, c.token)
+    else:
+        return None
+    if before is not None and before.type in NAMED_BY:
+        return word, NAMED_BY[before.type]
+    if after is not None and after.type == "EQUAL":
+        in_call = c.open_bracket is not None and c.open_bracket.type == "LPAR"
+        return word, "an argument" if in_call else "a value"
+    if after is not None and after.type == "COLON":
+        return word, "a block parameter"
+    return None
+
+
 def _at(token: Token | None):
     return lambda c: _token_location(c.source, token(c))
 
@@ -160,7 +196,7 @@ def _unclosed_message(c: Context) -> str:
     opener = str(c.open_bracket)
     if c.token.type == "$END":
         return f"this `{opener}` is never closed: the file ends first"
-    return f"this `{opener}` is not closed before `{c.token}` on line {c.token.line}"
+    return f"this `{opener}` is not closed before `{_shown(c.token)}` on line {c.token.line}"
 
 
 def _unclosed_help(c: Context) -> str:
@@ -205,11 +241,10 @@ KNOWN_MISTAKES: tuple[Mistake, ...] = (
         where=_at(_dangling_arrow),
     ),
     Mistake(
-        lambda c: c.token.type == "EQUAL" and c.prev is not None
-        and c.prev.type in STATEMENT_KEYWORDS,
-        lambda c: f"`{c.prev}` is a reserved word and cannot name a value",
+        lambda c: _misused_keyword(c) is not None,
+        lambda c: "`{}` is a reserved word and cannot name {}".format(*_misused_keyword(c)),
         "choose another name",
-        where=_at(lambda c: c.prev),
+        where=_at(lambda c: _misused_keyword(c)[0]),
     ),
     Mistake(
         lambda c: _is_keyword(c.token) and "NAME" in c.expected and len(c.expected) <= 3,
@@ -229,14 +264,15 @@ KNOWN_MISTAKES: tuple[Mistake, ...] = (
     Mistake(
         lambda c: c.expected == {"EQUAL"} and c.prev is not None and c.prev.type == "NAME"
         and c.token.line != c.prev.line,
-        lambda c: f"`{c.prev}` stands alone at the end of a line; is a `->` missing before it?",
+        lambda c: f"`{_shown(c.prev)}` stands alone at the end of a line; "
+        "is a `->` missing before it?",
         "stages of a chain are joined by `->`: `x -> conv2d(6, 5) -> relu`",
         where=_at(lambda c: c.prev),
     ),
     Mistake(
         lambda c: c.token.type in ("NUMBER", "NAME", "STRING") and "COMMA" in c.expected
         and "RPAR" in c.expected,
-        lambda c: f"a `,` is missing before `{c.token}`",
+        lambda c: f"a `,` is missing before `{_shown(c.token)}`",
         "separate arguments with commas: `conv2d(6, 5, stride=1)`",
     ),
     Mistake(
@@ -249,7 +285,7 @@ KNOWN_MISTAKES: tuple[Mistake, ...] = (
     ),
     Mistake(
         lambda c: c.token.type == "NAME" and {"IMPORT", "CONST", "BLOCK", "NETWORK"} <= c.expected,
-        lambda c: f"unexpected `{c.token}` at the top level of the file",
+        lambda c: f"unexpected `{_shown(c.token)}` at the top level of the file",
         "a file holds `import`, `const`, `block` and `network` items",
     ),
     Mistake(
@@ -285,7 +321,7 @@ def _translate(source: Source, e: UnexpectedInput) -> CompileError:
     if isinstance(e, UnexpectedCharacters):
         loc = _point(source, e.line, e.column)
         char = source.text[e.pos_in_stream] if e.pos_in_stream < len(source.text) else ""
-        message, hint = CHARACTER_HINTS.get(char, (f"unexpected character `{char}`", None))
+        message, hint = CHARACTER_HINTS.get(char) or _odd_character(char)
         return CompileError(message, loc, help=hint)
     if isinstance(e, (UnexpectedToken, UnexpectedEOF)):
         token = getattr(e, "token", None)
@@ -307,11 +343,26 @@ def _translate(source: Source, e: UnexpectedInput) -> CompileError:
                     _token_location(source, token)
                 hint = mistake.help(context) if callable(mistake.help) else mistake.help
                 return CompileError(mistake.message(context), where, help=hint)
-        found = _describe("$END") if token.type == "$END" else f"`{token}`"
+        found = _describe("$END") if token.type == "$END" else f"`{_shown(token)}`"
         options = sorted({_describe(t) for t in expected})
         return CompileError(f"unexpected {found}; expected {_one_of(options)}",
                             _token_location(source, token))
-    return CompileError(f"syntax error: {e}", _point(source, e.line, e.column))
+    # Not reached with Lark's three kinds of error; its own text would quote the source.
+    return CompileError("syntax error", _point(source, e.line, e.column))
+
+
+def _odd_character(char: str) -> tuple[str, str | None]:
+    """Message and help for a character the language has no use for. A non-ASCII one is
+    named, since it may look like another or show as nothing (the message escapes it)."""
+    if char.isascii():
+        return f"unexpected character `{char}`", None
+    name = unicodedata.name(char, "")
+    message = f"unexpected character `{char}` (U+{ord(char):04X}{' ' + name if name else ''})"
+    if char == BOM:
+        return message, "a byte-order mark may only begin a file"
+    if not char.isprintable():
+        return message, "the character is invisible: delete it"
+    return message, None
 
 
 def _one_of(options: list[str]) -> str:
@@ -404,6 +455,19 @@ def _open_item(stack: list) -> str | None:
             name = stack[i + 1]
             if isinstance(name, Token) and name.type == "NAME":
                 return f"{value} {name}"
+    return None
+
+
+def _token_after(source: Source, token: Token) -> Token | None:
+    """The token after `token` (comments and line breaks skipped), or None at the end."""
+    number = token.line
+    start = (token.end_column or token.column + len(str(token))) - 1
+    while number <= len(source.lines):
+        for m in _TOKEN.finditer(source.line(number), start):
+            if not m.group().startswith("#"):
+                return Token(_token_type(m.group()), m.group(), line=number,
+                             column=m.start() + 1, end_line=number, end_column=m.end() + 1)
+        number, start = number + 1, 0
     return None
 
 

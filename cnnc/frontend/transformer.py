@@ -19,7 +19,7 @@ from . import ast
 # uses; the rest are still NAME tokens and are rejected wherever they would name something.
 RESERVED = frozenset(
     "network block input output return const import true false none "
-    "tensor int float bool str if else".split()
+    "tensor int float bool str op if else and or not sequential".split()
 )
 PARAM_TYPES = ("tensor", "int", "float", "bool", "str")
 

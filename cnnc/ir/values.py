@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import quote
 from .shapes import Shape, format_shape
 
 
@@ -58,7 +59,7 @@ def describe(value: Any) -> str:
     if isinstance(value, float):
         return f"the float {format_float(value)}"
     if isinstance(value, str):
-        return f'the string "{value}"'
+        return f'the string "{quote(value)}"'
     if isinstance(value, tuple):
         return f"the tuple {tuple_text(value)}"
     if isinstance(value, Array):
@@ -82,7 +83,7 @@ def _brief(value: Any) -> str:
     if isinstance(value, tuple):
         return tuple_text(value)
     if isinstance(value, str):
-        return f'"{value}"'
+        return f'"{quote(value)}"'
     if isinstance(value, TensorValue):
         return value.label
     return describe(value)
