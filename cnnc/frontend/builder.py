@@ -286,7 +286,7 @@ class Builder:
                 f"unknown operator `{name}`",
                 call.name_loc if call else target.loc,
                 help=f"did you mean `{close[0]}`?" if close else "see the operator table in "
-                "LANGUAGE.md",
+                "docs/operators.md",
             )
         return self._op(op, target, call, left, scope, ctx, prefix)
 
