@@ -117,7 +117,8 @@ class Epilogue:
                 p = node.attrs.p
                 scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
                 code.append(f"keep = tl.rand(seed, {random_offsets}) >= {number(float(p))}")
-                code.append(f"{acc} = tl.where(keep, {acc} * {number(scale)}, 0.0)")
+                # A product, as in PyTorch: a dropped NaN or inf gives NaN, not 0.
+                code.append(f"{acc} = {acc} * tl.where(keep, {number(scale)}, 0.0)")
             else:
                 expr = OPS[node.op].triton_expr(node.attrs, acc)
                 self.uses_tanh |= "_cnnc_tanh" in expr
