@@ -138,6 +138,28 @@ def shapes(draw, min_rank: int = 1, max_rank: int = 4, hi: int = 4, dim0=None):
 
 seeds = st.integers(0, 2**31 - 1)
 
+SPECIAL_VALUES = (math.nan, math.inf, -math.inf)
+
+
+@st.composite
+def special_values(draw, most: int = 3,
+                   values: Sequence[float] = SPECIAL_VALUES) -> list[tuple[float, float]]:
+    """NaN, +inf and -inf to plant in an input (half the time none): (where, value) pairs,
+    `where` a fraction of the tensor's length. See `plant`."""
+    if draw(st.booleans()):
+        return []
+    return [(draw(st.floats(0, 1, exclude_max=True)), draw(st.sampled_from(values)))
+            for _ in range(draw(st.integers(1, most)))]
+
+
+def plant(x: torch.Tensor, planted: Sequence[tuple[float, float]]) -> torch.Tensor:
+    """A contiguous copy of x holding the planted values (positions in its logical order)."""
+    flat = x.reshape(-1).clone()
+    for where, value in planted:
+        if flat.numel():
+            flat[int(where * flat.numel())] = value
+    return flat.reshape(x.shape)
+
 nice_floats = st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, -0.5, -1.0, 1e-3, 3.0])
 
 

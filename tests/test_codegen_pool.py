@@ -4,7 +4,8 @@ Each property test draws a one-op network that pools its input (so the pool is a
 of its own, not fused into a conv) with every option of the operator, runs the generated
 kernel under Triton's interpreter on a random batch-2 input (sometimes channels-last or
 otherwise strided), and compares with the reference. Some examples shrink the tile caps
-to the GPU's, so that large windows are reduced in several chunks. Further tests cover a
+to the GPU's, so that large windows are reduced in several chunks; inputs sometimes hold
+NaN and infinities. Further tests cover a
 pool after a pointwise kernel, pools writing into a concat's slices, int64 indexing, NaN
 propagation and bfloat16.
 """
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 import cnnc
 from cnnc.ops.arithmetic import pool_output_size
 
-from strategies import BATCH, OMIT, call_text, network
+from strategies import BATCH, OMIT, call_text, network, plant, special_values
 
 # CNNC_PROPERTY_EXAMPLES=500 pytest tests/test_codegen_pool.py explores more.
 EXAMPLES = settings(max_examples=int(os.environ.get("CNNC_PROPERTY_EXAMPLES", "30")), deadline=None)
@@ -61,19 +62,20 @@ def layout(x: torch.Tensor, how: str) -> torch.Tensor:
 
 
 def check(src: str, shape: tuple[int, ...], ops: list[list[str]], how: str = "contiguous",
-          small_tiles: bool = False, seed: int = 0) -> None:
-    """Compile `src`, check its plan's kernels (their ops), and compare with the reference."""
+          small_tiles: bool = False, seed: int = 0, planted=()) -> None:
+    """Compile `src`, check its plan's kernels (their ops), and compare with the reference
+    on a random input holding the `planted` special values (strategies.plant)."""
     net = cnnc.compile(source=src).eval()
     assert [row["ops"] for row in net.plan] == ops
     ast.parse(Path(net.source_path).read_text())
     ref = cnnc.reference(source=src).eval()
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(BATCH, *shape[1:], generator=g)
+    x = plant(torch.randn(BATCH, *shape[1:], generator=g), planted)
     expected = ref(x)
     with tiles(net, small_tiles):
         got = net(layout(x, how))
     assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, equal_nan=True)
 
 
 def per_dim(values: tuple[int, ...]):
@@ -127,13 +129,14 @@ def pool_case(draw):
 LAYOUTS = st.sampled_from(["contiguous", "channels_last", "transposed"])
 
 
-@given(case=pool_case(), how=LAYOUTS, small_tiles=st.booleans(), seed=st.integers(0, 99))
+@given(case=pool_case(), how=LAYOUTS, small_tiles=st.booleans(), seed=st.integers(0, 99),
+       planted=special_values())
 @EXAMPLES
-def test_pool_matches_reference(case, how, small_tiles, seed):
+def test_pool_matches_reference(case, how, small_tiles, seed, planted):
     src, shape, op = case
     if how == "channels_last" and len(shape) == 3:
         how = "transposed"
-    check(src, shape, [[op]], how, small_tiles, seed)
+    check(src, shape, [[op]], how, small_tiles, seed, planted)
 
 
 # ------------------------------------------------------------------ adaptive pools
@@ -170,13 +173,14 @@ def adaptive_case(draw):
     return src, (BATCH, channels, *sizes), op
 
 
-@given(case=adaptive_case(), how=LAYOUTS, small_tiles=st.booleans(), seed=st.integers(0, 99))
+@given(case=adaptive_case(), how=LAYOUTS, small_tiles=st.booleans(), seed=st.integers(0, 99),
+       planted=special_values())
 @EXAMPLES
-def test_adaptive_pool_matches_reference(case, how, small_tiles, seed):
+def test_adaptive_pool_matches_reference(case, how, small_tiles, seed, planted):
     src, shape, op = case
     if how == "channels_last" and len(shape) == 3:
         how = "transposed"
-    check(src, shape, [[op]], how, small_tiles, seed)
+    check(src, shape, [[op]], how, small_tiles, seed, planted)
 
 
 def test_global_pools_reduce_in_chunks():

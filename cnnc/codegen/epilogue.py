@@ -4,8 +4,10 @@ A template computes its value `acc` (float32) over a tile of output elements and
 for each output dim d, an index expression that broadcasts over the tile (for a GEMM
 tile, `n[:, None]` for the batch and `co[None, :]` for channels). The epilogue then
 applies each fused node: an activation (its op's triton_expr), add/mul with a number
-or another tensor (loaded through that tensor's broadcast strides), or a batch-norm
-affine (per-channel scale and shift computed from the parameters at run time).
+or another tensor (loaded through that tensor's broadcast strides), or an eval-mode
+batch norm as a per-channel affine whose scale and shift the kernel computes from the
+batch norm's own parameters and buffers at every launch. Nothing derived from parameter
+values lives outside the kernel, so no change of a parameter (`.data` included) is missed.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph
 from ..ops import OPS
-from .kernel import Derived
 from .source import number
 
 COMBINE = {"add": "+", "mul": "*"}
+BATCH_NORM_LEAVES = ("weight", "bias", "running_mean", "running_var")  # what an affine reads
 
 
 @dataclass
@@ -36,13 +38,37 @@ class Operand:
 
 @dataclass
 class Affine:
-    """A batch norm applied as y = x * scale + shift: params `{name}_scale_ptr`, `_shift_ptr`."""
+    """An eval-mode batch norm, y = x * scale + shift per channel, computed in float32 as
+    PyTorch does: scale = weight / sqrt(running_var + eps), shift = bias - running_mean *
+    scale. Kernel parameters `{name}_{leaf}_ptr`, one per leaf the batch norm has."""
 
     name: str
     node: int
+    leaves: list[str]  # of weight, bias, running_mean, running_var: those present
+    eps: float
 
     def params(self) -> list[str]:
-        return [f"{self.name}_scale_ptr", f"{self.name}_shift_ptr"]
+        return [f"{self.name}_{leaf}_ptr" for leaf in self.leaves]
+
+    def lines(self, c: str, mask: str) -> list[str]:
+        """`{name}_scale` and `{name}_shift` at channel index `c` (a tensor), under `mask`."""
+        def load(leaf: str, other: str) -> str:
+            return (f"tl.load({self.name}_{leaf}_ptr + {c}, mask={mask}, other={other})"
+                    ".to(tl.float32)")
+
+        n = self.name
+        # Rounded division and square root: bit for bit PyTorch's 1 / std::sqrt(var + eps).
+        code = [f"# {n}: batch norm scale and shift per channel, from its parameters as they are",
+                f"{n}_var = {load('running_var', '1.0')}",
+                f"{n}_scale = tl.div_rn(1.0, tl.sqrt_rn({n}_var + {number(self.eps)}))"]
+        if "weight" in self.leaves:
+            code.append(f"{n}_scale = {n}_scale * {load('weight', '1.0')}")
+        code.append(f"{n}_mean = {load('running_mean', '0.0')}")
+        if "bias" in self.leaves:
+            code.append(f"{n}_shift = {load('bias', '0.0')} - {n}_mean * {n}_scale")
+        else:
+            code.append(f"{n}_shift = -({n}_mean * {n}_scale)")
+        return code
 
 
 @dataclass
@@ -61,7 +87,9 @@ class Epilogue:
         for node_id in self.nodes:
             node = self.graph.node(node_id)
             if node.op == "batch_norm":
-                self.affines.append(Affine(f"bn{len(self.affines)}", node_id))
+                leaves = [s.name for s in node.params if s.name in BATCH_NORM_LEAVES]
+                self.affines.append(Affine(f"bn{len(self.affines)}", node_id, leaves,
+                                           node.attrs.eps))
             for i in self._operand_inputs(node, value):
                 if i not in [o.node for o in self.operands]:
                     self.operands.append(Operand(f"r{len(self.operands)}", i, out_rank))
@@ -79,10 +107,17 @@ class Epilogue:
             out += item.params()
         return out
 
+    def channel_lines(self, c: str, mask: str) -> list[str]:
+        """Every batch norm's scale and shift at the channel vector `c`: a template whose
+        tile has one computes them once, and passes `channels` to `lines`."""
+        return [line for affine in self.affines for line in affine.lines(c, mask)]
+
     def lines(self, acc: str, index: Callable[[int], str], mask: str, rank: int,
-              random_offsets: str | None = None) -> list[str]:
+              random_offsets: str | None = None, channels: str | None = None) -> list[str]:
         """Code applying every node to `acc`. index(d): output dim d's index expression;
-        random_offsets: per-element offsets for dropout's random numbers (and `seed`)."""
+        random_offsets: per-element offsets for dropout's random numbers (and `seed`);
+        channels: how channel_lines' vectors broadcast over the tile (`[None, :]`), or
+        None to compute them here, element by element."""
         code: list[str] = []
         value = self.start
         loaded: set[str] = set()
@@ -92,10 +127,11 @@ class Epilogue:
             code.append(f"# {node.op} (layer {node.layer}{line})")
             if node.op == "batch_norm":
                 affine = next(a for a in self.affines if a.node == node_id)
-                c = index(1)
-                code.append(f"{acc} = {acc} * tl.load({affine.name}_scale_ptr + {c}, mask={mask}"
-                            f", other=1.0) + tl.load({affine.name}_shift_ptr + {c}, mask={mask},"
-                            f" other=0.0)")
+                if channels is None:
+                    code.extend(affine.lines(index(1), mask))
+                cast = channels or ""
+                code.append(f"{acc} = {acc} * {affine.name}_scale{cast} + "
+                            f"{affine.name}_shift{cast}")
             elif node.op in COMBINE:
                 terms = []
                 for arg_index, i in enumerate(node.inputs):
@@ -117,7 +153,8 @@ class Epilogue:
                 p = node.attrs.p
                 scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
                 code.append(f"keep = tl.rand(seed, {random_offsets}) >= {number(float(p))}")
-                code.append(f"{acc} = tl.where(keep, {acc} * {number(scale)}, 0.0)")
+                # A product, as in PyTorch: a dropped NaN or inf gives NaN, not 0.
+                code.append(f"{acc} = {acc} * tl.where(keep, {number(scale)}, 0.0)")
             else:
                 expr = OPS[node.op].triton_expr(node.attrs, acc)
                 self.uses_tanh |= "_cnnc_tanh" in expr
@@ -134,33 +171,24 @@ class Epilogue:
                 f"other=0.0).to(tl.float32)")
 
 
-def param_name(node, leaf: str) -> str | None:
-    """The dotted name of a node's parameter `leaf`, or None when it has none (no bias)."""
-    return f"{node.scope}.{leaf}" if any(s.name == leaf for s in node.params) else None
-
-
 def epilogue_refs(epi: Epilogue) -> list[tuple[str, str, object]]:
     """(launcher parameter, Argument kind, reference) for each tensor the epilogue reads."""
     refs = [(op.name, "value", op.node) for op in epi.operands]
     for affine in epi.affines:
-        refs.append((f"{affine.name}_scale", "derived", f"{affine.name}.scale.{affine.node}"))
-        refs.append((f"{affine.name}_shift", "derived", f"{affine.name}.shift.{affine.node}"))
+        bn = epi.graph.node(affine.node)
+        names = {spec.name: bn.param_name(spec) for spec in bn.params}
+        refs += [(f"{affine.name}_{leaf}", "param", names[leaf]) for leaf in affine.leaves]
     return refs
 
 
-def epilogue_arguments(epi: Epilogue, graph, derived) -> tuple[list[str], list[str]]:
+def epilogue_arguments(epi: Epilogue) -> tuple[list[str], list[str]]:
     """Launcher parameters for the epilogue's tensors, and what it passes to the kernel."""
     params, call = [], []
     for op in epi.operands:
         params.append(op.name)
         call += [op.name, f"*broadcast_strides({op.name}, out.shape)"]
     for affine in epi.affines:
-        bn = graph.node(affine.node)
-        sources = [param_name(bn, "weight"), param_name(bn, "bias"), f"{bn.scope}.running_mean",
-                   f"{bn.scope}.running_var"]
-        for pick, part in ((0, "scale"), (1, "shift")):
-            derived.append(Derived(f"{affine.name}.{part}.{affine.node}", "batch_norm_scale_shift",
-                                   sources, [number(bn.attrs.eps)], pick=pick))
-        params += [f"{affine.name}_scale", f"{affine.name}_shift"]
-        call += [f"{affine.name}_scale", f"{affine.name}_shift"]
+        names = [f"{affine.name}_{leaf}" for leaf in affine.leaves]
+        params += names
+        call += names
     return params, call

@@ -15,28 +15,13 @@ SPATIAL = {1: ("l",), 2: ("h", "w"), 3: ("d", "h", "w")}
 class Argument:
     """A tensor the launcher passes: a run-time value of the forward function.
 
-    kind: "value" (a node's tensor), "param" (a parameter or buffer by dotted name),
-    "derived" (a tensor computed from parameters, e.g. folded weights; `key` names it).
+    kind: "value" (a node's tensor) or "param" (a parameter or buffer by dotted name).
+    Nothing computed from parameter values is passed: kernels read parameters as they are.
     """
 
     name: str  # the launcher's parameter name
     kind: str
-    ref: object  # node id, parameter name, or derived key
-
-
-@dataclass
-class Derived:
-    """A tensor computed from parameters and cached until they change (support.DerivedTensors).
-
-    function: a support function name; sources: dotted parameter names (None: absent);
-    extra: further literal arguments (numbers); pick: which element of the result.
-    """
-
-    key: str
-    function: str
-    sources: list[str | None]
-    extra: list[str] = field(default_factory=list)
-    pick: int | None = None
+    ref: object  # node id or parameter name
 
 
 @dataclass
@@ -45,7 +30,6 @@ class EmittedKernel:
     source: str  # the @triton.jit function and its launcher
     launcher: str  # the launcher function's name: launcher(out, *arguments)
     arguments: list[Argument]  # what the launcher takes after `out`, in order
-    derived: list[Derived] = field(default_factory=list)
     helpers: set[str] = field(default_factory=set)  # shared jit helpers it calls
 
 

@@ -4,7 +4,7 @@ nn.Module that launches them. It needs only torch and triton; `cnnc.compile` imp
 
 The file holds two plans (eval and training); `forward` runs the one for the module's
 mode. Parameters are created under LANGUAGE.md's names with PyTorch's initialisation;
-derived tensors (folded batch norms) are recomputed whenever a parameter changes.
+kernels read them as they are (nothing computed from them is cached between forwards).
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str) ->
 # Names the generated file defines at module level (support code, helpers, tables).
 GENERATED_GLOBALS = frozenset(
     "os math torch triton tl InputError initialize ParameterScope make_parameters "
-    "parameter_slots check_inputs broadcast_strides batch_norm_scale_shift fold_batch_norm "
-    "DerivedTensors tile INTERPRET TILES dot_precision upcast_dot wide copy_into PARAMETERS INPUTS "
+    "parameter_slots check_inputs broadcast_strides tile INTERPRET TILES dot_precision "
+    "upcast_dot wide copy_into PARAMETERS INPUTS "
     "PLAN_EVAL PLAN_TRAIN".split()
 )
 
@@ -140,8 +140,7 @@ def parameter_name(name: str) -> str:
 
 
 def input_variable(name: str) -> str:
-    """Inside the forward functions inputs are in_<name>: never a value (v12), a derived
-    tensor (d_...), P or sizes."""
+    """Inside the forward functions inputs are in_<name>: never a value (v12), P or sizes."""
     return f"in_{identifier(name)}"
 
 
@@ -213,7 +212,6 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
             src.line("# Follows .to(): the dtype and device the network computes in.")
             src.line('self.register_buffer("_anchor", torch.empty(0, dtype=dtype, device=device),'
                      " persistent=False)")
-            src.line("self._derived = DerivedTensors()")
         src.line("")
         src.line("@property")
         with src.indent("def plan(self):"):
@@ -305,42 +303,21 @@ def _emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
     with src.indent(f"def _forward_{mode}(self, P, sizes, {', '.join(inputs)}):"):
         values = _Values(graph, plan, src)
         code_of = {id(k): e for k, e in zip(plan.kernels, emitted)}
-        derived_done: set[str] = set()
         for step in plan.steps:
             if isinstance(step, View):
                 _emit_view(src, graph, step, values)
                 continue
             code = code_of[id(step)]
-            for d in code.derived:
-                if d.key in derived_done:
-                    continue
-                derived_done.add(d.key)
-                _emit_derived(src, d)
             out = values.allocate(step.output)
             args = []
             for arg in code.arguments:
                 if arg.kind == "value":
                     args.append(values.names[arg.ref])
-                elif arg.kind == "param":
-                    args.append(f"P[{dotted(arg.ref)!r}]")
                 else:
-                    args.append(_derived_var(arg.ref))
+                    args.append(f"P[{dotted(arg.ref)!r}]")
             src.line(f"{code.launcher}({', '.join([out] + args)})")
         outs = [values.names[o] for o in graph.outputs]
         src.line("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
-
-
-def _derived_var(key: str) -> str:
-    return "d_" + "".join(c if c.isalnum() else "_" for c in key)
-
-
-def _emit_derived(src: Source, d) -> None:
-    sources = ", ".join(f"P[{dotted(s)!r}]" if s is not None else "None" for s in d.sources)
-    extra = "".join(f", {e}" for e in d.extra)
-    pick = f"[{d.pick}]" if d.pick is not None else ""
-    key = f"{d.function}:" + ",".join(s or "-" for s in d.sources)
-    src.line(f"{_derived_var(d.key)} = self._derived.get({key!r}, ({sources},), "
-             f"lambda *s: {identifier(d.function)}(*s{extra})){pick}")
 
 
 def _emit_view(src: Source, graph: Graph, step: View, values: _Values) -> None:

@@ -36,6 +36,14 @@ def _tanh(x: str) -> str:
     return f"_cnnc_tanh({x})"  # a helper every generated file defines (codegen/helpers.py)
 
 
+def _clamp(x: str, lo: float, hi: float | None = None) -> str:
+    """Clamp keeping NaN, as PyTorch does (Triton's min/max drop NaN by default)."""
+    nan = "propagate_nan=tl.PropagateNan.ALL"
+    if hi is None:
+        return f"tl.maximum({x}, {_num(lo)}, {nan})"
+    return f"tl.clamp({x}, {_num(lo)}, {_num(hi)}, {nan})"
+
+
 class Activation(Op):
     fusion = "epilogue"
 
@@ -62,16 +70,15 @@ class Identity(Activation):
 
 
 register(
-    Activation("relu", lambda x, a: F.relu(x), lambda x, a: f"tl.maximum({x}, 0.0)"),
-    Activation("relu6", lambda x, a: F.relu6(x),
-               lambda x, a: f"tl.minimum(tl.maximum({x}, 0.0), 6.0)"),
+    Activation("relu", lambda x, a: F.relu(x), lambda x, a: _clamp(x, 0.0)),
+    Activation("relu6", lambda x, a: F.relu6(x), lambda x, a: _clamp(x, 0.0, 6.0)),
     Activation("sigmoid", lambda x, a: x.sigmoid(), lambda x, a: f"tl.sigmoid({x})"),
     Activation("tanh", lambda x, a: x.tanh(), lambda x, a: _tanh(x)),
     Activation("silu", lambda x, a: F.silu(x), lambda x, a: f"({x} * tl.sigmoid({x}))"),
     Activation("hardsigmoid", lambda x, a: F.hardsigmoid(x),
-               lambda x, a: f"(tl.minimum(tl.maximum({x} + 3.0, 0.0), 6.0) / 6.0)"),
+               lambda x, a: f"({_clamp(f'{x} + 3.0', 0.0, 6.0)} / 6.0)"),
     Activation("hardswish", lambda x, a: F.hardswish(x),
-               lambda x, a: f"({x} * tl.minimum(tl.maximum({x} + 3.0, 0.0), 6.0) / 6.0)"),
+               lambda x, a: f"({x} * {_clamp(f'{x} + 3.0', 0.0, 6.0)} / 6.0)"),
     Activation(
         "leaky_relu", lambda x, a: F.leaky_relu(x, a.negative_slope),
         lambda x, a: f"tl.where({x} > 0, {x}, {x} * {_num(a.negative_slope)})",

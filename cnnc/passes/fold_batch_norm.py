@@ -3,8 +3,9 @@ linear before it.
 
 Expects: a simplified graph (passes/simplify.py). Guarantees: every eval-mode
 `batch_norm` node carries `meta["fold_into"]` (the producer's id) when its producer is a
-conv or linear whose only consumer it is and it has running statistics — the kernel then
-uses weight*scale and bias*scale+shift, computed from the parameters at run time — or
+conv or linear whose only consumer it is and it has running statistics — that kernel then
+applies it right after the conv's bias, with a per-channel scale and shift it computes
+from the batch norm's parameters at every launch (never cached, so never stale) — or
 `meta["fold_refused"]` with the reason (it then runs as an affine epilogue). Idempotent;
 works on a copy. In training mode nothing folds: batch statistics are needed first.
 """

@@ -120,46 +120,6 @@ def broadcast_strides(tensor, shape):
     return strides
 
 
-def batch_norm_scale_shift(weight, bias, mean, var, eps):
-    """Eval-mode batch norm as y = x * scale + shift, per channel, in float32."""
-    scale = torch.rsqrt(var.float() + eps)
-    if weight is not None:
-        scale = scale * weight.float()
-    shift = -mean.float() * scale
-    if bias is not None:
-        shift = shift + bias.float()
-    return scale, shift
-
-
-def fold_batch_norm(weight, bias, bn_weight, bn_bias, mean, var, eps, out_dim=0):
-    """A conv or linear followed by eval-mode batch norm, as one weight and bias."""
-    scale, shift = batch_norm_scale_shift(bn_weight, bn_bias, mean, var, eps)
-    view = [1] * weight.dim()
-    view[out_dim] = -1
-    folded_weight = (weight.float() * scale.view(view)).to(weight.dtype).contiguous()
-    folded_bias = shift if bias is None else bias.float() * scale + shift
-    return folded_weight, folded_bias.to(weight.dtype)
-
-
-class DerivedTensors:
-    """Tensors computed from parameters (folded weights, batch-norm affines), recomputed
-    whenever a source tensor changes: load_state_dict, an optimiser step, .to()."""
-
-    def __init__(self):
-        self._cache = {}
-
-    def get(self, key, sources, compute):
-        stamp = tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device)
-                      if t is not None else None for t in sources)
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        with torch.no_grad():
-            value = compute(*sources)
-        self._cache[key] = (stamp, value)
-        return value
-
-
 def tile(size, cap):
     """A power-of-two tile of at least 16 and at most cap (or size's next power of two)."""
     t = 16

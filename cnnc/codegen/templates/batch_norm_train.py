@@ -151,8 +151,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         args += [Argument("running_mean", "param", params_by_leaf["running_mean"]),
                  Argument("running_var", "param", params_by_leaf["running_var"]),
                  Argument("num_batches_tracked", "param", params_by_leaf["num_batches_tracked"])]
-    derived: list = []
-    operand_args, operand_call = epilogue_arguments(epi, graph, derived)
+    operand_args, operand_call = epilogue_arguments(epi)
     launcher = f"launch_{name}"
     names = ["out"] + [arg.name for arg in args] + operand_args
     src.line(f"def {launcher}({', '.join(names)}):")
@@ -181,4 +180,4 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 src.line(f"torch.autograd.graph.increment_version({buffer})")
     helpers = {"tanh"} if epi.uses_tanh else set()
     arguments = args + [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
-    return EmittedKernel(name, src.text(), launcher, arguments, derived, helpers)
+    return EmittedKernel(name, src.text(), launcher, arguments, helpers=helpers)

@@ -12,17 +12,16 @@ from __future__ import annotations
 import math
 
 from ...ops.conv import conv_pads
-from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs, param_name
+from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import (
     SPATIAL,
     Argument,
-    Derived,
     EmitContext,
     EmittedKernel,
     launch_lines,
     split_index,
 )
-from ..source import Source, dotted, number
+from ..source import Source, dotted
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -53,9 +52,11 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         consts.update({f"PD{d.upper()}": pa.dilation[i] for i, d in enumerate(dims)})
     out_node = graph.node(kernel.output)
     rank = len(out_node.shape)
-    start = kernel.folded_bn if kernel.folded_bn is not None else kernel.anchor
-    epi = Epilogue(graph, kernel.epilogue, start)
-    has_bias = a.bias or kernel.folded_bn is not None
+    # A folded batch norm is the epilogue's first node: its scale and shift are computed in
+    # the kernel from its parameters, so the conv's own weights are read as they are.
+    fold = [kernel.folded_bn] if kernel.folded_bn is not None else []
+    epi = Epilogue(graph, fold + kernel.epilogue, kernel.anchor)
+    has_bias = a.bias
     name = ctx.name
     # Depthwise (one input channel per group): no GEMM to speak of; every output channel
     # is a column, and the kernel window is a multiply-accumulate loop.
@@ -112,6 +113,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("x_base = n * sx0 + (group * C_IN_G).to(tl.int64) * sx1")
         if has_bias:
             src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
+        src.extend(epi.channel_lines("co", "n_mask"))
 
         def gather(positions: list[str], valid: str, k_index: str, k_mask: str):
             """Input coordinates of a tile (padding as index arithmetic): (offset, mask)."""
@@ -174,7 +176,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         tile_mask = "m_mask[:, None] & n_mask[None, :]"
         if pool is None:
             conv_tile(rows, "m_mask")
-            src.extend(epi.lines("acc", index_for(rows), tile_mask, rank))
+            src.extend(epi.lines("acc", index_for(rows), tile_mask, rank, channels="[None, :]"))
             result = "acc"
         else:
             result = _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank)
@@ -188,27 +190,12 @@ def emit(ctx: EmitContext) -> EmittedKernel:
 
     # -------------------------------------------------------------- launcher
     args: list[Argument] = [Argument("x", "value", conv.inputs[0])]
-    derived: list[Derived] = []
-    weight_name = f"{dotted(conv.scope)}.weight"
-    bias_name = f"{conv.scope}.bias" if a.bias else None
-    if kernel.folded_bn is not None:
-        bn = graph.node(kernel.folded_bn)
-        bn_sources = [param_name(bn, "weight"), param_name(bn, "bias"), f"{bn.scope}.running_mean",
-                      f"{bn.scope}.running_var"]
-        sources = [weight_name, bias_name, *bn_sources]
-        derived.append(Derived(f"{name}.weight", "fold_batch_norm", sources,
-                               [number(bn.attrs.eps)], pick=0))
-        derived.append(Derived(f"{name}.bias", "fold_batch_norm", sources,
-                               [number(bn.attrs.eps)], pick=1))
-        args += [Argument("w", "derived", f"{name}.weight"),
-                 Argument("b", "derived", f"{name}.bias")]
-    else:
-        args.append(Argument("w", "param", weight_name))
-        if a.bias:
-            args.append(Argument("b", "param", bias_name))
+    args.append(Argument("w", "param", f"{dotted(conv.scope)}.weight"))
+    if a.bias:
+        args.append(Argument("b", "param", f"{conv.scope}.bias"))
     launcher = f"launch_{name}"
     call = ["out"] + [arg.name for arg in args]
-    operand_args, operand_call = epilogue_arguments(epi, graph, derived)
+    operand_args, operand_call = epilogue_arguments(epi)
     src.line(f"def {launcher}({', '.join(call + operand_args)}):")
     with src.indent():
         src.line("N = x.shape[0]")
@@ -229,7 +216,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         launch_lines(src, name, "grid", kernel_args)
     helpers = {"tanh"} if epi.uses_tanh else set()
     return EmittedKernel(name, src.text(), launcher, args + [
-        Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], derived, helpers)
+        Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], helpers=helpers)
 
 
 def _padding_lines(mode: str, var: str, size: str) -> list[str]:
@@ -264,7 +251,7 @@ def _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank) -> 
             positions.append(f"o{d}")
         src.line("inside = m_mask & " + " & ".join(inside))
         conv_tile(positions, "inside")
-        src.extend(epi.lines("acc", index_for(positions), tile_mask, rank))
+        src.extend(epi.lines("acc", index_for(positions), tile_mask, rank, channels="[None, :]"))
         if is_max:
             src.line('pooled = tl.maximum(pooled, tl.where(inside[:, None], acc, float("-inf")), '
                      'propagate_nan=tl.PropagateNan.ALL)')

@@ -18,7 +18,6 @@ from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import (
     SPATIAL,
     Argument,
-    Derived,
     EmitContext,
     EmittedKernel,
     launch_lines,
@@ -98,6 +97,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("w_base = (group * C_IN_G).to(tl.int64) * sw0")
         if has_bias:
             src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
+        src.extend(epi.channel_lines("co", "n_mask"))
         src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
         with src.indent("for k0 in range(0, K_TOTAL, BLOCK_K):"):
             src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
@@ -145,7 +145,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             return f"{rows[d - 2]}[:, None]"
 
         tile_mask = "m_mask[:, None] & n_mask[None, :]"
-        src.extend(epi.lines("acc", index, tile_mask, rank))
+        src.extend(epi.lines("acc", index, tile_mask, rank, channels="[None, :]"))
         offset = "n[:, None] * so0 + co[None, :] * so1"
         for i, var in enumerate(rows):
             offset += f" + {var}[:, None] * so{2 + i}"
@@ -160,10 +160,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                             Argument("w", "param", dotted(f"{conv.scope}.weight"))]
     if has_bias:
         args.append(Argument("b", "param", dotted(f"{conv.scope}.bias")))
-    derived: list[Derived] = []
     launcher = f"launch_{name}"
     call = ["out"] + [arg.name for arg in args]
-    operand_args, operand_call = epilogue_arguments(epi, graph, derived)
+    operand_args, operand_call = epilogue_arguments(epi)
     src.line(f"def {launcher}({', '.join(call + operand_args)}):")
     with src.indent():
         src.line("N = x.shape[0]")
@@ -184,6 +183,6 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         launch_lines(src, name, "grid", kernel_args)
     helpers = {"tanh"} if epi.uses_tanh else set()
     return EmittedKernel(name, src.text(), launcher, args + [
-        Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], derived, helpers)
+        Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], helpers=helpers)
 
 

@@ -8,18 +8,17 @@ loading the A tile: A[n, k] is the mean of x[n, c, window(p)] where k = (c, p).
 from __future__ import annotations
 
 from ...ops.adaptive_pool import adaptive_sizes
-from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs, param_name
+from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import (
     SPATIAL,
     Argument,
-    Derived,
     EmitContext,
     EmittedKernel,
     def_lines,
     launch_lines,
     split_index,
 )
-from ..source import Source, dotted, number
+from ..source import Source, dotted
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -32,9 +31,12 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     out_shape = graph.node(kernel.output).shape
     rank = len(out_shape)
     lead = len(linear.shape) - 1  # leading (row) dims of input and output
-    start = kernel.folded_bn if kernel.folded_bn is not None else kernel.anchor
-    epi = Epilogue(graph, kernel.epilogue, start)
-    has_bias = a.bias or kernel.folded_bn is not None
+    # A folded batch norm is the epilogue's first node (scale and shift computed in the kernel).
+    fold = [kernel.folded_bn] if kernel.folded_bn is not None else []
+    epi = Epilogue(graph, fold + kernel.epilogue, kernel.anchor)
+    has_bias = a.bias
+    # Batch norm's channels are the features (offs_n) only when the output is [rows, F].
+    per_feature = rank == 2
     name = ctx.name
     consts = {"K": in_features, "F": a.out_features}
     consts.update({f"R{d}": linear.shape[d] for d in range(1, lead)})
@@ -100,7 +102,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             return "offs_n[None, :]" if d == rank - 1 else f"i{d}[:, None]"
 
         out_mask = "m_mask[:, None] & n_mask[None, :]"
-        src.extend(epi.lines("acc", index, out_mask, rank))
+        if per_feature:
+            src.extend(epi.channel_lines("offs_n", "n_mask"))
+        src.extend(epi.lines("acc", index, out_mask, rank,
+                             channels="[None, :]" if per_feature else None))
         offset = " + ".join(f"i{d}[:, None] * so{d}" for d in range(lead))
         src.line(f"tl.store(out_ptr + {offset} + offs_n[None, :] * so{rank - 1}, "
                  f"acc.to(out_ptr.dtype.element_ty), mask={out_mask})")
@@ -108,23 +113,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     src.line("")
 
     args = [Argument("x", "value", source.id)]
-    derived: list[Derived] = []
-    weight = f"{dotted(linear.scope)}.weight"
-    bias = f"{linear.scope}.bias" if a.bias else None
-    if kernel.folded_bn is not None:
-        bn = graph.node(kernel.folded_bn)
-        sources = [weight, bias, param_name(bn, "weight"), param_name(bn, "bias"),
-                   f"{bn.scope}.running_mean", f"{bn.scope}.running_var"]
-        for pick, part in ((0, "weight"), (1, "bias")):
-            derived.append(Derived(f"{name}.{part}", "fold_batch_norm", sources,
-                                   [number(bn.attrs.eps)], pick=pick))
-        args += [Argument("w", "derived", f"{name}.weight"),
-                 Argument("b", "derived", f"{name}.bias")]
-    else:
-        args.append(Argument("w", "param", weight))
-        if a.bias:
-            args.append(Argument("b", "param", bias))
-    operand_params, operand_call = epilogue_arguments(epi, graph, derived)
+    args.append(Argument("w", "param", f"{dotted(linear.scope)}.weight"))
+    if a.bias:
+        args.append(Argument("b", "param", f"{linear.scope}.bias"))
+    operand_params, operand_call = epilogue_arguments(epi)
     launcher = f"launch_{name}"
     src.line(f"def {launcher}({', '.join(['out'] + [x.name for x in args] + operand_params)}):")
     with src.indent():
@@ -142,7 +134,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         launch_lines(src, name, "grid", call)
     helpers = {"tanh"} if epi.uses_tanh else set()
     refs = [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
-    return EmittedKernel(name, src.text(), launcher, args + refs, derived, helpers)
+    return EmittedKernel(name, src.text(), launcher, args + refs, helpers=helpers)
 
 
 def _pooled_load(src: Source, dims) -> None:

@@ -53,7 +53,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line(f"tl.store(out_ptr + {o_off}, acc.to(out_ptr.dtype.element_ty), mask=mask)")
     src.line("")
     src.line("")
-    operand_params, operand_call = epilogue_arguments(epi, graph, derived := [])
+    operand_params, operand_call = epilogue_arguments(epi)
     launcher = f"launch_{name}"
     src.line(f"def {launcher}({', '.join(['out', 'x'] + operand_params)}):")
     with src.indent():
@@ -68,4 +68,4 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     helpers = {"tanh"} if epi.uses_tanh else set()
     args = [Argument("x", "value", first)]
     refs = [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
-    return EmittedKernel(name, src.text(), launcher, args + refs, derived, helpers)
+    return EmittedKernel(name, src.text(), launcher, args + refs, helpers=helpers)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import SPATIAL, Argument, Derived, EmitContext, EmittedKernel, launch_lines
+from ..kernel import SPATIAL, Argument, EmitContext, EmittedKernel, launch_lines
 from ..source import Source, number
 
 
@@ -187,8 +187,7 @@ def window_kernel(ctx: EmitContext, spec: WindowSpec) -> EmittedKernel:
     src.line("")
 
     # -------------------------------------------------------------- launcher
-    derived: list[Derived] = []
-    operand_params, operand_call = epilogue_arguments(epi, graph, derived)
+    operand_params, operand_call = epilogue_arguments(epi)
     launcher = f"launch_{name}"
     src.line(f"def {launcher}({', '.join(['out', 'x'] + operand_params)}, force_int64=False):")
     with src.indent():
@@ -215,4 +214,4 @@ def window_kernel(ctx: EmitContext, spec: WindowSpec) -> EmittedKernel:
     helpers = {"tanh"} if epi.uses_tanh else set()
     args = [Argument("x", "value", anchor.inputs[0])]
     args += [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
-    return EmittedKernel(name, src.text(), launcher, args, derived, helpers)
+    return EmittedKernel(name, src.text(), launcher, args, helpers=helpers)
