@@ -12,7 +12,8 @@ class Kernel:
     kind       the template that generates it (conv, linear, pointwise, pool, ...)
     anchor     the main node (the conv, the linear, the first elementwise op, ...)
     prologue   nodes computed while loading the anchor's input (adaptive pool, flatten)
-    folded_bn  a batch_norm folded into the anchor's weights (eval mode)
+    folded_bn  an eval batch_norm joined to the anchor: its kernel applies scale and shift,
+               computed from the live parameters, to each output channel
     epilogue   elementwise nodes applied to the anchor's result, in order
     pool       a max/avg pool applied to the (epilogue'd) result inside the same kernel
     """
