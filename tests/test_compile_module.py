@@ -248,6 +248,7 @@ def test_a_batch_of_zero_in_one_batch_size_only_is_refused():
     assert (y.shape, z.shape) == ((0, 2), (0, 2))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_torchscript_is_refused_with_the_alternatives():
     net = cnnc.compile(source=RESIDUAL).eval()
     x = torch.randn(2, 4, 10, 10)
