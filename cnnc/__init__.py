@@ -44,11 +44,11 @@ def compile(path_or_source=None, network: str | None = None, *, source: str | No
     """
     from .options import Options
     from .runtime.device import require_triton
-    from .runtime.loader import load_generated
+    from .runtime.pickling import load_cached
 
     require_triton()
     generated = generate(load(path_or_source, network, source=source, include_dirs=include_dirs))
-    module, path, _ = load_generated(generated.source, Options.from_environment().cache_dir)
+    module, path, _ = load_cached(generated.source, Options.from_environment().cache_dir)
     net = getattr(module, generated.class_name)(dtype=dtype, device=device)
     net.source_path = str(path)
     return net

@@ -192,3 +192,71 @@ def test_triton_imported_first_without_interpreter_says_what_to_do():
     assert "DeviceError: there is no CUDA GPU and triton was imported before cnnc" in \
         result.stdout, result.stderr[-1000:]
     assert "set TRITON_INTERPRET=1" in result.stdout
+
+
+def test_integer_input_is_told_to_convert_the_input():
+    for module in (cnnc.compile(source=RESIDUAL), cnnc.reference(source=RESIDUAL)):
+        with pytest.raises(cnnc.InputError, match=r"input x must be a floating-point tensor; "
+                                                   r"got torch.int64 \(convert it with "
+                                                   r"\.to\(torch.float32\)\)"):
+            module(torch.ones(2, 4, 10, 10, dtype=torch.int64))
+
+
+EMPTY = """
+network Empty {
+    input x: [N, 4, 10, 10]
+    stem = x -> conv2d(8, 3, padding=1) -> batch_norm -> relu -> max_pool2d(2)
+    body = stem -> conv2d(8, 3, padding=1) -> batch_norm(momentum=none) -> dropout(0.3)
+    pooled = body -> add(stem) -> adaptive_avg_pool2d(1) -> flatten
+    logits = pooled -> linear(5) -> softmax
+    output logits, body
+}
+"""
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_a_batch_of_zero_gives_empty_outputs_as_pytorch_does(mode):
+    net, ref = pair(source=EMPTY)
+    getattr(net, mode)()
+    getattr(ref, mode)()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(0, 4, 10, 10)
+    got, expected = net(x), ref(x)
+    assert [t.shape for t in got] == [t.shape for t in expected] == [(0, 5), (0, 8, 5, 5)]
+    assert all(t.dtype == torch.float32 for t in got)
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[key], value, msg=key)
+    # PyTorch's training batch norm counts an empty batch and keeps its statistics
+    bn = torch.nn.BatchNorm2d(8).train(mode == "train")
+    bn(torch.randn(0, 8, 5, 5))
+    counted = int(bn.num_batches_tracked)
+    assert int(net.state_dict()["stem.1.num_batches_tracked"]) == int(
+        before["stem.1.num_batches_tracked"]) + counted
+    torch.testing.assert_close(net.state_dict()["body.1.running_var"],
+                               before["body.1.running_var"])
+    x = torch.randn(2, 4, 10, 10)  # and the next batch is as usual
+    assert_same(net.eval()(x), ref.eval()(x))
+
+
+def test_a_batch_of_zero_in_one_batch_size_only_is_refused():
+    net = cnnc.compile(source="""network Two { input a: [N, 3]  input b: [M, 3]
+        y = a -> linear(2)  z = b -> linear(2)  output y, z }""")
+    with pytest.raises(cnnc.InputError, match="the inputs give N=0, M=2: a batch of 0 must "
+                                               "be empty in every batch size"):
+        net(torch.randn(0, 3), torch.randn(2, 3))
+    y, z = net(torch.randn(0, 3), torch.randn(0, 3))
+    assert (y.shape, z.shape) == ((0, 2), (0, 2))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_torchscript_is_refused_with_the_alternatives():
+    net = cnnc.compile(source=RESIDUAL).eval()
+    x = torch.randn(2, 4, 10, 10)
+    expected = net(x)
+    message = (r"TorchScript \(torch.jit.script, torch.jit.trace\) cannot hold a network "
+               r"compiled by cnnc: .* torch.compile or torch.export")
+    with pytest.raises(RuntimeError, match=message):
+        torch.jit.script(net)
+    with pytest.raises(RuntimeError, match=message):
+        torch.jit.trace(net, x)
+    torch.testing.assert_close(net(x), expected, rtol=0, atol=0)  # the lock was released

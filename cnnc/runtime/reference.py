@@ -13,10 +13,10 @@ from torch import nn
 from ..ir.graph import Graph, Node
 from ..ops import OPS
 from .inputs import check_inputs, input_specs, parameter_specs
-from .support import make_parameters
+from .support import NamedModule, make_parameters
 
 
-class ReferenceModule(nn.Module):
+class ReferenceModule(NamedModule):
     """forward(*inputs) -> output, or a tuple of outputs in `output` order."""
 
     def __init__(self, graph: Graph, dtype: torch.dtype = torch.float32):
@@ -24,8 +24,16 @@ class ReferenceModule(nn.Module):
         self.graph = graph
         make_parameters(self, parameter_specs(graph), dtype)
         self._order: list[Node] = [n for n in graph.nodes() if n.op != "input"]
-        self._holders = {n.id: self.get_submodule(n.scope) for n in self._order if n.params}
+        self._holders = {n.id: self._scope(n.scope) for n in self._order if n.params}
         self._inputs = input_specs(graph)
+
+    def _scope(self, path: str) -> nn.Module:
+        """The module holding a node's parameters, found through _modules: a layer's name
+        may be that of an nn.Module attribute, which get_submodule would find instead."""
+        holder: nn.Module = self
+        for part in path.split(".") if path else ():
+            holder = holder._modules[part]
+        return holder
 
     def forward(self, *inputs: torch.Tensor):
         check_inputs(self.graph.name, self._inputs, inputs, None, None)

@@ -6,7 +6,10 @@ functions from here. Keep it to torch, math and the standard library.
 """
 
 # ---- cnnc runtime support (copied into generated files) ----
+import contextlib
 import math
+import operator
+import threading
 
 import torch
 
@@ -32,31 +35,88 @@ def initialize(tensor, recipe):
             raise ValueError(f"unknown initialisation {kind!r}")
 
 
-class ParameterScope(torch.nn.Module):
-    """A named level of the parameter tree (`layer1`, `layer1.0`, ...); computes nothing."""
+class NamedModule(torch.nn.Module):
+    """An nn.Module whose children are the .cnn file's layers. Any identifier may name a
+    layer (`training`, `eval`, `_modules` too), so make_parameters puts layers straight
+    into _modules, where they never hide the module's own attributes and methods, and
+    setting a plain attribute (the training flag) never trips over a layer's name."""
+
+    def __setattr__(self, name, value):
+        modules = self.__dict__.get("_modules")
+        if modules is None or name not in modules:
+            super().__setattr__(name, value)
+        elif isinstance(value, (torch.Tensor, torch.nn.Module)) or value is None:
+            raise TypeError(f"cannot replace layer {name!r}: the network's forward reads the "
+                            "parameters of the layers it was built with; assign their "
+                            "parameters, or use load_state_dict")
+        else:
+            object.__setattr__(self, name, value)
+
+
+class ParameterScope(NamedModule):
+    """A named level of the parameter tree (`layer1`, `layer1.0`, ...); computes nothing.
+
+    It indexes like nn.Sequential: scope[3] is the child named "3", where indices count
+    every layer of the chain as torchvision's do. Layers without parameters (relu, pools)
+    live inside the kernels and have no module, so len() and iteration see only the layers
+    that hold parameters, and scope[1] of a relu is an IndexError saying so."""
+
+    def __init__(self, path=""):
+        super().__init__()
+        self._cnnc_path = path
 
     def forward(self, *args):
-        raise RuntimeError("a parameter scope is not callable")
+        raise RuntimeError(f"{self._cnnc_path or 'a parameter scope'} holds parameters only and is "
+                           "not callable: call the network")
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            raise TypeError(f"{self._cnnc_path} cannot be sliced: its layers run inside the "
+                            "network's kernels, not one after another as modules")
+        index = operator.index(index)
+        child = self._modules.get(str(index))
+        if child is None:
+            held = ", ".join(k for k in self._modules if k.isdigit()) or "none"
+            why = ("negative indices need every layer, and only the layers with parameters "
+                   "are modules" if index < 0 else "layers without parameters have no module")
+            raise IndexError(f"{self._cnnc_path} has no layer with parameters at index {index} "
+                             f"(those with parameters are at {held}; {why})")
+        return child
+
+    def __setitem__(self, index, value):
+        raise TypeError(f"cannot replace {self._cnnc_path}[{index}]: the network's forward reads "
+                        "the parameters of the layers it was built with; assign their "
+                        "parameters, or use load_state_dict")
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __bool__(self):
+        return True  # a scope of parameters only has no children, and is still there
 
 
 def make_parameters(root, specs, dtype, device=None):
     """Create parameters and buffers under their dotted names, initialised as PyTorch
-    does. specs: (name, shape, trainable, is_long, recipe), in PyTorch's creation order."""
+    does. specs: (name, shape, trainable, is_long, recipe), in PyTorch's creation order.
+    Layers go straight into _modules, _parameters and _buffers (see NamedModule)."""
     for name, shape, trainable, is_long, recipe in specs:
         *path, leaf = name.split(".")
         holder = root
-        for part in path:
+        for depth, part in enumerate(path):
             child = holder._modules.get(part)
             if child is None:
-                child = ParameterScope()
-                holder.add_module(part, child)
+                child = ParameterScope(".".join(path[:depth + 1]))
+                holder._modules[part] = child
             holder = child
         tensor = torch.empty(shape, dtype=torch.long if is_long else dtype, device=device)
         initialize(tensor, recipe)
         if trainable:
-            holder.register_parameter(leaf, torch.nn.Parameter(tensor))
+            holder._parameters[leaf] = torch.nn.Parameter(tensor)
         else:
-            holder.register_buffer(leaf, tensor)
+            holder._buffers[leaf] = tensor
 
 
 def parameter_slots(root, specs):
@@ -92,7 +152,7 @@ def check_inputs(network, specs, inputs, dtype, device):
         for d, size in zip(dims, x.shape):
             if isinstance(d, tuple):
                 symbol, multiple = d
-                if size == 0 or size % multiple:
+                if size % multiple:  # a batch of 0 is empty, as in PyTorch
                     raise InputError(f"input {name} must have shape {shown}; got {got}")
                 n = size // multiple
                 if batch.setdefault(symbol, (n, name))[0] != n:
@@ -100,15 +160,29 @@ def check_inputs(network, specs, inputs, dtype, device):
                                      f"{batch[symbol][1]} has {symbol}={batch[symbol][0]}")
             elif d != size:
                 raise InputError(f"input {name} must have shape {shown}; got {got}")
+        if not x.is_floating_point():
+            target = dtype if dtype is not None else torch.get_default_dtype()
+            raise InputError(f"input {name} must be a floating-point tensor; got {x.dtype} "
+                             f"(convert it with .to({target}))")
         if dtype is not None and x.dtype != dtype:
             raise InputError(f"input {name} is {x.dtype}; the network computes in {dtype} "
-                             f"(convert the input, or the module with .to({x.dtype}))")
-        if not x.is_floating_point():
-            raise InputError(f"input {name} must be a floating-point tensor; got {x.dtype}")
+                             f"(convert the input with .to({dtype}), or the module with "
+                             f".to({x.dtype}))")
         if device is not None and x.device != device:
             raise InputError(f"input {name} is on {x.device}; the network's parameters are on "
                              f"{device}")
     return {symbol: n for symbol, (n, _) in batch.items()}
+
+
+def empty_batch(sizes):
+    """Whether forward has a batch of 0 (then it returns empty outputs, as PyTorch does)."""
+    if 0 not in sizes.values():
+        return False
+    if any(sizes.values()):
+        shown = ", ".join(f"{symbol}={n}" for symbol, n in sizes.items())
+        raise InputError(f"the inputs give {shown}: a batch of 0 must be empty in every "
+                         "batch size")
+    return True
 
 
 def broadcast_strides(tensor, shape):
@@ -118,6 +192,30 @@ def broadcast_strides(tensor, shape):
     for size, stride, target in zip(tensor.shape, tensor.stride(), shape[pad:]):
         strides.append(0 if size == 1 and target != 1 else stride)
     return strides
+
+
+def launch_lock(interpreted):
+    """What every forward holds while it launches kernels. Triton's interpreter keeps a
+    launch's state in globals, so interpreted launches from two threads must take turns:
+    one lock per process, kept on the interpreter module because every generated file
+    carries its own copy of this code."""
+    if not interpreted:
+        return contextlib.nullcontext()
+    import triton.runtime.interpreter as interpreter
+
+    return vars(interpreter).setdefault("cnnc_launch_lock", threading.RLock())
+
+
+NO_TORCHSCRIPT = ("TorchScript (torch.jit.script, torch.jit.trace) cannot hold a network "
+                  "compiled by cnnc: its forward launches Triton kernels. Call the module as "
+                  "it is, or capture it with torch.compile or torch.export, which trace "
+                  "Triton kernels on a CUDA GPU")
+
+
+def refuse_tracing():
+    """torch.jit.trace would fail deep inside Triton: say so up front."""
+    if torch.jit.is_tracing():
+        raise RuntimeError(NO_TORCHSCRIPT)
 
 
 def tile(size, cap):
