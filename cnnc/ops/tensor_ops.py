@@ -7,11 +7,23 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from ..errors import ShapeError
-from ..ir.shapes import Shape, Sym, multiply_dims
-from .common import normalize_dim
+from ..errors import CompileError, ShapeError
+from ..ir.shapes import Shape, multiply_dims, per_sample_numel
+from .common import LAYOUT, normalize_dim, spatial_of
 from .registry import Op, TensorInfo, register
-from .signature import INT64_MAX, Arg, Float, Int, Scale, Tensor
+from .signature import (
+    INT64_MAX,
+    Arg,
+    Bool,
+    Choice,
+    Float,
+    Int,
+    Kind,
+    Optional,
+    Scale,
+    Tensor,
+)
+from .size_kinds import Sizes
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,26 @@ class DropoutAttrs:
 
 @dataclass(frozen=True)
 class UpsampleAttrs:
-    scale_factor: int | float | tuple  # one number for every spatial dim, or one per dim
+    scale_factor: int | float | tuple | None  # one number for every spatial dim, or one per dim
+    size: int | tuple[int, ...] | None = None  # likewise, the output's spatial sizes
+    mode: str = "nearest"
+    align_corners: bool | None = None
+
+
+@dataclass(frozen=True)
+class DefaultScale:
+    """upsample's scale_factor left out: 2 when `size` is none too, else none."""
+
+    def __str__(self) -> str:  # how signatures show the default
+        return "2"
+
+
+class ScaleOrDefault(Kind):
+    kind = Optional(Scale())
+    description = kind.description
+
+    def convert(self, value):
+        return value if isinstance(value, DefaultScale) else self.kind.convert(value)
 
 
 class Flatten(Op):
@@ -93,61 +124,135 @@ class Dropout(Op):
         return F.dropout(xs[0], attrs.p, training)
 
 
+# The spatial dims each interpolating mode takes, and the inputs one output mixes.
+MODE_DIMS = {"linear": 1, "bilinear": 2, "bicubic": 2, "trilinear": 3}
+MODE_TAPS = {"nearest": 0, "linear": 2, "bilinear": 4, "bicubic": 16, "trilinear": 8}
+
+
 class Upsample(Op):
-    """Nearest-neighbour upsampling of every spatial dim (F.interpolate, mode="nearest")."""
+    """F.interpolate: to a `size` or by a `scale_factor`, in nearest, linear, bilinear,
+    bicubic or trilinear mode."""
     fusion = "anchor"
-    template = "upsample"
+    template = "upsample"  # nearest by scale_factor only: see `scales`
 
     name = "upsample"
     attrs_type = UpsampleAttrs
     signature = (
         Arg("input", Tensor()),
-        Arg("scale_factor", Scale(), 2),
+        Arg("scale_factor", ScaleOrDefault(), DefaultScale()),
+        Arg("size", Optional(Sizes()), None),
+        Arg("mode", Choice("nearest", "linear", "bilinear", "bicubic", "trilinear"), "nearest"),
+        Arg("align_corners", Optional(Bool()), None),
     )
 
+    def make_attrs(self, args) -> UpsampleAttrs:
+        scale = args["scale_factor"]
+        if isinstance(scale, DefaultScale):
+            scale = 2 if args["size"] is None else None
+        return UpsampleAttrs(scale, args["size"], args["mode"], args["align_corners"])
+
     def scales(self, attrs: UpsampleAttrs, spatial: int) -> tuple:
-        """One factor per spatial dim."""
+        """One factor per spatial dim, for the nearest-neighbour kernel, which is the only
+        one cnnc generates yet."""
+        if attrs.mode != "nearest" or attrs.scale_factor is None:
+            how = f'mode="{attrs.mode}"' if attrs.mode != "nearest" else "a size"
+            raise CompileError(f"cnnc cannot generate a kernel for upsample with {how} yet: "
+                               "its template does nearest-neighbour by scale_factor only")
+        return self._scales(attrs, spatial)
+
+    @staticmethod
+    def _scales(attrs: UpsampleAttrs, spatial: int) -> tuple:
         scale = attrs.scale_factor
         return scale if isinstance(scale, tuple) else (scale,) * spatial
 
     def infer(self, attrs: UpsampleAttrs, inputs):
         (x,) = inputs
+        if attrs.mode == "nearest" and attrs.align_corners is not None:
+            raise ShapeError(
+                "upsample() align_corners can only be set with the interpolating modes "
+                '(linear, bilinear, bicubic, trilinear), not mode="nearest"',
+                arg="align_corners",
+            )
         spatial = len(x.shape) - 2
         if not 1 <= spatial <= 3:
             raise ShapeError(f"upsample() expects a 3- to 5-d input [N, C, ...], found {x}")
-        scales = self.scales(attrs, spatial)
-        if len(scales) != spatial:
+        if attrs.size is not None and attrs.scale_factor is not None:
+            raise ShapeError("upsample() takes `size` or `scale_factor`, not both",
+                             arg="size", help="give only one of them")
+        if attrs.size is None and attrs.scale_factor is None:
+            raise ShapeError("upsample() argument `scale_factor` is none and no `size` is "
+                             "given: it needs one of them", arg="scale_factor")
+        wanted = MODE_DIMS.get(attrs.mode)
+        if wanted is not None and wanted != spatial:
             raise ShapeError(
-                f"upsample() argument `scale_factor` has {len(scales)} "
-                f"{'value' if len(scales) == 1 else 'values'} for the {spatial} spatial "
-                f"{'dim' if spatial == 1 else 'dims'} of {x}",
-                arg="scale_factor",
-                help="give one number for every dim, or a tuple of one per spatial dim",
+                f'upsample() mode="{attrs.mode}" needs a {wanted + 2}-d input '
+                f"{LAYOUT[wanted]}, found {x}", arg="mode",
             )
-        out = []
-        for size, s in zip(x.shape[2:], scales):
-            if isinstance(size, Sym):
-                raise ShapeError(f"upsample() needs fixed spatial sizes, found {x}")
-            grown = size * s  # in double precision, as ATen computes it
-            if grown > INT64_MAX or not math.isfinite(grown):
-                raise ShapeError(
-                    f"upsample() scale_factor {s!r} is too large: it would make a size of "
-                    f"{x} larger than PyTorch can count (2**63 - 1)",
-                    arg="scale_factor",
-                )
-            n = math.floor(grown)
-            if n < 1:
-                raise ShapeError(
-                    f"upsample() scale_factor {s!r} leaves no output from {x}",
-                    arg="scale_factor",
-                )
-            out.append(n)
+        if attrs.size is not None:
+            out = self._per_dim(attrs.size, spatial, x, "size")
+            spatial_of(self.name, x)
+        else:
+            scales = self._per_dim(attrs.scale_factor, spatial, x, "scale_factor")
+            out = [self._grown(size, s, x) for size, s in zip(spatial_of(self.name, x), scales)]
         return (*x.shape[:2], *out)
 
-    def reference(self, attrs, xs, p, training):
-        scales = self.scales(attrs, xs[0].dim() - 2)
-        return F.interpolate(xs[0], scale_factor=scales, mode="nearest")
+    @staticmethod
+    def _per_dim(value, spatial: int, x: TensorInfo, arg: str) -> tuple:
+        values = value if isinstance(value, tuple) else (value,) * spatial
+        if len(values) != spatial:
+            raise ShapeError(
+                f"upsample() argument `{arg}` has {len(values)} "
+                f"{'value' if len(values) == 1 else 'values'} for the {spatial} spatial "
+                f"{'dim' if spatial == 1 else 'dims'} of {x}",
+                arg=arg,
+                help="give one number for every dim, or a tuple of one per spatial dim",
+            )
+        return values
 
+    @staticmethod
+    def _grown(size: int, s, x: TensorInfo) -> int:
+        grown = size * s  # in double precision, as ATen computes it
+        if grown > INT64_MAX or not math.isfinite(grown):
+            raise ShapeError(
+                f"upsample() scale_factor {s!r} is too large: it would make a size of "
+                f"{x} larger than PyTorch can count (2**63 - 1)",
+                arg="scale_factor",
+            )
+        n = math.floor(grown)
+        if n < 1:
+            raise ShapeError(f"upsample() scale_factor {s!r} leaves no output from {x}",
+                             arg="scale_factor")
+        return n
+
+    def reference(self, attrs: UpsampleAttrs, xs, p, training):
+        x = xs[0]
+        scales = None if attrs.scale_factor is None else self._scales(attrs, x.dim() - 2)
+        return F.interpolate(x, size=attrs.size, scale_factor=scales, mode=attrs.mode,
+                             align_corners=attrs.align_corners)
+
+    def macs(self, attrs: UpsampleAttrs, inputs, out) -> int:
+        return per_sample_numel(out) * MODE_TAPS[attrs.mode]
+
+    def explain(self, attrs: UpsampleAttrs, inputs, out) -> list[str]:
+        sizes = inputs[0].shape[2:]
+        if attrs.size is not None:
+            parts = [f"{s} -> {o}" for s, o in zip(sizes, out[2:])]
+            lines = ["size given: " + ", ".join(parts)]
+        else:
+            scales = self._scales(attrs, len(sizes))
+            parts = [f"floor({s}*{f}) = {o}" for s, f, o in zip(sizes, scales, out[2:])]
+            lines = ["output size = floor(input * scale_factor): " + ", ".join(parts)]
+        # The source coordinate of output index dst, as ATen computes it.
+        ratio = "input / output" if attrs.scale_factor is None else "1 / scale_factor"
+        if attrs.mode == "nearest":
+            lines.append(f"nearest: each output copies one input, src = floor(dst * {ratio})")
+        else:
+            corners = bool(attrs.align_corners)
+            where = ("src = dst * (input - 1) / (output - 1)" if corners
+                     else f"src = (dst + 0.5) * {ratio} - 0.5")
+            lines.append(f"{attrs.mode} (align_corners={'true' if corners else 'false'}): "
+                         f"{where}; each output mixes {MODE_TAPS[attrs.mode]} inputs")
+        return lines
 
 register(
     Flatten(),
