@@ -157,6 +157,7 @@ def test_an_operator_without_a_kernel_says_so(stage):
         cnnc.compile(source=src)
     op = WITHOUT_KERNEL[stage]
     assert f"cnnc cannot generate a kernel for {op}" in caught.value.message
+    assert caught.value.location is not None and caught.value.location.line == 3
 
 
 def test_nearest_upsampling_by_scale_factor_still_compiles():

@@ -77,6 +77,13 @@ class Op:
     statistics_template: ClassVar[str | None] = None  # a kernel computing batch statistics
     folds_into_producer: ClassVar[bool] = False  # eval: joins an absorbs_batch_norm producer
 
+    def kernel_template(self, attrs: Any) -> str | None:
+        """The template that computes this use of an anchor, or None where none can yet
+        (then `template_covers` says what its template does cover)."""
+        return self.template
+
+    template_covers: ClassVar[str | None] = None
+
     def uses_batch_statistics(self, attrs: Any, training: bool) -> bool:
         """Whether it normalises by the batch's statistics (then `statistics_template`)."""
         return False

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from ..errors import CompileError, ShapeError
+from ..errors import ShapeError
 from ..ir.shapes import Shape, multiply_dims, per_sample_numel
 from .common import LAYOUT, normalize_dim, spatial_of
 from .registry import Op, TensorInfo, register
@@ -133,7 +133,8 @@ class Upsample(Op):
     """F.interpolate: to a `size` or by a `scale_factor`, in nearest, linear, bilinear,
     bicubic or trilinear mode."""
     fusion = "anchor"
-    template = "upsample"  # nearest by scale_factor only: see `scales`
+    template = "upsample"  # nearest by scale_factor only: see kernel_template
+    template_covers = "nearest-neighbour upsampling by a scale_factor"
 
     name = "upsample"
     attrs_type = UpsampleAttrs
@@ -151,13 +152,14 @@ class Upsample(Op):
             scale = 2 if args["size"] is None else None
         return UpsampleAttrs(scale, args["size"], args["mode"], args["align_corners"])
 
-    def scales(self, attrs: UpsampleAttrs, spatial: int) -> tuple:
-        """One factor per spatial dim, for the nearest-neighbour kernel, which is the only
-        one cnnc generates yet."""
+    def kernel_template(self, attrs: UpsampleAttrs) -> str | None:
         if attrs.mode != "nearest" or attrs.scale_factor is None:
-            how = f'mode="{attrs.mode}"' if attrs.mode != "nearest" else "a size"
-            raise CompileError(f"cnnc cannot generate a kernel for upsample with {how} yet: "
-                               "its template does nearest-neighbour by scale_factor only")
+            return None
+        return self.template
+
+    def scales(self, attrs: UpsampleAttrs, spatial: int) -> tuple:
+        """One factor per spatial dim, for the nearest-neighbour kernel (kernel_template
+        lets no other use reach it)."""
         return self._scales(attrs, spatial)
 
     @staticmethod

@@ -60,10 +60,14 @@ class _Fuser:
             return
         if op.absorbs_pooled_prologue and self.try_pooled_linear(node):
             return
-        if op.fusion != "anchor" or op.template is None:
-            raise CompileError(f"cnnc cannot generate a kernel for {node.op} yet: its operator "
-                               "has no template", node.loc, trail=node.trail)
-        self.add(Kernel(op.template, node.id))
+        template = op.kernel_template(node.attrs) if op.fusion == "anchor" else None
+        if template is None:
+            covers = (f"its template computes {op.template_covers} only" if op.template_covers
+                      else "its operator has no template")
+            raise CompileError(f"cnnc cannot generate a kernel for {node.op} yet: {covers}",
+                               node.loc, trail=node.trail,
+                               help="cnnc.reference computes it with torch.nn.functional")
+        self.add(Kernel(template, node.id))
 
     def anchor_op(self, step: Kernel):
         return OPS[self.graph.node(step.anchor).op]
