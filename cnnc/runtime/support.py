@@ -120,58 +120,96 @@ def make_parameters(root, specs, dtype, device=None):
 
 
 def parameter_slots(root, specs):
-    """(name, holding module, leaf) for each parameter: forward looks tensors up with one
-    getattr each instead of walking the module tree (a replaced Parameter is still seen)."""
-    slots = []
+    """(dicts, leaves, names): for each parameter, the _parameters or _buffers dict of the
+    module that holds it and its key there. current_tensors reads them all with one C-level
+    map per forward, so a replaced Parameter is still seen and nothing is rebuilt."""
+    dicts, leaves, names = [], [], []
     for spec in specs:
         *path, leaf = spec[0].split(".")
         holder = root
         for part in path:
             holder = holder._modules[part]
-        slots.append((spec[0], holder, leaf))
-    return slots
+        dicts.append(holder._parameters if spec[2] else holder._buffers)
+        leaves.append(leaf)
+        names.append(spec[0])
+    return tuple(dicts), tuple(leaves), tuple(names)
+
+
+def current_tensors(slots):
+    """The parameters and buffers as they are now, in PARAMETERS order (forward's P)."""
+    dicts, leaves, names = slots
+    try:
+        return tuple(map(dict.__getitem__, dicts, leaves))
+    except KeyError:
+        missing = next(n for d, leaf, n in zip(dicts, leaves, names) if leaf not in d)
+        raise AttributeError(f"the network's forward reads {missing}, which was deleted; "
+                             "assign it again, or use load_state_dict") from None
+
+
+def _shown(dims):
+    return "[" + ", ".join(
+        (d[0] if d[1] == 1 else f"{d[0]}*{d[1]}") if isinstance(d, tuple) else str(d)
+        for d in dims) + "]"
 
 
 def check_inputs(network, specs, inputs, dtype, device):
     """Check forward's tensors against the declared inputs; return the batch sizes by name.
-    specs: (name, dims) where a dim is an int or (batch symbol, multiple)."""
+    specs: (name, dims) where a dim is an int or (batch symbol, multiple). Messages are
+    built only when a check fails: this runs on every forward."""
     if len(inputs) != len(specs):
         names = ", ".join(name for name, _ in specs)
         raise InputError(f"network {network} takes {len(specs)} input(s) ({names}); "
                          f"got {len(inputs)}")
     batch = {}
     for (name, dims), x in zip(specs, inputs):
-        shown = "[" + ", ".join(
-            (d[0] if d[1] == 1 else f"{d[0]}*{d[1]}") if isinstance(d, tuple) else str(d)
-            for d in dims) + "]"
         if not isinstance(x, torch.Tensor):
             raise InputError(f"input {name} must be a tensor; got {type(x).__name__}")
-        got = list(x.shape)
-        if x.dim() != len(dims):
-            raise InputError(f"input {name} must be {len(dims)}-d {shown}; got {got}")
-        for d, size in zip(dims, x.shape):
-            if isinstance(d, tuple):
+        shape = x.shape
+        if len(shape) != len(dims):
+            raise InputError(f"input {name} must be {len(dims)}-d {_shown(dims)}; "
+                             f"got {list(shape)}")
+        for d, size in zip(dims, shape):
+            if d.__class__ is tuple:
                 symbol, multiple = d
                 if size % multiple:  # a batch of 0 is empty, as in PyTorch
-                    raise InputError(f"input {name} must have shape {shown}; got {got}")
+                    raise InputError(f"input {name} must have shape {_shown(dims)}; "
+                                     f"got {list(shape)}")
                 n = size // multiple
                 if batch.setdefault(symbol, (n, name))[0] != n:
                     raise InputError(f"input {name} has {symbol}={n} but input "
                                      f"{batch[symbol][1]} has {symbol}={batch[symbol][0]}")
             elif d != size:
-                raise InputError(f"input {name} must have shape {shown}; got {got}")
-        if not x.is_floating_point():
-            target = dtype if dtype is not None else torch.get_default_dtype()
-            raise InputError(f"input {name} must be a floating-point tensor; got {x.dtype} "
-                             f"(convert it with .to({target}))")
-        if dtype is not None and x.dtype != dtype:
-            raise InputError(f"input {name} is {x.dtype}; the network computes in {dtype} "
-                             f"(convert the input with .to({dtype}), or the module with "
-                             f".to({x.dtype}))")
+                raise InputError(f"input {name} must have shape {_shown(dims)}; "
+                                 f"got {list(shape)}")
+        if x.dtype is not dtype:
+            if not x.is_floating_point():
+                target = dtype if dtype is not None else torch.get_default_dtype()
+                raise InputError(f"input {name} must be a floating-point tensor; got "
+                                 f"{x.dtype} (convert it with .to({target}))")
+            if dtype is not None:
+                raise InputError(f"input {name} is {x.dtype}; the network computes in {dtype} "
+                                 f"(convert the input with .to({dtype}), or the module with "
+                                 f".to({x.dtype}))")
         if device is not None and x.device != device:
             raise InputError(f"input {name} is on {x.device}; the network's parameters are on "
                              f"{device}")
     return {symbol: n for symbol, (n, _) in batch.items()}
+
+
+def batch_shapes(memo, key, compute, sizes):
+    """The output shapes of one plan at these batch sizes, computed once per batch size
+    (memo: a dict per generated file, bounded: a server may see many batch sizes)."""
+    shapes = memo.get(key)
+    if shapes is None:
+        if len(memo) >= 256:
+            memo.clear()
+        shapes = memo[key] = compute(sizes)
+    return shapes
+
+
+def cdiv(a, b):
+    """ceil(a / b) for host ints: triton.cdiv is a constexpr function, ~60x slower here."""
+    return -(-a // b)
 
 
 def empty_batch(sizes):
@@ -224,3 +262,78 @@ def tile(size, cap):
     while t < size and t < cap:
         t *= 2
     return t
+
+
+GRAPHS_WITH_DROPOUT = ("cuda_graphs=True cannot replay a training-mode forward with dropout: "
+                       "its random seed is drawn on the host at each launch, so a replay "
+                       "would reuse one mask. Call .eval(), or compile without cuda_graphs "
+                       "for training")
+
+
+def needs_capture(entry, params):
+    """Whether a captured graph no longer reads the module's tensors: a parameter or buffer
+    was replaced (another object) or given new storage (`.data = t`, `.to()`: another
+    data_ptr). In-place changes (optimizer steps, load_state_dict, `.data.copy_()`) keep
+    both, and the replay reads the new values: kernels read parameters where they are."""
+    if entry is None:
+        return True
+    captured, pointers = entry[3], entry[4]
+    return (len(captured) != len(params) or not all(map(operator.is_, captured, params))
+            or pointers != tuple(t.data_ptr() for t in params))
+
+
+def graph_key(training, inputs):
+    """What one captured graph is valid for: the mode, each input's shape, strides, dtype
+    and device, and the TF32 flags the launchers read when they are captured."""
+    return (training, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            tuple((x.shape, x.stride(), x.dtype, x.device) for x in inputs))
+
+
+class CudaGraphs:
+    """Whole-forward CUDA graphs, one per graph_key (batch size, input layout, dtype, mode).
+
+    The first call for a key runs eagerly (Triton compiles its kernels there, never during
+    a capture) and then captures the same launches reading static input buffers; later
+    calls copy the inputs in, replay, and return clones of the static outputs (fresh
+    tensors, as an eager forward gives). Not pickled: a copy captures again."""
+
+    def __init__(self):
+        self.entries = {}
+        self.pool = None
+        self.captures = 0
+
+    def __reduce__(self):
+        return (CudaGraphs, ())
+
+    def run(self, launch, training, has_dropout, params, sizes, inputs, cuda):
+        """The forward's outputs: launched as they are off CUDA, else through a graph."""
+        if training and has_dropout:
+            raise RuntimeError(GRAPHS_WITH_DROPOUT)
+        if not cuda:
+            return launch(training, params, sizes, *inputs)
+        key = graph_key(training, inputs)
+        entry = self.entries.get(key)
+        if needs_capture(entry, params):
+            self.entries.pop(key, None)  # free the old graph's buffers before capturing
+            outputs = launch(training, params, sizes, *inputs)
+            self.entries[key] = self.capture(launch, training, params, sizes, inputs)
+            return outputs
+        graph, static_inputs, static_outputs = entry[:3]
+        for buffer, x in zip(static_inputs, inputs):
+            buffer.copy_(x)
+        graph.replay()
+        if isinstance(static_outputs, tuple):
+            return tuple(o.clone() for o in static_outputs)
+        return static_outputs.clone()
+
+    def capture(self, launch, training, params, sizes, inputs):
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        static_inputs = [x.clone() for x in inputs]
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            static_outputs = launch(training, params, sizes, *static_inputs)
+        pointers = tuple(t.data_ptr() for t in params)
+        self.captures += 1
+        return graph, static_inputs, static_outputs, params, pointers
