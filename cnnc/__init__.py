@@ -59,7 +59,9 @@ def compile(path_or_source=None, network: str | None = None, *, source: str | No
     net.source_path = str(path)
     if cuda_graphs:
         if torch.cuda.is_available():
-            net._cnnc_graphs = module.CudaGraphs()
+            from .runtime.graphs import CudaGraphs
+
+            net._cnnc_graphs = CudaGraphs()
         else:
             import warnings
 

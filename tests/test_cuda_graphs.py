@@ -4,13 +4,11 @@ eager forwards and PyTorch on a CUDA GPU (marked gpu)."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
 import cnnc
-from cnnc.runtime.support import GRAPHS_WITH_DROPOUT, CudaGraphs, graph_key, needs_capture
+from cnnc.runtime.graphs import GRAPHS_WITH_DROPOUT, CudaGraphs, graph_key, needs_capture
 
 from compile_helpers import assert_same, inputs_for, randomize_buffers
 
@@ -85,8 +83,7 @@ def test_without_cuda_it_warns_and_computes_as_without(tmp_path, monkeypatch):
 def test_training_with_dropout_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
     net = cnnc.compile(source=DROPOUT)
-    module = sys.modules[type(net).__module__]
-    net._cnnc_graphs = module.CudaGraphs()  # what compile sets on CUDA
+    net._cnnc_graphs = CudaGraphs()  # what compile sets on CUDA
     x = torch.randn(2, 6)
     with pytest.raises(RuntimeError, match="dropout") as caught:
         net.train()(x)

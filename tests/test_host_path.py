@@ -118,7 +118,8 @@ def test_a_deleted_parameter_is_named(tmp_path, monkeypatch):
 def test_input_errors_are_unchanged(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
     net = cnnc.compile(source=SMALL)
-    with pytest.raises(cnnc.InputError, match=r"must have shape \[N, 3, 8, 8\]; got \[2, 3, 8, 9\]"):
+    shape = r"must have shape \[N, 3, 8, 8\]; got \[2, 3, 8, 9\]"
+    with pytest.raises(cnnc.InputError, match=shape):
         net(torch.randn(2, 3, 8, 9))
     with pytest.raises(cnnc.InputError, match="must be a floating-point tensor"):
         net(torch.ones(2, 3, 8, 8, dtype=torch.long))
