@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.utils.prune
 
 import cnnc
 
@@ -127,3 +128,15 @@ def test_input_errors_are_unchanged(tmp_path, monkeypatch):
         net(torch.randn(2, 3, 8, 8, dtype=torch.float64))
     with pytest.raises(cnnc.InputError, match=r"must be 4-d"):
         net(torch.randn(2, 3, 8))
+
+
+def test_a_pruned_weight_is_read_where_prune_puts_it(tmp_path, monkeypatch):
+    # prune takes `weight` out of _parameters and leaves the masked tensor as an attribute.
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
+    net, ref = pair(source=SMALL)
+    x = torch.randn(2, 3, 8, 8)
+    net(x)
+    for model in (net, ref):
+        torch.nn.utils.prune.l1_unstructured(model.y[4], "weight", amount=0.5)
+    assert "weight" not in net.y[4]._parameters
+    assert_same(net(x), ref(x))

@@ -120,10 +120,10 @@ def make_parameters(root, specs, dtype, device=None):
 
 
 def parameter_slots(root, specs):
-    """(dicts, leaves, names): for each parameter, the _parameters or _buffers dict of the
-    module that holds it and its key there. current_tensors reads them all with one C-level
-    map per forward, so a replaced Parameter is still seen and nothing is rebuilt."""
-    dicts, leaves, names = [], [], []
+    """(dicts, leaves, names, holders): for each parameter, the _parameters or _buffers dict
+    of the module that holds it and its key there. current_tensors reads them all with one
+    C-level map per forward, so a replaced Parameter is still seen and nothing is rebuilt."""
+    dicts, leaves, names, holders = [], [], [], []
     for spec in specs:
         *path, leaf = spec[0].split(".")
         holder = root
@@ -132,18 +132,27 @@ def parameter_slots(root, specs):
         dicts.append(holder._parameters if spec[2] else holder._buffers)
         leaves.append(leaf)
         names.append(spec[0])
-    return tuple(dicts), tuple(leaves), tuple(names)
+        holders.append(holder)
+    return tuple(dicts), tuple(leaves), tuple(names), tuple(holders)
 
 
 def current_tensors(slots):
     """The parameters and buffers as they are now, in PARAMETERS order (forward's P)."""
-    dicts, leaves, names = slots
+    dicts, leaves, names, holders = slots
     try:
         return tuple(map(dict.__getitem__, dicts, leaves))
     except KeyError:
-        missing = next(n for d, leaf, n in zip(dicts, leaves, names) if leaf not in d)
-        raise AttributeError(f"the network's forward reads {missing}, which was deleted; "
-                             "assign it again, or use load_state_dict") from None
+        pass
+    # Taken out of its dict: torch.nn.utils.prune and parametrize leave an attribute or a
+    # property of that name, which getattr reads (slower, and only for these networks).
+    found = []
+    for holder, leaf, name in zip(holders, leaves, names):
+        value = getattr(holder, leaf, None)
+        if not isinstance(value, torch.Tensor):
+            raise AttributeError(f"the network's forward reads {name}, which was deleted; "
+                                 "assign it again, or use load_state_dict")
+        found.append(value)
+    return tuple(found)
 
 
 def _shown(dims):
