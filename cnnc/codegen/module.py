@@ -224,9 +224,10 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
     params = [parameter_name(n.attrs.name) for n in graph.input_nodes()]
     inputs = [input_variable(n.attrs.name) for n in graph.input_nodes()]
     index = {spec[0]: i for i, spec in enumerate(parameter_specs(graph))}
-    dropout = any(plans["train"][0].graph.node(n).op == "dropout"
-                  and plans["train"][0].graph.node(n).attrs.p > 0
-                  for k in plans["train"][0].kernels for n in k.nodes)
+    train = plans["train"][0]
+    # CUDA graphs refuse a training forward with dropout: its seed is a host value.
+    dropout = any(node.op == "dropout" and node.attrs.p > 0
+                  for node in (train.graph.node(n) for k in train.kernels for n in k.nodes))
     with src.indent(f"class {name}(NamedModule):"):
         src.line(f'"""Network {name}: forward({", ".join(params)}) with cnnc\'s kernels."""')
         src.line("")
