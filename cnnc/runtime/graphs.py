@@ -28,7 +28,7 @@ def needs_capture(entry: tuple | None, params: tuple) -> bool:
         return True
     captured, pointers = entry[3], entry[4]
     return (len(captured) != len(params) or not all(map(operator.is_, captured, params))
-            or pointers != tuple(t.data_ptr() for t in params))
+            or pointers != tuple(map(torch.Tensor.data_ptr, params)))
 
 
 def graph_key(training: bool, inputs) -> tuple:
@@ -84,6 +84,6 @@ class CudaGraphs:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             static_outputs = launch(training, params, sizes, *static_inputs)
-        pointers = tuple(t.data_ptr() for t in params)
+        pointers = tuple(map(torch.Tensor.data_ptr, params))
         self.captures += 1
         return graph, static_inputs, static_outputs, params, pointers
