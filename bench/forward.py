@@ -7,7 +7,13 @@ Cases (GPU): LeNet-5 at batch 1 and 256, ResNet-18 at batch 1 and 64, VGG-16 at 
 each in float32 and bfloat16. PyTorch eager is the reference backend (torch.nn.functional
 calls, the same math as a torchvision model); torch.compile runs it with the default
 mode and with max-autotune. Ratios > 1 mean cnnc is faster. TFLOP/s counts 2 FLOPs per
-MAC; the fraction of peak uses the device's dense peak for the dtype.
+MAC; the fraction of peak uses the device's dense peak for the precision the convs and
+linears actually compute in: bf16/fp16 tensor cores for those dtypes; for float32, TF32
+tensor cores when the TF32 flags are on (the default here, --no-tf32 turns them off: both
+torch.backends.cudnn.allow_tf32, which convs follow in PyTorch and cnnc, and
+torch.backends.cuda.matmul.allow_tf32, which linears follow, are set and printed), else
+IEEE float32. At batch 1 (GPU) a second row per dtype runs cnnc with cuda_graphs=True
+against torch.compile's mode="reduce-overhead" (which also replays CUDA graphs).
 
 On a CPU (no CUDA) the kernels run in Triton's interpreter: the script runs toy sizes
 only, to show that it works; its timings say nothing about GPU speed.
@@ -44,11 +50,11 @@ CPU_CASES = [
     ("lenet5.cnn", "LeNet5", 1, None), ("lenet5.cnn", "LeNet5", 4, None),
     ("resnet.cnn", "ResNet18", 1, 32),
 ]
-# Dense peak TFLOP/s (no sparsity), by device name fragment and dtype.
+# Dense peak TFLOP/s (no sparsity), by device name fragment and precision.
 PEAKS = {
-    "H100": {torch.float32: 67.0, "tf32": 494.7, torch.bfloat16: 989.4},
-    "H200": {torch.float32: 67.0, "tf32": 494.7, torch.bfloat16: 989.4},
-    "A100": {torch.float32: 19.5, "tf32": 156.0, torch.bfloat16: 312.0},
+    "H100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+    "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
+    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
 }
 
 
@@ -81,16 +87,73 @@ def timed(fn, device: str, warmup: int, repeat: int) -> float:
     return statistics.median(times)
 
 
-def peak(dtype) -> float | None:
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
+def precision(dtype, cuda: bool = True) -> str:
+    """What the convs and linears compute in: bf16/fp16 on tensor cores, float32 as TF32
+    on CUDA when both TF32 flags allow it (this script sets them together), else IEEE."""
+    if dtype == torch.bfloat16:
+        return "bf16"
+    if dtype == torch.float16:
+        return "fp16"
+    if cuda and torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "fp32"
+
+
+def peak(device_name: str | None, dtype) -> float | None:
+    """The device's dense peak TFLOP/s for the precision actually used (None: unknown)."""
     for key, table in PEAKS.items():
-        if key in name:
-            if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-                return table["tf32"]
-            return table.get(dtype)
+        if device_name and key in device_name:
+            return table.get(precision(dtype))
     return None
+
+
+def set_tf32(on: bool) -> None:
+    torch.backends.cudnn.allow_tf32 = on
+    torch.backends.cuda.matmul.allow_tf32 = on
+
+
+def measure(source, network, graph, batch, size, dtype, device, graphs, repeat,
+            use_compile) -> dict:
+    """One row: cnnc (with or without CUDA graphs) against eager and torch.compile (with
+    graphs: mode="reduce-overhead" in the compile column, as torch.compile's own graphs)."""
+    net = cnnc.compile(source=source, network=network, dtype=dtype, device=device,
+                       cuda_graphs=graphs).eval()
+    eager = cnnc.reference(source=source, network=network).to(device, dtype).eval()
+    eager.load_state_dict(net.state_dict())
+    xs = [torch.randn(cnnc.ir.shapes.concrete(n.shape, batch), device=device, dtype=dtype)
+          for n in graph.input_nodes()]
+    row = {"network": network, "batch": batch, "dtype": str(dtype).split(".")[-1],
+           "precision": precision(dtype, device == "cuda"), "cuda_graphs": graphs,
+           "input": size or 224, "kernels": len(net.plan)}
+    with torch.no_grad():
+        row["cnnc_ms"] = timed(lambda: net(*xs), device, 3, repeat)
+        row["eager_ms"] = timed(lambda: eager(*xs), device, 3, repeat)
+        modes = (("reduce-overhead", "compile_ms"), ("max-autotune", "autotune_ms"))
+        if not graphs:
+            modes = (("default", "compile_ms"), ("max-autotune", "autotune_ms"))
+        for mode, key in modes:
+            if not use_compile or (mode != "default" and device != "cuda"):
+                row[key] = None
+                continue
+            torch._dynamo.reset()
+            compiled = torch.compile(eager, mode=mode)
+            row[key] = timed(lambda: compiled(*xs), device, 3, repeat)
+    return row
+
+
+def print_row(row: dict) -> None:
+    def ratio(key):
+        return f"{row[key] / row['cnnc_ms']:.2f}" if row[key] else "-"
+
+    def ms(key):
+        return f"{row[key]:.3f}" if row[key] else "-"
+
+    frac = f"{100 * row['peak_fraction']:.1f}" if row["peak_fraction"] else "-"
+    print(f"{row['network']:10} {row['batch']:>5} {row['dtype']:9} {row['precision']:4} "
+          f"{'yes' if row['cuda_graphs'] else 'no':6} {ms('cnnc_ms'):>9} "
+          f"{ms('eager_ms'):>9} {ms('compile_ms'):>10} {ms('autotune_ms'):>11} "
+          f"{ratio('eager_ms'):>8} {ratio('compile_ms'):>9} {ratio('autotune_ms'):>10} "
+          f"{row['kernels']:>7} {row['tflops']:>8.3f} {frac:>7}", flush=True)
 
 
 def main() -> None:
@@ -101,7 +164,10 @@ def main() -> None:
     parser.add_argument("--torch-compile", action="store_true",
                         help="on the CPU too (slow to compile; toy sizes)")
     parser.add_argument("--quick", action="store_true", help="LeNet-5 at batch 1 only")
+    parser.add_argument("--no-tf32", action="store_true",
+                        help="float32 convs and linears in IEEE fp32 (default: TF32)")
     args = parser.parse_args()
+    set_tf32(not args.no_tf32)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     os.chdir(ROOT / "examples")  # imports in the examples are relative to them
@@ -112,54 +178,34 @@ def main() -> None:
     repeat = args.repeat or (50 if cuda else 3)
     use_compile = (cuda and not args.no_torch_compile) or args.torch_compile
     results = []
-    header = (f"{'network':10} {'batch':>5} {'dtype':9} {'cnnc ms':>9} {'eager ms':>9} "
+    header = (f"{'network':10} {'batch':>5} {'dtype':9} {'prec':4} {'graphs':6} {'cnnc ms':>9} "
+              f"{'eager ms':>9} "
               f"{'compile ms':>10} {'autotune ms':>11} {'x eager':>8} {'x compile':>9} "
               f"{'x autotune':>10} {'kernels':>7} {'TFLOP/s':>8} {'% peak':>7}")
     print(f"device: {torch.cuda.get_device_name() if cuda else platform.processor() or 'cpu'}"
           f"  torch {torch.__version__}  triton {__import__('triton').__version__}")
+    print(f"torch.backends.cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}  "
+          f"torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32}")
     print(header)
+    name = torch.cuda.get_device_name() if cuda else None
     for file, network, batch, size in cases:
         source = source_for(file, network, size)
         graph = cnnc.load(source=source, network=network)
         macs = summarize(graph, batch).macs
         for dtype in dtypes:
-            net = cnnc.compile(source=source, network=network, dtype=dtype,
-                               device=device).eval()
-            eager = cnnc.reference(source=source, network=network).to(device, dtype).eval()
-            eager.load_state_dict(net.state_dict())
-            xs = [torch.randn(cnnc.ir.shapes.concrete(n.shape, batch), device=device,
-                              dtype=dtype) for n in graph.input_nodes()]
-            row = {"network": network, "batch": batch, "dtype": str(dtype).split(".")[-1],
-                   "input": size or 224, "kernels": len(net.plan)}
-            with torch.no_grad():
-                row["cnnc_ms"] = timed(lambda: net(*xs), device, 3, repeat)
-                row["eager_ms"] = timed(lambda: eager(*xs), device, 3, repeat)
-                for mode, key in (("default", "compile_ms"), ("max-autotune", "autotune_ms")):
-                    if not use_compile or (mode == "max-autotune" and not cuda):
-                        row[key] = None
-                        continue
-                    torch._dynamo.reset()
-                    compiled = torch.compile(eager, mode=mode)
-                    row[key] = timed(lambda: compiled(*xs), device, 3, repeat)
-            seconds = row["cnnc_ms"] / 1e3
-            row["tflops"] = 2 * macs / seconds / 1e12
-            p = peak(dtype)
-            row["peak_fraction"] = row["tflops"] / p if p else None
-            results.append(row)
-
-            def ratio(key):
-                return f"{row[key] / row['cnnc_ms']:.2f}" if row[key] else "-"
-
-            def ms(key):
-                return f"{row[key]:.3f}" if row[key] else "-"
-
-            frac = f"{100 * row['peak_fraction']:.1f}" if row["peak_fraction"] else "-"
-            print(f"{network:10} {batch:>5} {row['dtype']:9} {ms('cnnc_ms'):>9} "
-                  f"{ms('eager_ms'):>9} {ms('compile_ms'):>10} {ms('autotune_ms'):>11} "
-                  f"{ratio('eager_ms'):>8} {ratio('compile_ms'):>9} {ratio('autotune_ms'):>10} "
-                  f"{row['kernels']:>7} {row['tflops']:>8.3f} {frac:>7}", flush=True)
+            for graphs in (False, True) if cuda and batch == 1 else (False,):
+                row = measure(source, network, graph, batch, size, dtype, device, graphs,
+                              repeat, use_compile)
+                seconds = row["cnnc_ms"] / 1e3
+                row["tflops"] = 2 * macs / seconds / 1e12
+                p = peak(name, dtype)
+                row["peak_fraction"] = row["tflops"] / p if p else None
+                results.append(row)
+                print_row(row)
     if args.json:
         meta = {"date": date.today().isoformat(), "device": device,
+                "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
                 "device_name": torch.cuda.get_device_name() if cuda else platform.processor(),
                 "torch": torch.__version__, "triton": __import__("triton").__version__,
                 "command": " ".join(sys.argv)}

@@ -4,10 +4,13 @@
     python bench/host.py --json out.json
 
 What is left when launches cost nothing is the host path: input checks, parameter
-lookups, derived tensors (folded weights), output allocation and the launchers' own
-argument handling. It runs without a GPU: tensors live on PyTorch's "meta" device (shapes
-only, so allocation costs what a caching allocator's hit costs, not a page fault) and the
-Triton launch is replaced by a no-op. The fixed reference in the same run is a loop of as
+lookups, output allocation and the launchers' own argument handling (tile choices, grids,
+Triton's own call). The `launchers` column is the part spent inside the generated
+launch_* functions (the forward timed again with them replaced by empty functions).
+
+It runs without a GPU: tensors live on PyTorch's "meta" device (shapes only, so
+allocation costs what a caching allocator's hit costs, not a page fault) and the Triton
+launch is replaced by a no-op. The fixed reference in the same run is a loop of as
 many empty Python calls as the forward has launches, so numbers from different machines
 can be compared as a ratio.
 """
@@ -62,6 +65,10 @@ def empty_call():
     pass
 
 
+def empty_launcher(*args):
+    pass
+
+
 def time_per_call(fn, repeat: int, inner: int) -> float:
     """Median seconds per call over `repeat` timings of `inner` calls."""
     samples = []
@@ -80,9 +87,18 @@ def measure(file: str, network: str, batch: int, repeat: int, inner: int) -> dic
     inputs = [torch.empty([batch * d[1] if isinstance(d, tuple) else d for d in dims],
                           device="meta") for _, dims in declared]
     with StubbedLaunches() as stub:
-        net(*inputs)  # warm: derived tensors computed once
+        net(*inputs)  # warm: shapes for this batch size computed once
         launches, stub.count = stub.count, 0
         forward = time_per_call(lambda: net(*inputs), repeat, inner)
+    module = sys.modules[type(net).__module__]
+    saved = {n: f for n, f in vars(module).items() if n.startswith("launch_")}
+    try:
+        for name in saved:
+            setattr(module, name, empty_launcher)
+        without = time_per_call(lambda: net(*inputs), repeat, inner)
+    finally:
+        for name, fn in saved.items():
+            setattr(module, name, fn)
 
     def reference():
         for _ in range(launches):
@@ -91,6 +107,7 @@ def measure(file: str, network: str, batch: int, repeat: int, inner: int) -> dic
     empty = time_per_call(reference, repeat, inner)
     return {"network": network, "batch": batch, "launches": launches, "plan_rows": len(spec),
             "forward_us": forward * 1e6, "per_launch_us": forward * 1e6 / max(launches, 1),
+            "launchers_us": max(forward - without, 0.0) * 1e6,
             "empty_calls_us": empty * 1e6, "ratio_to_empty_calls": forward / empty}
 
 
@@ -104,11 +121,11 @@ def main() -> None:
     where = platform.processor() or platform.machine()
     print(f"cnnc host time per eval forward, launches stubbed ({where}, "
           f"Python {platform.python_version()}, torch {torch.__version__})")
-    print(f"{'network':<10} {'batch':>5} {'launches':>8} {'forward':>10} {'per launch':>11} "
-          f"{'empty calls':>12} {'ratio':>7}")
+    print(f"{'network':<10} {'batch':>5} {'launches':>8} {'forward':>10} {'launchers':>10} "
+          f"{'per launch':>11} {'empty calls':>12} {'ratio':>7}")
     for r in rows:
         print(f"{r['network']:<10} {r['batch']:>5} {r['launches']:>8} "
-              f"{r['forward_us']:>8.1f}us {r['per_launch_us']:>9.2f}us "
+              f"{r['forward_us']:>8.1f}us {r['launchers_us']:>8.1f}us {r['per_launch_us']:>9.2f}us "
               f"{r['empty_calls_us']:>10.2f}us {r['ratio_to_empty_calls']:>7.0f}")
     if args.json:
         meta = {"date": date.today().isoformat(), "python": platform.python_version(),

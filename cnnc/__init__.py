@@ -36,11 +36,17 @@ def reference(path_or_source=None, network: str | None = None, *, source: str | 
 
 def compile(path_or_source=None, network: str | None = None, *, source: str | None = None,
             dtype: torch.dtype = torch.float32, device=None,
-            include_dirs: Iterable[str | os.PathLike] = ()) -> torch.nn.Module:
+            include_dirs: Iterable[str | os.PathLike] = (),
+            cuda_graphs: bool = False) -> torch.nn.Module:
     """The network as an nn.Module whose forward launches cnnc's generated Triton kernels.
 
     The module has the reference's parameter names (so load_state_dict takes a torchvision
     model's weights) and a `plan` attribute: the kernel launches of one forward pass.
+
+    cuda_graphs=True: on CUDA, each forward replays one CUDA graph of the whole plan,
+    captured at the first call per batch size, input layout, dtype and mode, and captured
+    again when a parameter or buffer is replaced or moved (see docs/api.md). Without CUDA
+    it warns and has no effect.
     """
     from .options import Options
     from .runtime.device import require_triton
@@ -51,6 +57,16 @@ def compile(path_or_source=None, network: str | None = None, *, source: str | No
     module, path, _ = load_cached(generated.source, Options.from_environment().cache_dir)
     net = getattr(module, generated.class_name)(dtype=dtype, device=device)
     net.source_path = str(path)
+    if cuda_graphs:
+        if torch.cuda.is_available():
+            from .runtime.graphs import CudaGraphs
+
+            net._cnnc_graphs = CudaGraphs()
+        else:
+            import warnings
+
+            warnings.warn("cnnc.compile(cuda_graphs=True): CUDA is not available, so the "
+                          "network runs without CUDA graphs", RuntimeWarning, stacklevel=2)
     return net
 
 

@@ -223,8 +223,15 @@ def _literal(value) -> str:
 def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
     params = [parameter_name(n.attrs.name) for n in graph.input_nodes()]
     inputs = [input_variable(n.attrs.name) for n in graph.input_nodes()]
+    index = {spec[0]: i for i, spec in enumerate(parameter_specs(graph))}
+    train = plans["train"][0]
+    # CUDA graphs refuse a training forward with dropout: its seed is a host value.
+    dropout = any(node.op == "dropout" and node.attrs.p > 0
+                  for node in (train.graph.node(n) for k in train.kernels for n in k.nodes))
     with src.indent(f"class {name}(NamedModule):"):
         src.line(f'"""Network {name}: forward({", ".join(params)}) with cnnc\'s kernels."""')
+        src.line("")
+        src.line("_cnnc_shapes = {}  # (training, *batch sizes) -> output shapes (batch_shapes)")
         src.line("")
         with src.indent("def __init__(self, dtype=torch.float32, device=None):"):
             src.line("super().__init__()")
@@ -234,6 +241,7 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
                      " persistent=False)")
             src.line("make_parameters(self, PARAMETERS, dtype, device)")
             src.line("self._slots = parameter_slots(self, PARAMETERS)")
+            src.line("self._cnnc_graphs = None  # a CudaGraphs when compiled with cuda_graphs")
         src.line("")
         src.line("@property")
         with src.indent("def plan(self):"):
@@ -246,27 +254,41 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
         src.line("")
         with src.indent("def _cnnc_forward(self, *inputs):"):
             src.line("refuse_tracing()")
+            src.line('anchor = self._buffers["_anchor"]')
             src.line(f"sizes = check_inputs({identifier(graph.name)!r}, INPUTS, inputs, "
-                     "self._anchor.dtype, self._anchor.device)")
-            src.line("P = {name: getattr(holder, leaf) for name, holder, leaf in self._slots}")
+                     "anchor.dtype, anchor.device)")
+            src.line("P = current_tensors(self._slots)")
             with src.indent("with torch.no_grad(), LAUNCH_LOCK:"):
                 src.line("if empty_batch(sizes):")
                 src.line("    return self._forward_empty(P, sizes, *inputs)")
-                src.line("if self.training:")
-                src.line("    return self._forward_train(P, sizes, *inputs)")
-                src.line("return self._forward_eval(P, sizes, *inputs)")
+                src.line("if self._cnnc_graphs is not None:")
+                src.line(f"    return self._cnnc_graphs.run(self._cnnc_launch, self.training, "
+                         f"{dropout}, P, sizes, inputs, anchor.is_cuda)")
+                src.line("return self._cnnc_launch(self.training, P, sizes, *inputs)")
+        src.line("")
+        with src.indent("def _cnnc_launch(self, training, P, sizes, *inputs):"):
+            src.line("# S: the output shapes, computed once per batch size (batch_shapes).")
+            src.line('anchor = self._buffers["_anchor"]')
+            src.line("if training:")
+            src.line("    S = batch_shapes(self._cnnc_shapes, (True, *sizes.values()), "
+                     "self._shapes_train, sizes)")
+            src.line("    return self._forward_train(P, S, anchor.device, anchor.dtype, *inputs)")
+            src.line("S = batch_shapes(self._cnnc_shapes, (False, *sizes.values()), "
+                     "self._shapes_eval, sizes)")
+            src.line("return self._forward_eval(P, S, anchor.device, anchor.dtype, *inputs)")
         src.line("")
         with src.indent("def __prepare_scriptable__(self):"):
             src.line("raise RuntimeError(NO_TORCHSCRIPT)")
         src.line("")
-        _emit_forward_empty(src, graph, inputs)
+        _emit_forward_empty(src, graph, inputs, index)
         for mode in ("eval", "train"):
             plan, emitted = plans[mode]
             src.line("")
-            _emit_forward(src, plan.graph, mode, plan, emitted, inputs)
+            _emit_forward(src, plan.graph, mode, plan, emitted, inputs, index)
 
 
-def _emit_forward_empty(src: Source, graph: Graph, inputs: list[str]) -> None:
+def _emit_forward_empty(src: Source, graph: Graph, inputs: list[str],
+                        index: dict[str, int]) -> None:
     """A batch of 0 launches nothing and gives empty outputs, as PyTorch does; a training
     batch norm still counts the batch (its running statistics stay)."""
     with src.indent(f"def _forward_empty(self, P, sizes, {', '.join(inputs)}):"):
@@ -284,7 +306,7 @@ def _emit_forward_empty(src: Source, graph: Graph, inputs: list[str]) -> None:
         if counters:
             with src.indent("if self.training:"):
                 for name in counters:
-                    src.line(f"P[{dotted(name)!r}].add_(1)")
+                    src.line(f"P[{index[name]}].add_(1)  # {dotted(name)}")
         outs = []
         for o in graph.outputs:
             if o in values.names:
@@ -323,24 +345,37 @@ def in_place_concat_inputs(graph: Graph, plan: Plan) -> dict[int, tuple[int, int
 class _Values:
     """Variable names of node values in a generated forward, and output allocation."""
 
-    def __init__(self, graph: Graph, plan: Plan | None, src: Source):
+    def __init__(self, graph: Graph, plan: Plan | None, src: Source, table: bool = False):
         self.graph, self.plan, self.src = graph, plan, src
         self.names: dict[int, str] = {}
+        # With a table, shape() names S[i]: a tuple the forward's _shapes_<mode> computes
+        # once per batch size. Without one (the empty batch), the expression itself.
+        self.table: list[str] | None = [] if table else None
         for node in graph.input_nodes():
             self.names[node.id] = input_variable(node.attrs.name)
         self.in_place = in_place_concat_inputs(graph, plan) if plan is not None else {}
 
     def dim(self, node_id: int, index: int) -> str:
-        """One dim of a node's shape as an expression of the run-time batch sizes."""
+        """One dim of a node's shape: a number, or (batch-dependent) a run-time expression."""
+        return self._entry(self._dim(node_id, index))
+
+    def shape(self, node_id: int) -> str:
+        dims = [self._dim(node_id, i) for i in range(len(self.graph.node(node_id).shape))]
+        return self._entry("(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")")
+
+    def _dim(self, node_id: int, index: int) -> str:
         d = self.graph.node(node_id).shape[index]
         if isinstance(d, Sym):
             size = f"sizes[{identifier(d.name)!r}]"
             return size if d.coeff == 1 else f"{size} * {d.coeff}"
         return str(d)
 
-    def shape(self, node_id: int) -> str:
-        dims = [self.dim(node_id, i) for i in range(len(self.graph.node(node_id).shape))]
-        return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+    def _entry(self, text: str) -> str:
+        if self.table is None or "sizes[" not in text:
+            return text
+        if text not in self.table:
+            self.table.append(text)
+        return f"S[{self.table.index(text)}]"
 
     def allocate(self, node_id: int) -> str:
         """Emit the allocation of a node's output (or a slice of a concat) and name it."""
@@ -354,15 +389,18 @@ class _Values:
             self.src.line(f"{name} = {parent}.narrow({dim}, {offset}, {size})")
         else:
             self.src.line(f"{name} = torch.empty({self.shape(node_id)}, "
-                          "device=self._anchor.device, dtype=self._anchor.dtype)")
+                          "device=device, dtype=dtype)")
         self.names[node_id] = name
         return name
 
 
 def _emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
-                  emitted: list[EmittedKernel], inputs: list[str]) -> None:
-    with src.indent(f"def _forward_{mode}(self, P, sizes, {', '.join(inputs)}):"):
-        values = _Values(graph, plan, src)
+                  emitted: list[EmittedKernel], inputs: list[str],
+                  index: dict[str, int]) -> None:
+    """_forward_<mode>(P, S, device, dtype, inputs): the launches, reading parameters by
+    position in P and output shapes from S; and _shapes_<mode>(sizes), which makes S."""
+    with src.indent(f"def _forward_{mode}(self, P, S, device, dtype, {', '.join(inputs)}):"):
+        values = _Values(graph, plan, src, table=True)
         code_of = {id(k): e for k, e in zip(plan.kernels, emitted)}
         for step in plan.steps:
             if isinstance(step, View):
@@ -375,10 +413,15 @@ def _emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
                 if arg.kind == "value":
                     args.append(values.names[arg.ref])
                 else:
-                    args.append(f"P[{dotted(arg.ref)!r}]")
+                    args.append(f"P[{index[arg.ref]}]")
             src.line(f"{code.launcher}({', '.join([out] + args)})")
         outs = [values.names[o] for o in graph.outputs]
         src.line("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
+    src.line("")
+    src.line("@staticmethod")
+    with src.indent(f"def _shapes_{mode}(sizes):"):
+        shapes = ", ".join(values.table)
+        src.line(f"return ({shapes}{',' if len(values.table) == 1 else ''})")
 
 
 def _emit_view(src: Source, graph: Graph, step: View, values: _Values) -> None:
@@ -386,7 +429,7 @@ def _emit_view(src: Source, graph: Graph, step: View, values: _Values) -> None:
     if step.kind == "reshape":
         source = values.names[node.inputs[0]]
         name = f"v{node.id}"
-        src.line(f"{name} = {source}.reshape{values.shape(node.id)}")
+        src.line(f"{name} = {source}.reshape({values.shape(node.id)})")
         values.names[node.id] = name
         return
     out = values.allocate(node.id)

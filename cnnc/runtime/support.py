@@ -120,58 +120,105 @@ def make_parameters(root, specs, dtype, device=None):
 
 
 def parameter_slots(root, specs):
-    """(name, holding module, leaf) for each parameter: forward looks tensors up with one
-    getattr each instead of walking the module tree (a replaced Parameter is still seen)."""
-    slots = []
+    """(dicts, leaves, names, holders): for each parameter, the _parameters or _buffers dict
+    of the module that holds it and its key there. current_tensors reads them all with one
+    C-level map per forward, so a replaced Parameter is still seen and nothing is rebuilt."""
+    dicts, leaves, names, holders = [], [], [], []
     for spec in specs:
         *path, leaf = spec[0].split(".")
         holder = root
         for part in path:
             holder = holder._modules[part]
-        slots.append((spec[0], holder, leaf))
-    return slots
+        dicts.append(holder._parameters if spec[2] else holder._buffers)
+        leaves.append(leaf)
+        names.append(spec[0])
+        holders.append(holder)
+    return tuple(dicts), tuple(leaves), tuple(names), tuple(holders)
+
+
+def current_tensors(slots):
+    """The parameters and buffers as they are now, in PARAMETERS order (forward's P)."""
+    dicts, leaves, names, holders = slots
+    try:
+        return tuple(map(dict.__getitem__, dicts, leaves))
+    except KeyError:
+        pass
+    # Taken out of its dict: torch.nn.utils.prune and parametrize leave an attribute or a
+    # property of that name, which getattr reads (slower, and only for these networks).
+    found = []
+    for holder, leaf, name in zip(holders, leaves, names):
+        value = getattr(holder, leaf, None)
+        if not isinstance(value, torch.Tensor):
+            raise AttributeError(f"the network's forward reads {name}, which was deleted; "
+                                 "assign it again, or use load_state_dict")
+        found.append(value)
+    return tuple(found)
+
+
+def _shown(dims):
+    return "[" + ", ".join(
+        (d[0] if d[1] == 1 else f"{d[0]}*{d[1]}") if isinstance(d, tuple) else str(d)
+        for d in dims) + "]"
 
 
 def check_inputs(network, specs, inputs, dtype, device):
     """Check forward's tensors against the declared inputs; return the batch sizes by name.
-    specs: (name, dims) where a dim is an int or (batch symbol, multiple)."""
+    specs: (name, dims) where a dim is an int or (batch symbol, multiple). Messages are
+    built only when a check fails: this runs on every forward."""
     if len(inputs) != len(specs):
         names = ", ".join(name for name, _ in specs)
         raise InputError(f"network {network} takes {len(specs)} input(s) ({names}); "
                          f"got {len(inputs)}")
     batch = {}
     for (name, dims), x in zip(specs, inputs):
-        shown = "[" + ", ".join(
-            (d[0] if d[1] == 1 else f"{d[0]}*{d[1]}") if isinstance(d, tuple) else str(d)
-            for d in dims) + "]"
         if not isinstance(x, torch.Tensor):
             raise InputError(f"input {name} must be a tensor; got {type(x).__name__}")
-        got = list(x.shape)
-        if x.dim() != len(dims):
-            raise InputError(f"input {name} must be {len(dims)}-d {shown}; got {got}")
-        for d, size in zip(dims, x.shape):
-            if isinstance(d, tuple):
+        shape = x.shape
+        if len(shape) != len(dims):
+            raise InputError(f"input {name} must be {len(dims)}-d {_shown(dims)}; "
+                             f"got {list(shape)}")
+        for d, size in zip(dims, shape):
+            if d.__class__ is tuple:
                 symbol, multiple = d
                 if size % multiple:  # a batch of 0 is empty, as in PyTorch
-                    raise InputError(f"input {name} must have shape {shown}; got {got}")
+                    raise InputError(f"input {name} must have shape {_shown(dims)}; "
+                                     f"got {list(shape)}")
                 n = size // multiple
                 if batch.setdefault(symbol, (n, name))[0] != n:
                     raise InputError(f"input {name} has {symbol}={n} but input "
                                      f"{batch[symbol][1]} has {symbol}={batch[symbol][0]}")
             elif d != size:
-                raise InputError(f"input {name} must have shape {shown}; got {got}")
-        if not x.is_floating_point():
-            target = dtype if dtype is not None else torch.get_default_dtype()
-            raise InputError(f"input {name} must be a floating-point tensor; got {x.dtype} "
-                             f"(convert it with .to({target}))")
-        if dtype is not None and x.dtype != dtype:
-            raise InputError(f"input {name} is {x.dtype}; the network computes in {dtype} "
-                             f"(convert the input with .to({dtype}), or the module with "
-                             f".to({x.dtype}))")
+                raise InputError(f"input {name} must have shape {_shown(dims)}; "
+                                 f"got {list(shape)}")
+        if x.dtype is not dtype:
+            if not x.is_floating_point():
+                target = dtype if dtype is not None else torch.get_default_dtype()
+                raise InputError(f"input {name} must be a floating-point tensor; got "
+                                 f"{x.dtype} (convert it with .to({target}))")
+            if dtype is not None:
+                raise InputError(f"input {name} is {x.dtype}; the network computes in {dtype} "
+                                 f"(convert the input with .to({dtype}), or the module with "
+                                 f".to({x.dtype}))")
         if device is not None and x.device != device:
             raise InputError(f"input {name} is on {x.device}; the network's parameters are on "
                              f"{device}")
     return {symbol: n for symbol, (n, _) in batch.items()}
+
+
+def batch_shapes(memo, key, compute, sizes):
+    """The output shapes of one plan at these batch sizes, computed once per batch size
+    (memo: a dict per generated file, bounded: a server may see many batch sizes)."""
+    shapes = memo.get(key)
+    if shapes is None:
+        if len(memo) >= 256:
+            memo.clear()
+        shapes = memo[key] = compute(sizes)
+    return shapes
+
+
+def cdiv(a, b):
+    """ceil(a / b) for host ints: triton.cdiv is a constexpr function, ~60x slower here."""
+    return -(-a // b)
 
 
 def empty_batch(sizes):
@@ -224,3 +271,4 @@ def tile(size, cap):
     while t < size and t < cap:
         t *= 2
     return t
+

@@ -1,0 +1,142 @@
+"""The generated forward's own Python: what it does per call besides launching kernels.
+
+Per forward it reads the parameters with one C-level map (no dict of getattr rebuilt),
+checks the inputs without building messages, and takes output shapes from a table
+computed once per batch size. Counted with the launchers stubbed, on the meta device.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.utils.prune
+
+import cnnc
+
+from compile_helpers import assert_same, pair
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = """network T {
+    input x: [N, 3, 8, 8]
+    y = x -> conv2d(4, 3, padding=1) -> batch_norm -> relu -> flatten -> linear(5)
+    output y
+}"""
+
+
+def _stubbed(net, monkeypatch) -> list[str]:
+    """Replace the generated file's launchers by no-ops; return the list they append to."""
+    module = sys.modules[type(net).__module__]
+    called: list[str] = []
+    for name in [n for n in vars(module) if n.startswith("launch_k")]:
+        monkeypatch.setattr(module, name, lambda *args, _n=name: called.append(_n))
+    return called
+
+
+def _calls(fn) -> int:
+    """Python and C function calls made while fn runs (a launch stub counts one)."""
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        if event in ("call", "c_call"):
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+@pytest.fixture
+def resnet18(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
+    return cnnc.compile(ROOT / "examples" / "resnet.cnn", "ResNet18", device="meta").eval()
+
+
+def test_forward_calls_do_not_grow_with_the_parameters(resnet18, monkeypatch):
+    # ResNet-18 has 122 parameters and buffers and 22 launches: a forward that looks each
+    # parameter up (getattr through nn.Module.__getattr__) makes hundreds of calls.
+    called = _stubbed(resnet18, monkeypatch)
+    x = torch.empty(2, 3, 224, 224, device="meta")
+    resnet18(x)
+    launches = len(called)
+    assert launches == len(resnet18.plan)
+    calls = _calls(lambda: resnet18(x))
+    assert calls <= 3 * launches + 60, calls  # a stub is 2 calls, an allocation 1
+
+
+def test_shapes_are_computed_once_per_batch_size(resnet18, monkeypatch):
+    _stubbed(resnet18, monkeypatch)
+    cls = type(resnet18)
+    computed = []
+    original = cls._shapes_eval
+
+    def counting(sizes):
+        computed.append(dict(sizes))
+        return original(sizes)
+
+    monkeypatch.setattr(cls, "_shapes_eval", staticmethod(counting))
+    monkeypatch.setattr(cls, "_cnnc_shapes", {})
+    for batch in (2, 2, 5, 2, 5):
+        out = resnet18(torch.empty(batch, 3, 224, 224, device="meta"))
+        assert out.shape == (batch, 1000)
+    assert computed == [{"N": 2}, {"N": 5}]
+
+
+def test_the_forward_source_holds_no_per_call_lookups(resnet18):
+    text = Path(resnet18.source_path).read_text()
+    body = text[text.index("    def _cnnc_forward("):]
+    assert "getattr" not in body
+    assert "triton.cdiv" not in body
+    assert "P['" not in body  # parameters by position, not by name
+
+
+def test_a_replaced_parameter_is_seen(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
+    net, ref = pair(source=SMALL)
+    x = torch.randn(2, 3, 8, 8)
+    assert_same(net(x), ref(x))
+    fresh = torch.randn(5, 256)
+    net.y[4].weight = torch.nn.Parameter(fresh.clone())
+    ref.y[4].weight = torch.nn.Parameter(fresh.clone())
+    assert_same(net(x), ref(x))
+
+
+def test_a_deleted_parameter_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
+    net = cnnc.compile(source=SMALL)
+    del net.y[4]._parameters["bias"]
+    with pytest.raises(AttributeError, match=r"y\.4\.bias"):
+        net(torch.randn(2, 3, 8, 8))
+
+
+def test_input_errors_are_unchanged(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
+    net = cnnc.compile(source=SMALL)
+    shape = r"must have shape \[N, 3, 8, 8\]; got \[2, 3, 8, 9\]"
+    with pytest.raises(cnnc.InputError, match=shape):
+        net(torch.randn(2, 3, 8, 9))
+    with pytest.raises(cnnc.InputError, match="must be a floating-point tensor"):
+        net(torch.ones(2, 3, 8, 8, dtype=torch.long))
+    with pytest.raises(cnnc.InputError, match="the network computes in torch.float32"):
+        net(torch.randn(2, 3, 8, 8, dtype=torch.float64))
+    with pytest.raises(cnnc.InputError, match=r"must be 4-d"):
+        net(torch.randn(2, 3, 8))
+
+
+def test_a_pruned_weight_is_read_where_prune_puts_it(tmp_path, monkeypatch):
+    # prune takes `weight` out of _parameters and leaves the masked tensor as an attribute.
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
+    net, ref = pair(source=SMALL)
+    x = torch.randn(2, 3, 8, 8)
+    net(x)
+    for model in (net, ref):
+        torch.nn.utils.prune.l1_unstructured(model.y[4], "weight", amount=0.5)
+    assert "weight" not in net.y[4]._parameters
+    assert_same(net(x), ref(x))
