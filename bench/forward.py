@@ -7,7 +7,8 @@ Cases (GPU): LeNet-5 at batch 1 and 256, ResNet-18 at batch 1 and 64, VGG-16 at 
 each in float32 and bfloat16. PyTorch eager is the reference backend (torch.nn.functional
 calls, the same math as a torchvision model); torch.compile runs it with the default
 mode and with max-autotune. Ratios > 1 mean cnnc is faster. TFLOP/s counts 2 FLOPs per
-MAC; the fraction of peak uses the device's dense peak for the dtype.
+MAC; the fraction of peak uses the dense peak of the GPU's architecture for the dtype
+(cnnc/report/bench.py, which also holds the timing loop that `cnnc bench` shares).
 
 On a CPU (no CUDA) the kernels run in Triton's interpreter: the script runs toy sizes
 only, to show that it works; its timings say nothing about GPU speed.
@@ -19,9 +20,7 @@ import argparse
 import json
 import platform
 import re
-import statistics
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import os  # noqa: E402
 import torch  # noqa: E402
 
 import cnnc  # noqa: E402
+from cnnc.report.bench import device_peak, timed  # noqa: E402
 from cnnc.report.summary import summarize  # noqa: E402
 
 GPU_CASES = [
@@ -44,12 +44,6 @@ CPU_CASES = [
     ("lenet5.cnn", "LeNet5", 1, None), ("lenet5.cnn", "LeNet5", 4, None),
     ("resnet.cnn", "ResNet18", 1, 32),
 ]
-# Dense peak TFLOP/s (no sparsity), by device name fragment and dtype.
-PEAKS = {
-    "H100": {torch.float32: 67.0, "tf32": 494.7, torch.bfloat16: 989.4},
-    "H200": {torch.float32: 67.0, "tf32": 494.7, torch.bfloat16: 989.4},
-    "A100": {torch.float32: 19.5, "tf32": 156.0, torch.bfloat16: 312.0},
-}
 
 
 def source_for(file: str, network: str, size: int | None) -> str:
@@ -57,40 +51,6 @@ def source_for(file: str, network: str, size: int | None) -> str:
     if size is not None:
         text = re.sub(r"(input \w+: \[N, 3, )224, 224\]", rf"\g<1>{size}, {size}]", text)
     return text
-
-
-def timed(fn, device: str, warmup: int, repeat: int) -> float:
-    for _ in range(warmup):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(repeat):
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        return statistics.median(times)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def peak(dtype) -> float | None:
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    for key, table in PEAKS.items():
-        if key in name:
-            if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-                return table["tf32"]
-            return table.get(dtype)
-    return None
 
 
 def main() -> None:
@@ -143,8 +103,8 @@ def main() -> None:
                     row[key] = timed(lambda: compiled(*xs), device, 3, repeat)
             seconds = row["cnnc_ms"] / 1e3
             row["tflops"] = 2 * macs / seconds / 1e12
-            p = peak(dtype)
-            row["peak_fraction"] = row["tflops"] / p if p else None
+            p = device_peak(dtype)
+            row["peak_fraction"] = row["tflops"] * 1e12 / p[1] if p else None
             results.append(row)
 
             def ratio(key):
