@@ -315,7 +315,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=1, metavar="B",
                    help="batch size for MACs and memory (default 1)")
     p.add_argument("--explain", action="store_true",
-                   help="show the lecture's arithmetic for each conv, pool and linear")
+                   help="show the lecture's arithmetic: output sizes and parameters of each "
+                   "conv, pool and linear, receptive field and jump of every layer, what a "
+                   "fully connected layer would cost next to each conv, activation memory")
     p = command("compile", cmd_compile,
                 "write one Python file with the Triton kernels and an nn.Module class")
     p.add_argument("-o", "--output", required=True, metavar="OUT.py",

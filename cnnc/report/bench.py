@@ -88,7 +88,7 @@ class BenchResult:
 
     @property
     def tflops(self) -> float:
-        return 2 * self.macs / (self.timings[0].ms / 1e3) / 1e12
+        return 2 * self.macs / max(self.timings[0].ms / 1e3, 1e-12) / 1e12
 
     def lines(self) -> list[str]:
         """The report, as printed by `cnnc bench`."""

@@ -58,8 +58,9 @@ def drawing(graph: Graph, fused: bool = False, training: bool = False) -> Drawin
     """What `cnnc graph` draws: `graph` as built, or with `fused` the plan's kernels."""
     if not fused:
         boxes, clusters = _block_clusters(graph)
-        return Drawing(graph.name, f"{graph.name}: {len(graph)} operators, as written",
+        return Drawing(graph.name, f"{graph.name}: {_count(len(graph), 'operator')}, as written",
                        boxes, _edges(graph), clusters)
+    from ..passes import Kernel
     from ..passes import plan as make_plan
     from .summary import refusal_lines
 
@@ -69,7 +70,7 @@ def drawing(graph: Graph, fused: bool = False, training: bool = False) -> Drawin
     boxes = {n.id: Box(n.id, _lines(n)) for n in g.nodes()}
     clusters = {}
     for step in plan.steps:
-        if not hasattr(step, "index"):  # a view: no launch, no cluster
+        if not isinstance(step, Kernel):  # a view: no launch, no cluster
             for n in step.nodes:
                 boxes[n].dashed = True
                 boxes[n].lines[0] += f"  (view: {step.kind}, no launch)"
@@ -81,9 +82,13 @@ def drawing(graph: Graph, fused: bool = False, training: bool = False) -> Drawin
             boxes[n].cluster, boxes[n].fill = (key,), fill
     mode = "training" if training else "eval"
     notes = [f"refused: {line}" for line in refusal_lines(plan)] or ["no fusion refused"]
-    title = (f"{g.name} after fusion ({mode} mode): {len(plan.kernels)} kernel launches, "
-             f"{len(g)} operators")
+    title = (f"{g.name} after fusion ({mode} mode): "
+             f"{_count(len(plan.kernels), 'kernel launch', 'es')}, {_count(len(g), 'operator')}")
     return Drawing(g.name, title, list(boxes.values()), _edges(g), clusters, notes)
+
+
+def _count(n: int, what: str, plural: str = "s") -> str:
+    return f"{n} {what}{'' if n == 1 else plural}"
 
 
 def _lines(node: Node) -> list[str]:

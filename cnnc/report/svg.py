@@ -160,9 +160,10 @@ def to_svg(d: Drawing) -> str:
         y0 = tops[lay.rank[v]] + (height - h) / 2
         boxes[v] = (xs[v] - w / 2, y0, xs[v] + w / 2, y0 + h)
     frames = _cluster_frames(d, lay, boxes)
-    placed = [boxes[b.node] for b in d.boxes]  # labels keep off the boxes, and each other
-    placed += [(x0, y0, x0 + 12 + len(d.clusters[k].label) * TITLE_CHAR_W, y0 + CLUSTER_LABEL)
-               for k, (x0, y0, _, _) in frames.items()]  # and off the clusters' titles
+    # Labels keep off the boxes, the clusters' titles and each other.
+    placed = _Taken([boxes[b.node] for b in d.boxes] + [
+        (x0, y0, x0 + 12 + len(d.clusters[k].label) * TITLE_CHAR_W, y0 + CLUSTER_LABEL)
+        for k, (x0, y0, _, _) in frames.items()])
     edges = [_edge(route, label, boxes, lay, placed) for route, label in lay.routes]
     rects = list(boxes.values()) + list(frames.values()) + [e[3] for e in edges]
     min_x, min_y = min(r[0] for r in rects), min(r[1] for r in rects)
@@ -216,7 +217,7 @@ def to_svg(d: Drawing) -> str:
     return "\n".join(out) + "\n"
 
 
-def _edge(route: list[int], label: str, boxes, lay: _Layout, placed: list[tuple]):
+def _edge(route: list[int], label: str, boxes, lay: _Layout, placed: _Taken):
     """An edge's SVG path, its label's place (x, baseline, anchor), the label, and the
     rectangle the label takes. Arrows into one box arrive side by side, in argument
     order; the label takes the first free spot along the edge (`placed`: labels so far)."""
@@ -238,12 +239,12 @@ def _edge(route: list[int], label: str, boxes, lay: _Layout, placed: list[tuple]
     for x, y, anchor in _label_spots(points):
         x0 = x - width if anchor == "end" else x
         rect = (x0, y - 10, x0 + width, y + 2)
-        clash = sum(_overlap(rect, r) for r in placed)
+        clash = placed.clash(rect)
         if best is None or clash < best[0]:
             best = (clash, (x, y, anchor), rect)
         if clash == 0:
             break
-    placed.append(best[2])
+    placed.add(best[2])
     return path, best[1], label, best[2]
 
 
@@ -259,6 +260,28 @@ def _label_spots(points: list[tuple[float, float]]):
         for (ax, ay), (bx, by) in segments:
             x, y = ax + (bx - ax) * t, ay + (by - ay) * t + 4
             yield (x - 4, y, "end") if bx < ax - 1 else (x + 4, y, "start")
+
+
+class _Taken:
+    """Rectangles already drawn, filed by horizontal band so a look-up stays local."""
+
+    BAND = 64.0
+
+    def __init__(self, rects) -> None:
+        self.bands: dict[int, list[tuple]] = defaultdict(list)
+        for rect in rects:
+            self.add(rect)
+
+    def _bands(self, rect: tuple) -> range:
+        return range(int(rect[1] // self.BAND), int(rect[3] // self.BAND) + 1)
+
+    def add(self, rect: tuple) -> None:
+        for band in self._bands(rect):
+            self.bands[band].append(rect)
+
+    def clash(self, rect: tuple) -> float:
+        near = {r for band in self._bands(rect) for r in self.bands.get(band, ())}
+        return sum(_overlap(rect, r) for r in near)
 
 
 def _overlap(a: tuple, b: tuple) -> float:
