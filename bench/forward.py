@@ -12,7 +12,8 @@ linears actually compute in: bf16/fp16 tensor cores for those dtypes; for float3
 tensor cores when the TF32 flags are on (the default here, --no-tf32 turns them off: both
 torch.backends.cudnn.allow_tf32, which convs follow in PyTorch and cnnc, and
 torch.backends.cuda.matmul.allow_tf32, which linears follow, are set and printed), else
-IEEE float32. At batch 1 (GPU) a second row per dtype runs cnnc with cuda_graphs=True
+IEEE float32 (peaks: cnnc/report/inspect.py; the timing loop: cnnc/report/bench.py,
+shared with `cnnc bench`). At batch 1 (GPU) a second row per dtype runs cnnc with cuda_graphs=True
 against torch.compile's mode="reduce-overhead" (which also replays CUDA graphs).
 
 On a CPU (no CUDA) the kernels run in Triton's interpreter: the script runs toy sizes
@@ -25,9 +26,7 @@ import argparse
 import json
 import platform
 import re
-import statistics
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -39,6 +38,8 @@ import os  # noqa: E402
 import torch  # noqa: E402
 
 import cnnc  # noqa: E402
+from cnnc.report.bench import timed  # noqa: E402
+from cnnc.report.inspect import PEAKS as ARCH_PEAKS  # noqa: E402
 from cnnc.report.summary import summarize  # noqa: E402
 
 GPU_CASES = [
@@ -50,12 +51,12 @@ CPU_CASES = [
     ("lenet5.cnn", "LeNet5", 1, None), ("lenet5.cnn", "LeNet5", 4, None),
     ("resnet.cnn", "ResNet18", 1, 32),
 ]
-# Dense peak TFLOP/s (no sparsity), by device name fragment and precision.
-PEAKS = {
-    "H100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
-    "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4},
-    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0},
-}
+# Dense peak TFLOP/s (no sparsity) by device name fragment and precision, from the
+# per-architecture figures `cnnc inspect` uses.
+ARCHITECTURE = {"H100": "sm_90", "H200": "sm_90", "A100": "sm_80"}
+PEAKS = {name: {"fp32": ARCH_PEAKS[arch].fp32 / 1e12, "tf32": ARCH_PEAKS[arch].tf32 / 1e12,
+                "bf16": ARCH_PEAKS[arch].bf16 / 1e12, "fp16": ARCH_PEAKS[arch].bf16 / 1e12}
+         for name, arch in ARCHITECTURE.items()}
 
 
 def source_for(file: str, network: str, size: int | None) -> str:
@@ -63,28 +64,6 @@ def source_for(file: str, network: str, size: int | None) -> str:
     if size is not None:
         text = re.sub(r"(input \w+: \[N, 3, )224, 224\]", rf"\g<1>{size}, {size}]", text)
     return text
-
-
-def timed(fn, device: str, warmup: int, repeat: int) -> float:
-    for _ in range(warmup):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = []
-        for _ in range(repeat):
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        return statistics.median(times)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def precision(dtype, cuda: bool = True) -> str:

@@ -113,14 +113,9 @@ def cmd_run(args) -> int:
             net = compile_network(args.file, name, device=device, include_dirs=args.include)
             ref = reference(args.file, name, include_dirs=args.include).to(device)
         with _progress(console, f"running {name} on {device}"
-                       + (" (Triton interpreter)" if device == "cpu" else "")):
-            try:
-                report = run_and_compare(net, ref, graph, args.batch, device, args.repeat)
-            except (torch.OutOfMemoryError, RuntimeError) as e:
-                if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
-                    raise
-                raise CompileError(f"out of memory running {name} at batch {args.batch} on "
-                                   f"{device}", help="use a smaller --batch") from None
+                       + (" (Triton interpreter)" if device == "cpu" else "")), \
+                _out_of_memory(name, args.batch, device):
+            report = run_and_compare(net, ref, graph, args.batch, device, args.repeat)
         status = "ok" if report.max_rel_error <= 1e-4 else "MISMATCH"
         out.print(
             f"{report.network}: batch {report.batch} on {report.device}\n"
@@ -137,7 +132,69 @@ def cmd_run(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _out_of_memory(name: str, batch: int, device: str):
+    """Running out of memory is a diagnostic: the batch is the user's choice."""
+    import torch
+
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
+            raise
+        raise CompileError(f"out of memory running {name} at batch {batch} on {device}",
+                           help="use a smaller --batch") from None
+
+
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def cmd_bench(args) -> int:
+    import torch
+    from rich.console import Console
+
+    from . import compile as compile_network
+    from . import load, reference
+    from .report.bench import CPU_NOTE, TRAINING_NOTE, bench
+    from .report.run import check_memory
+
+    dtype = getattr(torch, DTYPES[args.dtype])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    repeat = args.repeat or (20 if device == "cuda" else 1)  # the interpreter is slow
+    console = Console(stderr=True)
+    out = outputs.stdout_console()
+    notes = ([CPU_NOTE] if device == "cpu" else []) + ([TRAINING_NOTE] if args.training else [])
+    for note in notes:  # first: whoever reads the numbers reads this before them
+        out.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    for name in _networks(args.file, args.network, args.include):
+        graph = load(args.file, name, include_dirs=args.include)
+        check_memory(graph, args.batch, device)
+        with _progress(console, f"compiling {name}"):
+            net = compile_network(args.file, name, dtype=dtype, device=device,
+                                  include_dirs=args.include)
+            eager = reference(args.file, name, dtype=dtype, include_dirs=args.include)
+        with _progress(console, f"timing {name}: cnnc, PyTorch eager, torch.compile"), \
+                _out_of_memory(name, args.batch, device):
+            result = bench(graph, net, eager.to(device), args.batch, dtype, device,
+                           args.training, repeat)
+        out.print("\n".join(result.lines()), highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def cmd_graph(args) -> int:
+    from . import load
+    from .report.graph import check_format, drawing, render
+
+    if args.training and not args.fused:
+        args.parser.error("--training picks the plan that --fused draws: add --fused")
+    name = _one_network(args.file, args.network, args.include)
+    target = outputs.output_target(args.output, _input_files(args.file, args.include))
+    graph = load(args.file, name, include_dirs=args.include)
+    data, how = render(drawing(graph, args.fused, args.training), check_format(args.output))
+    outputs.write(target, data)
+    if not args.quiet and target.path is not None:
+        _say(f"wrote {args.output} ({how})")
+    return 0
 
 
 def cmd_inspect(args) -> int:
@@ -204,6 +261,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _graph_output(text: str) -> str:
+    from .report.graph import check_format
+
+    if not text:
+        raise argparse.ArgumentTypeError("the path is empty")
+    try:
+        check_format(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _path(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("the path is empty")
@@ -246,7 +315,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=1, metavar="B",
                    help="batch size for MACs and memory (default 1)")
     p.add_argument("--explain", action="store_true",
-                   help="show the lecture's arithmetic for each conv, pool and linear")
+                   help="show the lecture's arithmetic: output sizes and parameters of each "
+                   "conv, pool and linear, receptive field and jump of every layer, what a "
+                   "fully connected layer would cost next to each conv, activation memory")
     p = command("compile", cmd_compile,
                 "write one Python file with the Triton kernels and an nn.Module class")
     p.add_argument("-o", "--output", required=True, metavar="OUT.py",
@@ -268,6 +339,28 @@ def make_parser() -> argparse.ArgumentParser:
                    help="the training-mode forward (batch statistics)")
     p.add_argument("--allow-tf32", action="store_true",
                    help="inspect as if torch.backends' allow_tf32 flags were set")
+    p = command("graph", cmd_graph,
+                "draw the graph (one box per operator, blocks as clusters), or with --fused "
+                "the kernels of the plan")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.svg|.dot|.png",
+                   type=_graph_output, help="the file to write; its extension picks the "
+                   "format (.svg and .dot need nothing else, .png needs Graphviz); - writes "
+                   "DOT to standard output")
+    p.add_argument("--fused", action="store_true",
+                   help="draw the plan: each kernel a coloured cluster, refused fusions listed")
+    p.add_argument("--training", action="store_true",
+                   help="with --fused: the training-mode plan (batch statistics)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(parser=p)
+    p = command("bench", cmd_bench,
+                "time the compiled network against PyTorch eager and torch.compile")
+    p.add_argument("--batch", type=_positive, default=1, metavar="B", help="default 1")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32",
+                   help="the dtype of weights and inputs (default fp32)")
+    p.add_argument("--training", action="store_true",
+                   help="the training-mode forward (batch statistics); backward is not timed")
+    p.add_argument("--repeat", type=_positive, default=None, metavar="R",
+                   help="timed runs, median reported (default 20 on a GPU, 1 on a CPU)")
     help = "show the cache of generated files (directory, entries, size), or clear it"
     p = sub.add_parser("cache", help=help, description=help)
     p.add_argument("action", nargs="?", choices=["clear"], help="clear: remove every entry")

@@ -93,9 +93,13 @@ def _kind(mode: int) -> str:
     return next((text for test, text in kinds if test(mode)), "not a file")
 
 
-def write(target: Target, text: str) -> None:
-    """Write `text` where `target` says; CompileError (OutputError for stdout) on failure."""
+def write(target: Target, text: str | bytes) -> None:
+    """Write `text` (or bytes: a picture) where `target` says; CompileError (OutputError
+    for stdout) on failure."""
     if target.path is None:
+        if isinstance(text, bytes):
+            raise CompileError("cannot write a binary file to standard output",
+                               help="give a file name with -o")
         stream = stdout()
         stream.write(text)
         stream.flush()
@@ -108,7 +112,9 @@ def write(target: Target, text: str) -> None:
         try:
             if target.existing is not None:
                 _keep_owner_and_mode(fd, target.existing)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            binary = isinstance(text, bytes)
+            with os.fdopen(fd, "wb" if binary else "w",
+                           encoding=None if binary else "utf-8") as f:
                 f.write(text)
             os.replace(tmp, path)
         except BaseException:

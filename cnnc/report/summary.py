@@ -29,6 +29,7 @@ class Summary:
     batch: int
     rows: list[Row]
     refusals: list[str]  # fusions refused, with reasons
+    closing: list[str]  # --explain's last words: the last receptive field
     params: int
     buffers: int
     macs: int
@@ -46,12 +47,17 @@ def kernel_names(graph: Graph) -> tuple[dict[int, str], list[str]]:
         label = f"k{step.index}" if hasattr(step, "index") else f"({step.kind})"
         for n in step.nodes:
             where[n] = label
-    refusals = []
+    return where, refusal_lines(plan)
+
+
+def refusal_lines(plan) -> list[str]:
+    """Each fusion the plan refused, with where and why, on one line."""
+    lines = []
     for r in plan.refusals:
         node = plan.graph.node(r.node)
         line = f", line {node.loc.line}" if node.loc else ""
-        refusals.append(f"{node.op} (layer {node.layer}{line}) not fused: {r.reason}")
-    return where, refusals
+        lines.append(f"{node.op} (layer {node.layer}{line}) not fused: {r.reason}")
+    return lines
 
 
 def _kernel_order(label: str) -> tuple:
@@ -59,7 +65,10 @@ def _kernel_order(label: str) -> tuple:
 
 
 def summarize(graph: Graph, batch: int = 1) -> Summary:
+    from .lessons import Lessons
+
     where, refusals = kernel_names(graph)
+    lessons = Lessons(graph, batch)
     by_layer: dict[str, list] = {}
     for node in graph.nodes():
         by_layer.setdefault(node.layer, []).append(node)
@@ -78,7 +87,7 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
             op = OPS[node.op]
             infos = [TensorInfo(graph.node(i).shape, graph.node(i).label) for i in node.inputs]
             macs += op.macs(node.attrs, infos, node.shape) * batch
-            lines = op.explain(node.attrs, infos, node.shape)
+            lines = op.explain(node.attrs, infos, node.shape) + lessons.node_lines(node)
             if lines:
                 text = node.loc.text() if node.loc else node.op
                 before = format_shape(concrete(infos[0].shape, batch))
@@ -86,6 +95,9 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
                 explained.append((f"{text}: {before} -> {after}", lines))
         total_macs += macs
         shape = format_shape(concrete(graph.node(layer.output).shape, batch))
+        line = lessons.layer_line(layer, nodes)
+        if line is not None:
+            explained.append((line, []))
         kernels = sorted(dict.fromkeys(where[n.id] for n in nodes if n.id in where),
                          key=_kernel_order)
         rows.append(Row(layer.name, layer.ops, shape, params, macs, kernels=kernels,
@@ -93,7 +105,8 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
     buffers = sum(s.numel() for _, s, _ in graph.parameters(trainable=False))
     n_params = graph.parameter_count()
     return Summary(
-        network=graph.name, batch=batch, rows=rows, refusals=refusals, params=n_params,
+        network=graph.name, batch=batch, rows=rows, refusals=refusals,
+        closing=lessons.closing_lines(), params=n_params,
         buffers=buffers,
         macs=total_macs, activation_bytes=activations * BYTES_PER_ELEMENT,
         param_bytes=(n_params + buffers) * BYTES_PER_ELEMENT,
@@ -152,6 +165,8 @@ def render(summary: Summary, explain: bool = False, console=None) -> None:
     if explain:
         for line in summary.refusals:
             console.print(f"  {line}", highlight=False, markup=False)
+        for line in summary.closing:
+            console.print(line, highlight=False, markup=False)
 
 
 def _escape(text: str) -> str:
