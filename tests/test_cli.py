@@ -187,3 +187,13 @@ def test_an_os_error_on_a_user_path_is_a_diagnostic(monkeypatch, capsys):
     monkeypatch.setattr("cnnc.cli.cmd_check", cmd)
     assert main(["check", "examples/lenet5.cnn"]) == 1
     assert capsys.readouterr().err == "error: some/file.cnn: Permission denied\n"
+
+
+def test_summary_of_a_network_with_an_operator_without_a_kernel(tmp_path, capsys):
+    path = tmp_path / "gn.cnn"
+    path.write_text("network T {\n    input x: [N, 3, 8, 8]\n"
+                    "    y = x -> conv2d(4, 3) -> group_norm(2) -> relu\n    output y\n}\n")
+    assert main(["summary", str(path), "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "no kernels: cnnc cannot generate a kernel for group_norm yet" in out
+    assert "total params: 120" in out  # conv 4*3*3*3 + 4 = 112, group norm 4 + 4

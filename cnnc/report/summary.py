@@ -38,10 +38,16 @@ class Summary:
 
 
 def kernel_names(graph: Graph) -> tuple[dict[int, str], list[str]]:
-    """Which eval-mode kernel (or view) each node lands in, and the refused fusions."""
+    """Which eval-mode kernel (or view) each node lands in, and the refused fusions. A
+    network using an operator that has no kernel yet still gets its summary, without the
+    kernel column, and the reason instead of the refusals."""
+    from ..errors import CompileError
     from ..passes import plan as make_plan
 
-    plan = make_plan(graph, training=False)
+    try:
+        plan = make_plan(graph, training=False)
+    except CompileError as e:
+        return {}, [f"no kernels: {e.message}"]
     where: dict[int, str] = {}
     for step in plan.steps:
         label = f"k{step.index}" if hasattr(step, "index") else f"({step.kind})"
