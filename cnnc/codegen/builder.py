@@ -145,7 +145,10 @@ class KernelBuilder:
         jit = Source()
         self._signature(jit)
         with jit.indent():
-            jit.line('"""' + self.doc + '"""')
+            first, *rest = self.doc.split("\n")
+            jit.line('"""' + first + ("" if rest else '"""'))
+            if rest:
+                jit.extend(rest + ['"""'])
         jit.lines += self.body.lines
         digest = hashlib.sha256(
             "\n".join(jit.lines).replace(f"def {self.name}(", "def _(", 1).encode()
