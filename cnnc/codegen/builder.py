@@ -106,12 +106,14 @@ class KernelBuilder:
         with self.body.indent("if INDEX_64:  # some tensor can reach 2**31 elements"):
             self.body.line(f"{var} = {var}.to(tl.int64)")
 
-    def grouped_program_ids(self, m: str, block_m: str, n: str, block_n: str) -> None:
+    def grouped_program_ids(self, m: str, block_m: str, n: str, block_n: str,
+                            host_n: str) -> None:
         """`pid_m`, `pid_n` from a 1-d grid in GROUP_M-grouped order: GROUP_M row tiles
-        share each column tile while it is in the cache (Triton's matmul tutorial)."""
+        share each column tile while it is in the cache (Triton's matmul tutorial).
+        m, n: the kernel's extents (m also the launcher's); host_n: n in the launcher."""
         self.tiles.append("GROUP_M")
         self.tile_lines.append("GROUP_M = config['GROUP_M']")
-        self.grid = [f"{_ceil_div(m, block_m)} * {_ceil_div(n, block_n)}"]
+        self.grid = [f"{_ceil_div(m, block_m)} * {_ceil_div(host_n, block_n)}"]
         self.program_id("pid")
         b = self.body
         b.line(f"tiles_m = tl.cdiv({m}, {block_m})")

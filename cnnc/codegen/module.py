@@ -94,9 +94,8 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str) ->
     src.line("")
     for jit, hosts in _distinct_bodies(kernels).items():
         first = hosts[0][0]
-        users = ", ".join(k.name for k, _ in hosts)
-        src.line(f"# ---- {first.name}: the kernel of {users}" if len(hosts) > 1
-                 else f"# ---- {first.name}")
+        shared = f"; one body for {len(hosts)} kernels" if hosts[1:] else ""
+        src.line(f"# ---- {first.name}: from {safe_file_name(origin)}{shared}")
         for kernel, _ in hosts:
             src.line(f"#   {kernel.name}:")
             src.extend(f"#     {line}" for line in headers[kernel.name])

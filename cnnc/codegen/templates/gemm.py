@@ -66,7 +66,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     b.tile("BLOCK_K", str(in_features))
 
     src = b.body
-    b.grouped_program_ids("M", "BLOCK_M", "F", "BLOCK_N")
+    b.grouped_program_ids("M", "BLOCK_M", "F", "BLOCK_N", str(a.out_features))
     src.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
     src.line("m_mask = offs_m < M")
     src.line("# row -> (i0, " + ", ".join(f"i{d}" for d in range(1, lead)) + ")")
