@@ -73,8 +73,9 @@ def test_resnet18_holds_one_jit_function_per_distinct_body(resnet):
     launched = {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.FunctionDef) and re.fullmatch(r"launch_k\d+_\w+", node.name):
-            launched[node.name] = {n.value.id for n in ast.walk(node) if isinstance(n, ast.Subscript)
-                                   and isinstance(n.value, ast.Name) and n.value.id in functions}
+            launched[node.name] = {
+                n.value.id for n in ast.walk(node) if isinstance(n, ast.Subscript)
+                and isinstance(n.value, ast.Name) and n.value.id in functions}
     assert len(launched) == 22 and all(len(v) == 1 for v in launched.values())
     assert len(set().union(*launched.values())) == 5
 
@@ -119,7 +120,7 @@ def test_launchers_do_no_host_work_they_need_not(tmp_path, monkeypatch):
             continue
         # One index-width policy for every kernel, in a commented signature.
         assert "INDEX_64: tl.constexpr" in text and "    # tiles, from the launch's config" in text
-        assert f"INDEX_64=force_int64 or index_64(out, " in source.split(f"def launch_{name}(")[1]
+        assert "INDEX_64=force_int64 or index_64(out, " in source.split(f"def launch_{name}(")[1]
 
 
 def test_int64_indexing_computes_the_same(tmp_path, monkeypatch):

@@ -33,9 +33,9 @@ def pin_configs(module, pins: dict) -> None:
 
 
 # ---- cnnc tuner (copied into generated files) ----
-import json
-import os
-import tempfile
+import json  # noqa: E402 (the copy starts at the marker)
+import os  # noqa: E402
+import tempfile  # noqa: E402
 
 
 class Tuner:

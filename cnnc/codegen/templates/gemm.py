@@ -8,8 +8,8 @@ loading the A tile: A[n, k] is the mean of x[n, c, window(p)] where k = (c, p).
 from __future__ import annotations
 
 from ...ops.adaptive_pool import adaptive_sizes
-from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..builder import KernelBuilder
+from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import SPATIAL, EmitContext, EmittedKernel, split_index
 from ..source import Source, dotted
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..builder import KernelBuilder
+from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import SPATIAL, EmitContext, EmittedKernel
-from ..source import Source, number
+from ..source import number
 
 
 @dataclass
@@ -127,7 +127,7 @@ def window_kernel(ctx: EmitContext, spec: WindowSpec) -> EmittedKernel:
     for d in dims:
         window_size *= consts[f"K{d.upper()}"]
     # Tiles of BLOCK_M outputs x BLOCK_K window offsets, within the family's cap.
-    b.tile_expr("BLOCK_M", f"tile(M, config['BLOCK'] // BLOCK_K)")
+    b.tile_expr("BLOCK_M", "tile(M, config['BLOCK'] // BLOCK_K)")
     b.tiles.insert(0, "BLOCK_K")
     b.tile_lines.insert(0, f"BLOCK_K = min({_next_power_of_2(window_size)}, "
                         "config['BLOCK'] // 16)")
