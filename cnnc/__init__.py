@@ -56,7 +56,7 @@ def compile(path_or_source=None, network: str | None = None, *, source: str | No
         configs=parse_configs(config, "config")).pinned
     generated = generate(load(path_or_source, network, source=source, include_dirs=include_dirs))
     module, path, _ = load_cached(generated.source, options.cache_dir)
-    pin_configs(module, pins)
+    pin_configs(module, pins, "CNNC_CONFIG" if config is None else "config")
     net = getattr(module, generated.class_name)(dtype=dtype, device=device)
     net.source_path = str(path)
     return net

@@ -12,20 +12,21 @@ is written to a JSON file beside the generated files, so a second process does n
 them again.
 """
 
-def pin_configs(module, pins: dict) -> None:
+def pin_configs(module, pins: dict, where: str = "config") -> None:
     """Make `pins` ({family: {field: value}}) the generated module's pinned configs (those
     of every network compiled from that file in this process: the last compile's win).
-    Raises CompileError for a family or field its CONFIGS table does not have."""
+    Raises CompileError, naming `where` the pins came from, for a family or field its
+    CONFIGS table does not have."""
     from ..errors import CompileError
 
     for family, fields in pins.items():
         known = module.CONFIGS.get(family)
         if known is None:
-            raise CompileError(f"config: no kernel family {family!r}",
+            raise CompileError(f"{where}: no kernel family {family!r}",
                                help="the families are " + ", ".join(sorted(module.CONFIGS)))
         unknown = sorted(set(fields) - set(known[0]))
         if unknown:
-            raise CompileError(f"config: the {family} family has no field {unknown[0]!r}",
+            raise CompileError(f"{where}: the {family} family has no field {unknown[0]!r}",
                                help="its fields are " + ", ".join(known[0]))
     module.PINNED.clear()
     module.PINNED.update({family: dict(fields) for family, fields in pins.items()})
