@@ -37,7 +37,7 @@ def reference(path_or_source=None, network: str | None = None, *, source: str | 
 def compile(path_or_source=None, network: str | None = None, *, source: str | None = None,
             dtype: torch.dtype = torch.float32, device=None,
             include_dirs: Iterable[str | os.PathLike] = (),
-            cuda_graphs: bool = False) -> torch.nn.Module:
+            cuda_graphs: bool = False, config: str | None = None) -> torch.nn.Module:
     """The network as an nn.Module whose forward launches cnnc's generated Triton kernels.
 
     The module has the reference's parameter names (so load_state_dict takes a torchvision
@@ -47,14 +47,21 @@ def compile(path_or_source=None, network: str | None = None, *, source: str | No
     captured at the first call per batch size, input layout, dtype and mode, and captured
     again when a parameter or buffer is replaced or moved (see docs/api.md). Without CUDA
     it warns and has no effect.
+    config: launch configs pinned per kernel family, as CNNC_CONFIG writes them
+    ("gemm:BLOCK_M=64,num_warps=4;elementwise:BLOCK=256"); it replaces CNNC_CONFIG.
     """
-    from .options import Options
+    from .options import Options, parse_configs
     from .runtime.device import require_triton
     from .runtime.pickling import load_cached
+    from .runtime.tuner import pin_configs
 
     require_triton()
+    options = Options.from_environment()
+    pins = options.pinned if config is None else Options(
+        configs=parse_configs(config, "config")).pinned
     generated = generate(load(path_or_source, network, source=source, include_dirs=include_dirs))
-    module, path, _ = load_cached(generated.source, Options.from_environment().cache_dir)
+    module, path, _ = load_cached(generated.source, options.cache_dir)
+    pin_configs(module, pins, "CNNC_CONFIG" if config is None else "config")
     net = getattr(module, generated.class_name)(dtype=dtype, device=device)
     net.source_path = str(path)
     if cuda_graphs:

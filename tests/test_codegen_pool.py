@@ -23,13 +23,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cnnc
+from cnnc.codegen import helpers
 from cnnc.ops.arithmetic import pool_output_size
 
 from strategies import BATCH, OMIT, call_text, network, plant, special_values
 
 # CNNC_PROPERTY_EXAMPLES=500 pytest tests/test_codegen_pool.py explores more.
 EXAMPLES = settings(max_examples=int(os.environ.get("CNNC_PROPERTY_EXAMPLES", "30")), deadline=None)
-GPU_TILES = {"gemm": (64, 64, 32), "elementwise": 1024, "reduction": 1024}
+GPU_WINDOW = {"BLOCK": 1024}  # the GPU's first window config: several window chunks
 
 
 def generated_module(net):
@@ -39,15 +40,15 @@ def generated_module(net):
 @contextmanager
 def tiles(net, small: bool):
     """Run with the GPU's tile caps (small tiles: several window chunks) if `small`."""
-    table = generated_module(net).TILES
-    saved = dict(table)
+    pinned = generated_module(net).PINNED
+    saved = dict(pinned)
     if small:
-        table.update(GPU_TILES)
+        pinned["window"] = GPU_WINDOW
     try:
         yield
     finally:
-        table.clear()
-        table.update(saved)
+        pinned.clear()
+        pinned.update(saved)
 
 
 def layout(x: torch.Tensor, how: str) -> torch.Tensor:
@@ -292,9 +293,10 @@ def test_epilogue_slot(tmp_path):
         emitted = template.emit(EmitContext(graph, kernel))
         assert [a.name for a in emitted.arguments] == ["x", "r0"]
         path = tmp_path / f"epilogue_{template.__name__.rsplit('.', 1)[-1]}.py"
-        path.write_text("import triton\nimport triton.language as tl\n"
+        path.write_text("import os\nimport torch\nimport triton\nimport triton.language as tl\n"
                         "from cnnc.runtime.support import broadcast_strides, tile\n"
-                        "TILES = {'elementwise': 1024}\n\n" + emitted.source)
+                        "from cnnc.runtime.tuner import Tuner\n" + helpers.RUNTIME
+                        + "\nPINNED['window'] = {'BLOCK': 1024}\n\n" + emitted.source)
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -41,6 +41,7 @@ GENERATED = """
     PARAMETERS PLAN_EVAL PLAN_TRAIN LAUNCH_LOCK INTERPRET TILES InputError NamedModule
     ParameterScope make_parameters parameter_slots initialize tile wide copy_into
     launch_lock refuse_tracing empty_batch NO_TORCHSCRIPT DerivedTensors fold_batch_norm
+    CONFIGS PINNED CHOSEN TUNER Tuner choose_config index_64 INDEX_SLACK json tempfile
     in_x v1 v12 d_k0_linear_weight k0_linear launch_k0_linear t0_linear _cnnc_copy self_
     lambda_ lambda__ _ __ Network N
 """.split()

@@ -123,8 +123,9 @@ class Epilogue:
         loaded: set[str] = set()
         for node_id in self.nodes:
             node = self.graph.node(node_id)
-            line = f", line {node.loc.line}" if node.loc else ""
-            code.append(f"# {node.op} (layer {node.layer}{line})")
+            # The op alone: the kernel's header says which layers and lines it holds
+            # (a body shared by kernels of several layers names none of them).
+            code.append(f"# {node.op}")
             if node.op == "batch_norm":
                 affine = next(a for a in self.affines if a.node == node_id)
                 if channels is None:

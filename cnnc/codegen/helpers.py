@@ -3,12 +3,80 @@ jit helpers that kernels call (emitted only where used)."""
 
 RUNTIME = '''
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Tile caps per kernel family. The interpreter pays per program and per operation, so
-# on the CPU the tiles are large; on a GPU they fit the registers.
+# Launch configs per kernel family. BLOCK_* are caps: a launcher clamps each to its
+# problem (`tile`). The first config of a family is the one used where nothing is timed.
+# The interpreter pays per program and per operation, so it gets one large-tile config;
+# on a GPU the candidates fit the registers and are timed at first use (choose_config).
 if INTERPRET:
-    TILES = {"gemm": (1024, 512, 512), "elementwise": 16384, "reduction": 4096}
+    CONFIGS = {
+        "gemm": [dict(BLOCK_M=1024, BLOCK_N=512, BLOCK_K=512, GROUP_M=1, num_warps=4,
+                      num_stages=1)],
+        "elementwise": [dict(BLOCK=16384, num_warps=4, num_stages=1)],
+        "window": [dict(BLOCK=16384, num_warps=4, num_stages=1)],
+        "reduction": [dict(BLOCK=4096, num_warps=4, num_stages=1)],
+    }
 else:
-    TILES = {"gemm": (64, 64, 32), "elementwise": 1024, "reduction": 1024}
+    CONFIGS = {
+        "gemm": [
+            dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=3),
+            dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
+            dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
+            dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=8, num_stages=3),
+            dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
+            dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, GROUP_M=1, num_warps=4, num_stages=4),
+        ],
+        "elementwise": [dict(BLOCK=1024, num_warps=4, num_stages=1),
+                        dict(BLOCK=2048, num_warps=8, num_stages=1),
+                        dict(BLOCK=512, num_warps=4, num_stages=1)],
+        "window": [dict(BLOCK=1024, num_warps=4, num_stages=1),
+                   dict(BLOCK=2048, num_warps=8, num_stages=1),
+                   dict(BLOCK=512, num_warps=2, num_stages=1)],
+        "reduction": [dict(BLOCK=1024, num_warps=4, num_stages=1),
+                      dict(BLOCK=4096, num_warps=8, num_stages=1),
+                      dict(BLOCK=512, num_warps=4, num_stages=1)],
+    }
+# The caps the older templates (conv, conv_transpose, batch norm training) read.
+TILES = {"gemm": tuple(CONFIGS["gemm"][0][k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")),
+         "elementwise": CONFIGS["elementwise"][0]["BLOCK"],
+         "reduction": CONFIGS["reduction"][0]["BLOCK"]}
+PINNED = {}  # family -> fields that replace its configs' (cnnc.compile: CNNC_CONFIG, config=)
+CHOSEN = {}  # (kernel key, problem size, dtype, device) -> the config timed fastest
+TUNER = Tuner(os.path.join(os.path.dirname(os.path.abspath(__file__)), "cnnc_tuning.json"))
+
+
+def choose_config(family, key, size, out, run):
+    """The config of a launch: the family's first with the pinned fields, if pinned;
+    else the first where nothing is timed (the interpreter, CPU tensors, one candidate);
+    else the fastest for this key, timed once by run(config) and remembered on disk."""
+    candidates = CONFIGS[family]
+    if family in PINNED:
+        return {**candidates[0], **PINNED[family]}
+    if INTERPRET or not out.is_cuda or len(candidates) == 1:
+        return candidates[0]
+    chosen = CHOSEN.get((key, size, out.dtype, out.device))
+    if chosen is None:
+        import triton.testing
+
+        device = torch.cuda.get_device_name(out.device)
+        chosen = TUNER.choose(f"{family}:{key}:{size}:{out.dtype}:{device}", candidates,
+                              lambda c: triton.testing.do_bench(lambda: run(c), warmup=5, rep=20))
+        CHOSEN[(key, size, out.dtype, out.device)] = chosen
+    return chosen
+
+
+def index_64(*tensors):
+    """The index width of a launch: int64 where some tensor can reach 2**31 elements (its
+    storage bounds every offset into it, a view's too), int32 elsewhere."""
+    return any(t.untyped_storage().nbytes() >= t.element_size() * (2**31 - INDEX_SLACK)
+               for t in tensors)
+
+
+INDEX_SLACK = 2**20  # a last tile reaches past the end by up to a tile's elements
+
+
+def wide(*tensors):
+    """index_64 under the name the older templates use."""
+    return index_64(*tensors)
 
 
 def dot_precision(x):
@@ -21,11 +89,6 @@ def dot_precision(x):
 def upcast_dot(x):
     """Triton's interpreter computes bfloat16 dots wrongly: there, dot in float32."""
     return INTERPRET and x.dtype == torch.bfloat16
-
-
-def wide(*tensors):
-    """Whether index arithmetic needs int64: some tensor has 2^31 elements or more."""
-    return any(t.numel() >= 2**31 for t in tensors)
 
 
 @triton.jit
@@ -54,7 +117,7 @@ def copy_into(dst, src):
     d = [0] * pad + list(dst.stride())
     total = dst.numel()
     block = min(TILES["elementwise"], triton.next_power_of_2(max(total, 16)))
-    _cnnc_copy[(triton.cdiv(total, block),)](src, dst, total, *s, *d, *shape[1:], BLOCK=block)
+    _cnnc_copy[((total + block - 1) // block,)](src, dst, total, *s, *d, *shape[1:], BLOCK=block)
 '''
 
 JIT = {

@@ -31,6 +31,16 @@ class EmittedKernel:
     launcher: str  # the launcher function's name: launcher(out, *arguments)
     arguments: list[Argument]  # what the launcher takes after `out`, in order
     helpers: set[str] = field(default_factory=set)  # shared jit helpers it calls
+    jit: str = ""  # the @triton.jit function alone (builder kernels say; see parts())
+    host: str = ""  # the launcher alone
+
+    def parts(self) -> tuple[str, str]:
+        """(the @triton.jit function, the launcher): a template that writes both into
+        `source` puts the launcher last, so the split is where its def starts."""
+        if self.jit:
+            return self.jit, self.host
+        cut = self.source.index(f"\ndef {self.launcher}(")
+        return self.source[:cut].rstrip("\n") + "\n", self.source[cut + 1:]
 
 
 @dataclass
@@ -48,14 +58,27 @@ class EmitContext:
         return self.graph.node(node_id)
 
     def describe(self) -> list[str]:
-        """Header comment lines: the ops covered and the .cnn lines they came from."""
+        """Header comment lines: the ops covered and the file:line each came from (a block
+        file's own name and line for a node written there)."""
         lines = []
         for node_id in self.kernel.nodes:
             node = self.graph.node(node_id)
-            where = f"line {node.loc.line}" if node.loc is not None else "?"
+            where = (f"{safe_file_name(node.loc.file)}:{node.loc.line}"
+                     if node.loc is not None else "?")
             scope = f" [{dotted(node.scope)}]" if node.scope else ""
             lines.append(f"{node.op:<22} layer {identifier(node.layer)}{scope}, {where}")
         return lines
+
+
+def safe_file_name(path: str | None) -> str:
+    """A source file's name for generated comments: its base name when that is an
+    identifier with `.cnn` (user text reaches generated code only validated)."""
+    base = (path or "").replace("\\", "/").rsplit("/", 1)[-1]
+    stem = base[:-4] if base.endswith(".cnn") else base
+    try:
+        return identifier(stem) + (".cnn" if base.endswith(".cnn") else "")
+    except ValueError:
+        return "a .cnn source"
 
 
 def launch_lines(src, kernel: str, grid: str, args: list[str], per_line: int = 6) -> None:

@@ -109,6 +109,12 @@ def inspect_network(graph: Graph, target: str = "sm_90", dtype: torch.dtype = to
                             training, progress)
     peak = PEAKS[target]
     kernels = _kernel_nodes(graph, training)
+    # Kernels with one body share one jit function, so a launch is named by its place:
+    # the plan's kernels launch in order, concat copies in between.
+    in_order = iter(kernels)
+    for launch in launches:
+        if launch.kernel != "_cnnc_copy":
+            launch.kernel = next(in_order, launch.kernel)
     rows = []
     for launch in launches:
         plan_graph, nodes = kernels.get(launch.kernel, (None, []))

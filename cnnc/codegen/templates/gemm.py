@@ -8,16 +8,9 @@ loading the A tile: A[n, k] is the mean of x[n, c, window(p)] where k = (c, p).
 from __future__ import annotations
 
 from ...ops.adaptive_pool import adaptive_sizes
+from ..builder import KernelBuilder
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import (
-    SPATIAL,
-    Argument,
-    EmitContext,
-    EmittedKernel,
-    def_lines,
-    launch_lines,
-    split_index,
-)
+from ..kernel import SPATIAL, EmitContext, EmittedKernel, split_index
 from ..source import Source, dotted
 
 
@@ -37,7 +30,6 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     has_bias = a.bias
     # Batch norm's channels are the features (offs_n) only when the output is [rows, F].
     per_feature = rank == 2
-    name = ctx.name
     consts = {"K": in_features, "F": a.out_features}
     consts.update({f"R{d}": linear.shape[d] for d in range(1, lead)})
     if pooled is not None:
@@ -48,93 +40,78 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             consts[f"{d.upper()}"] = size
             consts[f"P{d.upper()}"] = out
             consts[f"WIN{d.upper()}"] = -(-size // out) + (1 if size % out else 0)
-    src = Source()
-    src.line("@triton.jit")
-    params = ["a_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"] + epi.params()
+    what = "adaptive avg pool + flatten + linear" if pooled else "linear"
+    b = KernelBuilder(ctx, "gemm", f"{what} as a GEMM; rows are the input's leading positions.")
+    b.argument("x", "value", source.id)
+    b.argument("w", "param", f"{dotted(linear.scope)}.weight")
+    if has_bias:
+        b.argument("b", "param", f"{dotted(linear.scope)}.bias")
+    for name, kind, ref in epilogue_refs(epi):
+        b.argument(name, kind, ref)
+    _, operand_call = epilogue_arguments(epi)
+    b.group("input, weight, (bias,) output", ["a_ptr", "w_ptr"] + (["b_ptr"] if has_bias else [])
+            + ["out_ptr"], ["x", "w"] + (["b"] if has_bias else []) + ["out"])
+    b.group("epilogue operands", epi.params(), operand_call)
+    b.group("rows", ["M"])
     in_rank = len(source.shape)
-    params += ["M"] + [f"sa{i}" for i in range(in_rank)] + [f"so{i}" for i in range(rank)]
-    params += [f"{k}: tl.constexpr" for k in consts]
-    params += ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr",
-               "DOT_PRECISION: tl.constexpr", "UPCAST_DOT: tl.constexpr", "WIDE: tl.constexpr"]
-    def_lines(src, name, params)
-    with src.indent():
-        what = "adaptive avg pool + flatten + linear" if pooled else "linear"
-        src.line(f'"""{what} as a GEMM; rows are the input\'s leading positions."""')
-        src.line("pid_m = tl.program_id(0)")
-        src.line("pid_n = tl.program_id(1)")
-        src.line("if WIDE:  # some tensor has 2^31 elements or more: index in int64")
-        src.line("    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
-        src.line("else:")
-        src.line("    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
-        src.line("m_mask = offs_m < M")
-        src.line("# row -> (i0, " + ", ".join(f"i{d}" for d in range(1, lead)) + ")")
-        src.line("rest = offs_m")
-        for d in reversed(range(1, lead)):
-            src.line(f"i{d} = rest % R{d}")
-            src.line(f"rest = rest // R{d}")
-        src.line("i0 = rest.to(tl.int64)")
-        a_row = " + ".join(f"i{d} * sa{d}" for d in range(lead)) if not pooled else "i0 * sa0"
-        src.line(f"a_row = {a_row}")
-        src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
-        src.line("n_mask = offs_n < F")
-        src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-        with src.indent("for k0 in range(0, K, BLOCK_K):"):
-            src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
-            src.line("if WIDE:")
-            src.line("    offs_k = offs_k.to(tl.int64)")
-            src.line("k_mask = offs_k < K")
-            src.line("tile_mask = m_mask[:, None] & k_mask[None, :]")
-            if pooled is None:
-                src.line(f"a = tl.load(a_ptr + a_row[:, None] + offs_k[None, :] * sa{in_rank - 1}"
-                         ", mask=tile_mask, other=0.0)")
-            else:
-                _pooled_load(src, dims)
-            src.line("b = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], "
-                     "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
-            src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
-            src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
-            src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
-        if has_bias:
-            src.line("acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)"
-                     "[None, :]")
+    b.group("input, weight and output strides", [f"sa{i}" for i in range(in_rank)]
+            + ["swf", "swk"] + [f"so{i}" for i in range(rank)],
+            ["*x.stride()", "*w.stride()", "*out.stride()"])
+    b.constants("features in and out, leading sizes, pooled sizes", consts)
+    b.flags("precision", {"DOT_PRECISION": "dot_precision(x)", "UPCAST_DOT": "upcast_dot(x)"})
+    rows = " * ".join(["x.shape[0]"] + [str(linear.shape[d]) for d in range(1, lead)])
+    b.problem([f"M = {rows}"], "M")
+    b.tile("BLOCK_M", "M")
+    b.tile("BLOCK_N", str(a.out_features))
+    b.tile("BLOCK_K", str(in_features))
 
-        def index(d: int) -> str:
-            return "offs_n[None, :]" if d == rank - 1 else f"i{d}[:, None]"
+    src = b.body
+    b.grouped_program_ids("M", "BLOCK_M", "F", "BLOCK_N", str(a.out_features))
+    src.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+    src.line("m_mask = offs_m < M")
+    src.line("# row -> (i0, " + ", ".join(f"i{d}" for d in range(1, lead)) + ")")
+    src.line("rest = offs_m")
+    for d in reversed(range(1, lead)):
+        src.line(f"i{d} = rest % R{d}")
+        src.line(f"rest = rest // R{d}")
+    src.line("i0 = rest")
+    a_row = " + ".join(f"i{d} * sa{d}" for d in range(lead)) if not pooled else "i0 * sa0"
+    src.line(f"a_row = {a_row}")
+    src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+    src.line("n_mask = offs_n < F")
+    src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    with src.indent("for k0 in range(0, K, BLOCK_K):"):
+        src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
+        src.line("k_mask = offs_k < K")
+        src.line("tile_mask = m_mask[:, None] & k_mask[None, :]")
+        if pooled is None:
+            src.line(f"a = tl.load(a_ptr + a_row[:, None] + offs_k[None, :] * sa{in_rank - 1}"
+                     ", mask=tile_mask, other=0.0)")
+        else:
+            _pooled_load(src, dims)
+        src.line("b = tl.load(w_ptr + offs_n[None, :] * swf + offs_k[:, None] * swk, "
+                 "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+        src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
+        src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
+        src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
+    if has_bias:
+        src.line("acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)"
+                 "[None, :]")
 
-        out_mask = "m_mask[:, None] & n_mask[None, :]"
-        if per_feature:
-            src.extend(epi.channel_lines("offs_n", "n_mask"))
-        src.extend(epi.lines("acc", index, out_mask, rank,
-                             channels="[None, :]" if per_feature else None))
-        offset = " + ".join(f"i{d}[:, None] * so{d}" for d in range(lead))
-        src.line(f"tl.store(out_ptr + {offset} + offs_n[None, :] * so{rank - 1}, "
-                 f"acc.to(out_ptr.dtype.element_ty), mask={out_mask})")
-    src.line("")
-    src.line("")
+    def index(d: int) -> str:
+        return "offs_n[None, :]" if d == rank - 1 else f"i{d}[:, None]"
 
-    args = [Argument("x", "value", source.id)]
-    args.append(Argument("w", "param", f"{dotted(linear.scope)}.weight"))
-    if a.bias:
-        args.append(Argument("b", "param", f"{linear.scope}.bias"))
-    operand_params, operand_call = epilogue_arguments(epi)
-    launcher = f"launch_{name}"
-    src.line(f"def {launcher}({', '.join(['out'] + [x.name for x in args] + operand_params)}):")
-    with src.indent():
-        rows = " * ".join(["x.shape[0]"] + [str(linear.shape[d]) for d in range(1, lead)])
-        src.line(f"M = {rows}")
-        src.line("caps = TILES['gemm']")
-        src.line(f"BLOCK_M, BLOCK_N, BLOCK_K = tile(M, caps[0]), tile({a.out_features}, caps[1]), "
-                 f"tile({in_features}, caps[2])")
-        src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({a.out_features}, BLOCK_N))")
-        call = ["x", "w.contiguous()"] + (["b"] if has_bias else []) + ["out"] + operand_call
-        call += ["M", "*x.stride()", "*out.stride()"] + [f"{k}={v}" for k, v in consts.items()]
-        call += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
-                 "DOT_PRECISION=dot_precision(x)",
-                        "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)"]
-        launch_lines(src, name, "grid", call)
-    helpers = {"tanh"} if epi.uses_tanh else set()
-    refs = [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
-    return EmittedKernel(name, src.text(), launcher, args + refs, helpers=helpers)
+    out_mask = "m_mask[:, None] & n_mask[None, :]"
+    if per_feature:
+        src.extend(epi.channel_lines("offs_n", "n_mask"))
+    src.extend(epi.lines("acc", index, out_mask, rank,
+                         channels="[None, :]" if per_feature else None))
+    offset = " + ".join(f"i{d}[:, None] * so{d}" for d in range(lead))
+    src.line(f"tl.store(out_ptr + {offset} + offs_n[None, :] * so{rank - 1}, "
+             f"acc.to(out_ptr.dtype.element_ty), mask={out_mask})")
+    if epi.uses_tanh:
+        b.helpers.add("tanh")
+    return b.build()
 
 
 def _pooled_load(src: Source, dims) -> None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..builder import KernelBuilder
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import SPATIAL, Argument, EmitContext, EmittedKernel, launch_lines
-from ..source import Source, number
+from ..kernel import SPATIAL, EmitContext, EmittedKernel
+from ..source import number
 
 
 @dataclass
@@ -103,115 +104,91 @@ def window_kernel(ctx: EmitContext, spec: WindowSpec) -> EmittedKernel:
     rank = len(out_node.shape)
     epi = Epilogue(graph, kernel.epilogue, kernel.anchor)
     consts = spec.consts
-    name = ctx.name
     rows = ["n", "c"] + [f"o{d}" for d in dims]
     window = " * ".join(f"K{d.upper()}" for d in dims)
     is_max = spec.reduce == "max"
 
-    src = Source()
-    src.line("@triton.jit")
-    sizes = [f"{k}: tl.constexpr" for k in consts]
-    with src.indent(f"def {name}("):
-        src.line("x_ptr, out_ptr,  # input, output")
-        operands = epi.params()
-        for i in range(0, len(operands), 6):
-            src.line(", ".join(operands[i:i + 6]) + ",")
-        src.line("N,  # batch size")
-        src.line(", ".join(f"sx{i}" for i in range(S + 2)) + ",  # input strides")
-        src.line(", ".join(f"so{i}" for i in range(S + 2)) + ",  # output strides")
-        for i in range(0, len(sizes), 4):
-            src.line(", ".join(sizes[i:i + 4]) + ",")
-        src.line("INDEX_64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,")
-    src.line("):")
-    with src.indent():
-        src.line('"""' + spec.title)
-        src.line("")
-        src.line(f"Rows: output elements ({', '.join(rows)}); columns: offsets in the window "
-                 f"({', '.join(f'k{d}' for d in dims)}).")
-        src.line('"""')
-        src.line("pid = tl.program_id(0)")
-        with src.indent("if INDEX_64:"):
-            src.line("# Some offset may pass 2**31: all index arithmetic in int64.")
-            src.line("pid = pid.to(tl.int64)")
-        src.line("# Rows: output elements (" + ", ".join(rows) + ").")
-        src.line("offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)")
-        src.line("rest = offs_m")
-        for var in reversed(rows[2:]):
-            src.line(f"{var} = rest % O{var[1:].upper()}")
-            src.line(f"rest = rest // O{var[1:].upper()}")
-        src.line("c = rest % C")
-        src.line("n = rest // C")
-        src.line("m_mask = n < N")
-        src.line("x_base = n * sx0 + c * sx1")
-        src.extend(spec.starts)
+    b = KernelBuilder(ctx, "window", spec.title + "\n\n" + (
+        f"Rows: output elements ({', '.join(rows)}); columns: offsets in the window "
+        f"({', '.join(f'k{d}' for d in dims)})."))
+    b.argument("x", "value", anchor.inputs[0])
+    for name, kind, ref in epilogue_refs(epi):
+        b.argument(name, kind, ref)
+    _, operand_call = epilogue_arguments(epi)
+    b.group("input, output", ["x_ptr", "out_ptr"], ["x", "out"])
+    b.group("epilogue operands", epi.params(), operand_call)
+    b.group("batch size", ["N"])
+    b.group("input strides", [f"sx{i}" for i in range(S + 2)], ["*x.stride()"])
+    b.group("output strides", [f"so{i}" for i in range(S + 2)], ["*out.stride()"])
+    b.constants("channels, input sizes, output sizes, window", consts)
+    outputs = " * ".join(str(consts[f"O{d.upper()}"]) for d in dims)
+    b.problem(["N = x.shape[0]", f"M = N * {consts['C']} * {outputs}"], "M")
+    window_size = 1
+    for d in dims:
+        window_size *= consts[f"K{d.upper()}"]
+    # Tiles of BLOCK_M outputs x BLOCK_K window offsets, within the family's cap.
+    b.tile_expr("BLOCK_M", "tile(M, config['BLOCK'] // BLOCK_K)")
+    b.tiles.insert(0, "BLOCK_K")
+    b.tile_lines.insert(0, f"BLOCK_K = min({_next_power_of_2(window_size)}, "
+                        "config['BLOCK'] // 16)")
+    b.grid_dims(("M", "BLOCK_M"))
+
+    src = b.body
+    b.program_id("pid")
+    src.line("# Rows: output elements (" + ", ".join(rows) + ").")
+    src.line("offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)")
+    src.line("rest = offs_m")
+    for var in reversed(rows[2:]):
+        src.line(f"{var} = rest % O{var[1:].upper()}")
+        src.line(f"rest = rest // O{var[1:].upper()}")
+    src.line("c = rest % C")
+    src.line("n = rest // C")
+    src.line("m_mask = n < N")
+    src.line("x_base = n * sx0 + c * sx1")
+    src.extend(spec.starts)
+    if is_max:
+        src.line('acc = tl.full((BLOCK_M,), float("-inf"), tl.float32)')
+        src.line("nans = tl.zeros((BLOCK_M,), dtype=tl.int32)")
+    else:
+        src.line("acc = tl.zeros((BLOCK_M,), dtype=tl.float32)")
+    src.line(f"WINDOW = {window}")
+    with src.indent("for k0 in range(0, WINDOW, BLOCK_K):"):
+        src.line("# Columns: offsets in the window (" + ", ".join(f"k{d}" for d in dims)
+                 + ").")
+        src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
+        src.line("rest_k = offs_k")
+        for d in reversed(dims[1:]):
+            src.line(f"k{d} = rest_k % K{d.upper()}")
+            src.line(f"rest_k = rest_k // K{d.upper()}")
+        src.line(f"k{dims[0]} = rest_k")
+        src.line("mask = m_mask[:, None] & (offs_k < WINDOW)[None, :]")
+        offset = "x_base[:, None]"
+        for i, d in enumerate(dims):
+            src.line(f"i{d} = {spec.position(d)}")
+            src.line(f"mask = mask & {' & '.join(spec.valid(d))}")
+            offset += f" + i{d} * sx{2 + i}"
+        other = 'float("-inf")' if is_max else "0.0"
+        src.line(f"v = tl.load(x_ptr + {offset}, mask=mask, other={other}).to(tl.float32)")
         if is_max:
-            src.line('acc = tl.full((BLOCK_M,), float("-inf"), tl.float32)')
-            src.line("nans = tl.zeros((BLOCK_M,), dtype=tl.int32)")
+            src.line("acc = tl.maximum(acc, tl.max(v, axis=1))")
+            src.line("nans += tl.sum((v != v).to(tl.int32), axis=1)")
         else:
-            src.line("acc = tl.zeros((BLOCK_M,), dtype=tl.float32)")
-        src.line(f"WINDOW = {window}")
-        with src.indent("for k0 in range(0, WINDOW, BLOCK_K):"):
-            src.line("# Columns: offsets in the window (" + ", ".join(f"k{d}" for d in dims)
-                     + ").")
-            src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
-            src.line("rest_k = offs_k")
-            for d in reversed(dims[1:]):
-                src.line(f"k{d} = rest_k % K{d.upper()}")
-                src.line(f"rest_k = rest_k // K{d.upper()}")
-            src.line(f"k{dims[0]} = rest_k")
-            src.line("mask = m_mask[:, None] & (offs_k < WINDOW)[None, :]")
-            offset = "x_base[:, None]"
-            for i, d in enumerate(dims):
-                src.line(f"i{d} = {spec.position(d)}")
-                src.line(f"mask = mask & {' & '.join(spec.valid(d))}")
-                offset += f" + i{d} * sx{2 + i}"
-            other = 'float("-inf")' if is_max else "0.0"
-            src.line(f"v = tl.load(x_ptr + {offset}, mask=mask, other={other}).to(tl.float32)")
-            if is_max:
-                src.line("acc = tl.maximum(acc, tl.max(v, axis=1))")
-                src.line("nans += tl.sum((v != v).to(tl.int32), axis=1)")
-            else:
-                src.line("acc += tl.sum(v, axis=1)")
-        if is_max:
-            src.line("# A NaN in the window makes the max NaN, as in PyTorch.")
-            src.line('acc = tl.where(nans > 0, float("nan"), acc)')
-        src.extend(spec.divisor)
+            src.line("acc += tl.sum(v, axis=1)")
+    if is_max:
+        src.line("# A NaN in the window makes the max NaN, as in PyTorch.")
+        src.line('acc = tl.where(nans > 0, float("nan"), acc)')
+    src.extend(spec.divisor)
 
-        def index(d: int) -> str:
-            return rows[d]
+    def index(d: int) -> str:
+        return rows[d]
 
-        src.extend(epi.lines("acc", index, "m_mask", rank))
-        offset = " + ".join(f"{var} * so{i}" for i, var in enumerate(rows))
-        src.line(f"tl.store(out_ptr + {offset}, acc.to(out_ptr.dtype.element_ty), mask=m_mask)")
-    src.line("")
-    src.line("")
+    src.extend(epi.lines("acc", index, "m_mask", rank))
+    offset = " + ".join(f"{var} * so{i}" for i, var in enumerate(rows))
+    src.line(f"tl.store(out_ptr + {offset}, acc.to(out_ptr.dtype.element_ty), mask=m_mask)")
+    if epi.uses_tanh:
+        b.helpers.add("tanh")
+    return b.build()
 
-    # -------------------------------------------------------------- launcher
-    operand_params, operand_call = epilogue_arguments(epi)
-    launcher = f"launch_{name}"
-    src.line(f"def {launcher}({', '.join(['out', 'x'] + operand_params)}, force_int64=False):")
-    with src.indent():
-        src.line('"""force_int64: use int64 index arithmetic even where int32 suffices (tests)."""')
-        src.line("N = x.shape[0]")
-        outputs = " * ".join(str(consts[f"O{d.upper()}"]) for d in dims)
-        src.line(f"M = N * {consts['C']} * {outputs}")
-        window_size = 1
-        for d in dims:
-            window_size *= consts[f"K{d.upper()}"]
-        src.line("# Tiles of BLOCK_M outputs x BLOCK_K window offsets, within the elementwise cap.")
-        src.line(f"BLOCK_K = min(triton.next_power_of_2({window_size}), "
-                 "TILES['elementwise'] // 16)")
-        src.line("BLOCK_M = tile(M, TILES['elementwise'] // BLOCK_K)")
-        src.line("# int64 index arithmetic only where an offset may pass 2**31.")
-        src.line("spans = [1 + sum((size - 1) * stride for size, stride in "
-                 "zip(t.shape, t.stride())) for t in (x, out)]")
-        src.line("index_64 = force_int64 or max(M + BLOCK_M, *spans) >= 2**31")
-        src.line("grid = (triton.cdiv(M, BLOCK_M),)")
-        call = ["x", "out"] + operand_call + ["N", "*x.stride()", "*out.stride()"]
-        call += [f"{k}={v}" for k, v in consts.items()]
-        call += ["INDEX_64=index_64", "BLOCK_M=BLOCK_M", "BLOCK_K=BLOCK_K"]
-        launch_lines(src, name, 'grid', call)
-    helpers = {"tanh"} if epi.uses_tanh else set()
-    args = [Argument("x", "value", anchor.inputs[0])]
-    args += [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
-    return EmittedKernel(name, src.text(), launcher, args, helpers=helpers)
+
+def _next_power_of_2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()

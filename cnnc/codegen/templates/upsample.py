@@ -16,16 +16,9 @@ from __future__ import annotations
 import struct
 
 from ...ops import OPS
-from ..kernel import (
-    SPATIAL,
-    Argument,
-    EmitContext,
-    EmittedKernel,
-    def_lines,
-    launch_lines,
-    split_index,
-)
-from ..source import Source, number
+from ..builder import KernelBuilder
+from ..kernel import SPATIAL, EmitContext, EmittedKernel, split_index
+from ..source import number
 
 
 def float32(value: float) -> float:
@@ -52,58 +45,44 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     scales = OPS["upsample"].scales(node.attrs, S)
     exact_sizes = S == 2  # ATen's upsample_nearest2d goes through nearest_idx
     c = x.shape[1]
-    name = ctx.name
 
     consts = {"C": c}
     consts.update({d.upper(): x.shape[2 + i] for i, d in enumerate(dims)})
     consts.update({f"O{d.upper()}": node.shape[2 + i] for i, d in enumerate(dims)})
 
-    src = Source()
-    src.line("@triton.jit")
-    params = ["x_ptr", "out_ptr", "TOTAL"]
-    params += [f"sx{i}" for i in range(S + 2)] + [f"so{i}" for i in range(S + 2)]
-    params += [f"{k}: tl.constexpr" for k in consts] + ["BLOCK: tl.constexpr"]
-    def_lines(src, name, params)
-    with src.indent():
-        shown = ", ".join(number(s) for s in scales)
-        src.line('"""' + f"nearest-neighbour upsample{S}d by ({shown}); one program per block "
-                 "of outputs.")
-        src.line("")
-        for text in ctx.describe():
-            src.line(text)
-        src.line('"""')
-        src.line("# Outputs (n, c, " + ", ".join(f"o{d}" for d in dims) + "), in int64: "
-                 "the output may exceed 2**31 elements.")
-        src.line("offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)")
-        src.line("mask = offs < TOTAL")
-        split_index(src, "offs", [f"o{d}" for d in dims],
-                    [f"O{d.upper()}" for d in dims], "rest")
-        src.line("c = rest % C")
-        src.line("n = rest // C")
-        src.line("# Source indices: floor(o * float32(1 / scale_factor)), clamped.")
-        if exact_sizes:
-            src.line("# (2-d, as ATen's nearest_idx: out == in copies, out == 2 * in halves.)")
-        for i, d in enumerate(dims):
-            expr = source_index(f"o{d}", consts[d.upper()], consts[f"O{d.upper()}"], scales[i],
-                                exact_sizes)
-            src.line(f"i{d} = {expr}")
-        x_offset = "n * sx0 + c * sx1" + "".join(f" + i{d} * sx{2 + i}"
-                                                  for i, d in enumerate(dims))
-        o_offset = "n * so0 + c * so1" + "".join(f" + o{d} * so{2 + i}"
-                                                  for i, d in enumerate(dims))
-        src.line(f"value = tl.load(x_ptr + {x_offset}, mask=mask)")
-        src.line(f"tl.store(out_ptr + {o_offset}, value.to(out_ptr.dtype.element_ty), "
-                 "mask=mask)")
-    src.line("")
-    src.line("")
+    shown = ", ".join(number(s) for s in scales)
+    b = KernelBuilder(ctx, "elementwise", f"nearest-neighbour upsample{S}d by ({shown}); one "
+                      "program per block of outputs.")
+    b.argument("x", "value", node.inputs[0])
+    b.group("input, output", ["x_ptr", "out_ptr"], ["x", "out"])
+    b.group("output elements", ["TOTAL"])
+    b.group("input and output strides", [f"sx{i}" for i in range(S + 2)]
+            + [f"so{i}" for i in range(S + 2)], ["*x.stride()", "*out.stride()"])
+    b.constants("channels, input sizes, output sizes", consts)
+    b.problem(["TOTAL = out.numel()"], "TOTAL")
+    b.tile("BLOCK", "TOTAL")
+    b.grid_dims(("TOTAL", "BLOCK"))
 
-    launcher = f"launch_{name}"
-    src.line(f"def {launcher}(out, x):")
-    with src.indent():
-        src.line("TOTAL = out.numel()")
-        src.line("BLOCK = tile(TOTAL, TILES['elementwise'])")
-        src.line("grid = (triton.cdiv(TOTAL, BLOCK),)")
-        args = ["x", "out", "TOTAL", "*x.stride()", "*out.stride()"]
-        args += [f"{k}={v}" for k, v in consts.items()] + ["BLOCK=BLOCK"]
-        launch_lines(src, name, 'grid', args)
-    return EmittedKernel(name, src.text(), launcher, [Argument("x", "value", node.inputs[0])])
+    src = b.body
+    src.line("# Outputs (n, c, " + ", ".join(f"o{d}" for d in dims) + ").")
+    b.program_id("pid")
+    src.line("offs = pid * BLOCK + tl.arange(0, BLOCK)")
+    src.line("mask = offs < TOTAL")
+    split_index(src, "offs", [f"o{d}" for d in dims],
+                [f"O{d.upper()}" for d in dims], "rest")
+    src.line("c = rest % C")
+    src.line("n = rest // C")
+    src.line("# Source indices: floor(o * float32(1 / scale_factor)), clamped.")
+    if exact_sizes:
+        src.line("# (2-d, as ATen's nearest_idx: out == in copies, out == 2 * in halves.)")
+    for i, d in enumerate(dims):
+        expr = source_index(f"o{d}", consts[d.upper()], consts[f"O{d.upper()}"], scales[i],
+                            exact_sizes)
+        src.line(f"i{d} = {expr}")
+    x_offset = "n * sx0 + c * sx1" + "".join(f" + i{d} * sx{2 + i}"
+                                              for i, d in enumerate(dims))
+    o_offset = "n * so0 + c * so1" + "".join(f" + o{d} * so{2 + i}"
+                                              for i, d in enumerate(dims))
+    src.line(f"value = tl.load(x_ptr + {x_offset}, mask=mask)")
+    src.line(f"tl.store(out_ptr + {o_offset}, value.to(out_ptr.dtype.element_ty), mask=mask)")
+    return b.build()

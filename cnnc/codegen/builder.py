@@ -1,0 +1,183 @@
+"""The kernel builder: what every template would otherwise repeat.
+
+A template says what its kernel reads (tensors, sizes, strides, shape constants), which
+config family it belongs to, how its tiles follow from a config, and writes the body's
+math into `body`. The builder writes the rest, the same way for every kernel:
+
+- the signature, in commented groups (pointers, sizes, strides, shape constants, flags,
+  tiles), as in Triton's matmul tutorial;
+- one index-width policy: `INDEX_64` is `index_64(every tensor)` (the generated runtime,
+  helpers.RUNTIME): int32 offsets unless a tensor can reach 2**31 elements; program ids
+  come from `program_id`, which widens them only then;
+- the grid, `(n + b - 1) // b` on the host, optionally in GROUP_M-grouped order;
+- the launcher, which asks `choose_config` (pinned, fixed under the interpreter, tuned once
+  on a GPU) for its config, and derives its tiles from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from .kernel import Argument, EmitContext, EmittedKernel
+from .source import Source, identifier, number
+
+PER_LINE = 6  # parameters per signature line
+
+
+@dataclass
+class _Group:
+    comment: str
+    params: list[str]  # kernel parameter names
+    call: list[str]  # what the launcher passes for them (`*x.stride()` may stand for several)
+    constexpr: bool = False
+
+
+def _ceil_div(n: str, b: str) -> str:
+    return f"({n} + {b} - 1) // {b}"
+
+
+class KernelBuilder:
+    """One kernel and its launcher. family: the config family (a key of the generated
+    CONFIGS table); size: the launcher's expression of the problem size, which with the
+    kernel's body and shape constants keys the tuning."""
+
+    def __init__(self, ctx: EmitContext, family: str, doc: str):
+        self.name = ctx.name
+        self.family = identifier(family)
+        self.doc = doc
+        self.groups: list[_Group] = []
+        self.arguments: list[Argument] = []
+        self.prelude: list[str] = []  # launcher lines computing sizes, before the config
+        self.size = "0"
+        self.tile_lines: list[str] = []  # launcher lines deriving tiles from `config`
+        self.tiles: list[str] = []  # tile constexprs, in signature order
+        self.grid: list[str] = []
+        self.body = Source()
+        self.body.level = 1
+        self.helpers: set[str] = set()
+
+    # ---------------------------------------------------------------- what is passed
+
+    def argument(self, name: str, kind: str, ref: object) -> None:
+        """A tensor the launcher takes from the forward (a node's value or a parameter)."""
+        self.arguments.append(Argument(identifier(name), kind, ref))
+
+    def group(self, comment: str, params: list[str], call: list[str] | None = None) -> None:
+        """Run-time kernel parameters (pointers, sizes, strides) and what the launcher passes."""
+        if params:
+            self.groups.append(_Group(comment, params, list(params if call is None else call)))
+
+    def constants(self, comment: str, consts: dict[str, int]) -> None:
+        """Shape constants: compile-time sizes, the same at every launch."""
+        if consts:
+            self.groups.append(_Group(comment, list(consts),
+                                      [f"{k}={number(v)}" for k, v in consts.items()], True))
+
+    def flags(self, comment: str, flags: dict[str, str]) -> None:
+        """Compile-time values the launcher computes per launch (host expressions)."""
+        if flags:
+            self.groups.append(_Group(comment, list(flags),
+                                      [f"{k}={v}" for k, v in flags.items()], True))
+
+    # ---------------------------------------------------------------- tiles and grid
+
+    def problem(self, lines: list[str], size: str) -> None:
+        """Launcher lines computing the problem's sizes, and the one that keys tuning."""
+        self.prelude += lines
+        self.size = size
+
+    def tile(self, name: str, extent: str, field: str | None = None) -> None:
+        """Tile `name`: the config's cap `field` (default: name), clamped to `extent`."""
+        self.tile_expr(name, f"tile({extent}, config[{field or name!r}])")
+
+    def tile_expr(self, name: str, expr: str) -> None:
+        """Tile `name` from any host expression of `config` and the problem sizes."""
+        self.tile_lines.append(f"{name} = {expr}")
+        self.tiles.append(name)
+
+    def grid_dims(self, *dims: tuple[str, str | None]) -> None:
+        """The grid: per axis (extent, tile) -> ceil(extent / tile), or (count, None)."""
+        self.grid = [_ceil_div(n, b) if b else n for n, b in dims]
+
+    def program_id(self, var: str, axis: int = 0) -> None:
+        """`var = tl.program_id(axis)`, in int64 only where an offset may pass 2**31."""
+        self.body.line(f"{var} = tl.program_id({axis})")
+        with self.body.indent("if INDEX_64:  # some tensor can reach 2**31 elements"):
+            self.body.line(f"{var} = {var}.to(tl.int64)")
+
+    def grouped_program_ids(self, m: str, block_m: str, n: str, block_n: str,
+                            host_n: str) -> None:
+        """`pid_m`, `pid_n` from a 1-d grid in GROUP_M-grouped order: GROUP_M row tiles
+        share each column tile while it is in the cache (Triton's matmul tutorial).
+        m, n: the kernel's extents (m also the launcher's); host_n: n in the launcher."""
+        self.tiles.append("GROUP_M")
+        self.tile_lines.append("GROUP_M = config['GROUP_M']")
+        self.grid = [f"{_ceil_div(m, block_m)} * {_ceil_div(host_n, block_n)}"]
+        self.program_id("pid")
+        b = self.body
+        b.line(f"tiles_m = tl.cdiv({m}, {block_m})")
+        b.line(f"tiles_n = tl.cdiv({n}, {block_n})")
+        b.line("group = pid // (GROUP_M * tiles_n)")
+        b.line("group_m = tl.minimum(tiles_m - group * GROUP_M, GROUP_M)")
+        b.line("pid_m = group * GROUP_M + (pid % (GROUP_M * tiles_n)) % group_m")
+        b.line("pid_n = (pid % (GROUP_M * tiles_n)) // group_m")
+
+    # ---------------------------------------------------------------- output
+
+    def _signature(self, src: Source) -> None:
+        src.line("@triton.jit")
+        with src.indent(f"def {self.name}("):
+            for g in self._all_groups():
+                src.line(f"# {g.comment}")
+                names = [f"{p}: tl.constexpr" if g.constexpr else p for p in g.params]
+                for i in range(0, len(names), PER_LINE):
+                    src.line(", ".join(names[i:i + PER_LINE]) + ",")
+        src.line("):")
+
+    def _all_groups(self) -> list[_Group]:
+        tensors = ", ".join(["out"] + [a.name for a in self.arguments])
+        index = _Group("index width: int64 only where a tensor can reach 2**31 elements",
+                       ["INDEX_64"], [f"INDEX_64=force_int64 or index_64({tensors})"], True)
+        tiles = _Group("tiles, from the launch's config", self.tiles,
+                       [f"{t}={t}" for t in self.tiles], True)
+        return [*self.groups, index, tiles]
+
+    def build(self) -> EmittedKernel:
+        jit = Source()
+        self._signature(jit)
+        with jit.indent():
+            first, *rest = self.doc.split("\n")
+            jit.line('"""' + first + ("" if rest else '"""'))
+            if rest:
+                jit.extend(rest + ['"""'])
+        jit.lines += self.body.lines
+        digest = hashlib.sha256(
+            "\n".join(jit.lines).replace(f"def {self.name}(", "def _(", 1).encode()
+            + repr(self._all_groups()[:-2]).encode()).hexdigest()[:16]
+
+        host = Source()
+        launcher = f"launch_{self.name}"
+        params = ["out"] + [a.name for a in self.arguments]
+        host.line(f"def {launcher}({', '.join(params)}, config=None, force_int64=False):")
+        with host.indent():
+            host.line('"""config: a dict of the family\'s fields to launch with (default: '
+                      "choose_config's);")
+            host.line('force_int64: index in int64 even where int32 suffices (tests)."""')
+            host.extend(self.prelude)
+            with host.indent("if config is None:"):
+                again = ", ".join(params)
+                host.line(f"config = choose_config({self.family!r}, {digest!r}, {self.size}, out,")
+                host.line(f"                       lambda c: {launcher}({again}, config=c))")
+            host.extend(self.tile_lines)
+            host.line(f"grid = ({', '.join(self.grid)},)")
+            with host.indent(f"{self.name}[grid]("):
+                for g in self._all_groups():
+                    host.line(f"# {g.comment}")
+                    for i in range(0, len(g.call), PER_LINE):
+                        host.line(", ".join(g.call[i:i + PER_LINE]) + ",")
+                host.line("num_warps=config['num_warps'], num_stages=config['num_stages'],")
+            host.line(")")
+        return EmittedKernel(self.name, jit.text() + "\n\n" + host.text(), launcher,
+                             self.arguments, helpers=self.helpers, jit=jit.text(),
+                             host=host.text())
