@@ -216,11 +216,6 @@ def batch_shapes(memo, key, compute, sizes):
     return shapes
 
 
-def cdiv(a, b):
-    """ceil(a / b) for host ints: triton.cdiv is a constexpr function, ~60x slower here."""
-    return -(-a // b)
-
-
 def empty_batch(sizes):
     """Whether forward has a batch of 0 (then it returns empty outputs, as PyTorch does)."""
     if 0 not in sizes.values():
