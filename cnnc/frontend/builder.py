@@ -247,15 +247,10 @@ class Builder(ChainBuilder, BlockBuilder):
             values.append(TensorValue(node.id, shape, node.label))
         return values if several else values[0]
 
-    @staticmethod
-    def _results_error(op: Op, text: str, count: int, several: bool, loc: Location,
+    def _results_error(self, op: Op, text: str, count: int, several: bool, loc: Location,
                        ctx: Context) -> CompileError:
         if several:
-            return CompileError(
-                f"{quote(text)} gives one result; `a, b = ...` binds the results of an op "
-                "with several (chunk, split)", loc, trail=ctx.trail,
-                help="bind one name: `y = ...`",
-            )
+            return self._one_result(quote(text), loc)
         return CompileError(
             f"{quote(text)} gives several results ({count} here); bind them to names: "
             f"`a, b = x -> {quote(text)}`", loc, trail=ctx.trail,

@@ -188,7 +188,9 @@ class ChainBuilder(_Base):
             )
         results = self._in_unit(numbering, target.loc, lambda prefix: self._apply(
             target, value, scope, ctx, prefix, several=True))
-        for unit in numbering.with_params(self.graph):
+        with_params = numbering.with_params(self.graph)
+        if with_params:
+            unit = with_params[0]
             raise CompileError(
                 f"`{quote(names)} = ...` binds several results, so its chain may hold no op "
                 f"with parameters; {quote(unit.loc.text())} has some",
@@ -245,8 +247,8 @@ class ChainBuilder(_Base):
             return self._expand_block(self.program.blocks[value.name], list(value.args),
                                       list(value.kwargs), left, target.loc, ctx, prefix,
                                       origin=value)
-        return self._make_op(self._operator(value.name, target), [Given(left, target.loc),
-                                                                   *value.args],
+        positional = [Given(left, target.loc), *value.args]
+        return self._make_op(self._operator(value.name, target), positional,
                              list(value.kwargs), target.loc, ctx, prefix, from_chain=True,
                              origin=value, several=several)
 
