@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import cnnc
 from cnnc.errors import escape
+from cnnc.frontend.parser import BOM
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = int(os.environ.get("CNNC_FUZZ_EXAMPLES", "150"))
@@ -87,6 +88,24 @@ network Temporal {
     output d
 }
 """,
+    # Issue 9: quoted names, sequential, conditions, op parameters, several results.
+    """block conv_bn_act(x: tensor, c: int, stride: int = 1, act: op = relu, se: op = none) {
+    return x -> conv2d(c, 3, stride=stride, padding=1, bias=false) -> batch_norm -> act -> se
+}
+block mbconv(x: tensor, c: int, stride: int = 1, act: op = hardswish) {
+    `block` = x -> sequential(conv_bn_act(channels(x) * 4, act=act) if c != channels(x)
+        else none, conv_bn_act(c, stride, act=act), relu * 0, (identity if stride > 1 else none))
+    return `block` -> add(x) if stride == 1 and not (channels(x) != c) else `block`
+}
+network Breadth {
+    input image: [N, 4, 16, 16]
+    `block1-0` = image -> conv_bn_act(8, act=leaky_relu(0.2))
+    features = `block1-0` -> sequential(mbconv(8), mbconv(16, 2, act=relu6) -> relu) * 2
+    a, b = features -> chunk(2)
+    classifier = a -> adaptive_avg_pool2d(1) -> flatten -> sequential(dropout(0.2), linear(10))
+    output classifier
+}
+""",
 ]
 
 
@@ -123,6 +142,8 @@ INSERTIONS = [
     "'", "#", "\\", ";", ".", "\n", " ", "\t", "0", "1e", "input", "output", "return", "block",
     "network", "const", "import", "true", "none", "tensor", "channels", "x", "N", "_", "\x00",
     "\u2192", "é", "\ufeff", "conv2d(", "add(x)", "* 3", '"../x.cnn"', "import \"x.cnn\"\n",
+    "`", "``", "`a-b`", "if", "else", "and", "not", "==", "<=", "sequential(", "a, b =", "op",
+    "* 0", "none",
 ]
 
 # Escapes already reported, each with a strict xfail test at the end of this file. The fuzz
@@ -148,8 +169,8 @@ def check(source: str, tolerate_known: bool = True) -> None:
         if loc is None or loc.file != "<source>":
             return
         # Lines end at "\n" only (a "\r" before it is part of the break), as the lexer
-        # counts them.
-        lines = [line.removesuffix("\r") for line in source.split("\n")]
+        # counts them; a byte-order mark that begins the text is dropped (files.py).
+        lines = [line.removesuffix("\r") for line in source.removeprefix(BOM).split("\n")]
         assert 1 <= loc.line <= len(lines), (loc.line, len(lines))
         line = lines[loc.line - 1]
         assert 1 <= loc.col <= len(line) + 1, (loc.col, line)

@@ -44,9 +44,15 @@ class Negate:
 
 @dataclass(frozen=True)
 class Binary:
-    op: str  # + - * / //
+    op: str  # + - * / // == != < <= > >= and or
     left: Expr
     right: Expr
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: Expr
     loc: Location
 
 
@@ -81,23 +87,64 @@ class Call:
     name_loc: Location
 
 
-Expr = Union[Number, String, Literal, Name, Negate, Binary, TupleExpr, ListExpr, Call]
+Expr = Union[Number, String, Literal, Name, Negate, Not, Binary, TupleExpr, ListExpr, Call]
 
 # ------------------------------------------------------------------ chains and statements
 
 
 @dataclass(frozen=True)
+class NoStage:
+    """`none` written as a stage: it adds nothing (a branch of a conditional stage)."""
+
+    loc: Location
+
+
+@dataclass(frozen=True)
 class Stage:
-    target: Call | Name
+    target: Call | Name | Sequential | CondStage | NoStage | Stage  # Stage: `(s)`
     repeat: Expr | None
     loc: Location
 
 
 @dataclass(frozen=True)
+class CondStage:
+    """`(then if cond else other)`: one stage picked at compile time."""
+
+    then: Stage
+    cond: Expr
+    other: Stage | CondStage
+    loc: Location
+
+
+@dataclass(frozen=True)
 class Chain:
-    head: Call | Name
+    """`head -> stage -> ...`; inside `sequential(...)` a chain has no head (None): the
+    sequential's current tensor flows into its first stage."""
+
+    head: Call | Name | Sequential | None
     stages: tuple[Stage, ...]
     loc: Location
+
+
+@dataclass(frozen=True)
+class CondChain:
+    """`then if cond else other`: one chain picked at compile time."""
+
+    then: Chain
+    cond: Expr
+    other: Chain | CondChain
+    loc: Location
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """`sequential(item, ...)`: one stage numbering what it holds like nn.Sequential."""
+
+    items: tuple[Chain | CondChain, ...]  # headless chains
+    loc: Location
+
+
+AnyChain = Union[Chain, CondChain]
 
 
 @dataclass(frozen=True)
@@ -111,9 +158,18 @@ class InputStmt:
 @dataclass(frozen=True)
 class BindStmt:
     name: str
-    chain: Chain
+    chain: AnyChain
     loc: Location
     name_loc: Location
+
+
+@dataclass(frozen=True)
+class UnpackStmt:
+    """`a, b = chain`: the results of an op with several (chunk, split)."""
+
+    names: tuple[Name, ...]
+    chain: AnyChain
+    loc: Location
 
 
 @dataclass(frozen=True)
@@ -124,11 +180,12 @@ class OutputStmt:
 
 @dataclass(frozen=True)
 class ReturnStmt:
-    chain: Chain
+    chain: AnyChain
     loc: Location
 
 
-Statement = Union[InputStmt, BindStmt, OutputStmt, ReturnStmt]
+Binding = Union[BindStmt, UnpackStmt]
+Statement = Union[InputStmt, BindStmt, UnpackStmt, OutputStmt, ReturnStmt]
 
 # ------------------------------------------------------------------ file items
 
@@ -150,7 +207,7 @@ class ConstDef:
 @dataclass(frozen=True)
 class Param:
     name: str
-    type: str  # tensor int float bool str
+    type: str  # tensor int float bool str op
     default: Expr | None
     loc: Location
 
@@ -159,7 +216,7 @@ class Param:
 class BlockDef:
     name: str
     params: tuple[Param, ...]
-    statements: tuple[BindStmt, ...]
+    statements: tuple[Binding, ...]
     result: ReturnStmt
     loc: Location
     name_loc: Location
@@ -169,7 +226,7 @@ class BlockDef:
 class NetworkDef:
     name: str
     inputs: tuple[InputStmt, ...]
-    statements: tuple[BindStmt, ...]
+    statements: tuple[Binding, ...]
     output: OutputStmt
     loc: Location
     name_loc: Location

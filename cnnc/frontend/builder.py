@@ -2,111 +2,37 @@
 every parameter.
 
 Shapes are inferred as each node is created, because the language needs them while
-building: `channels(t)`, and every layer's in_channels taken from its input.
-
-Parameter names follow LANGUAGE.md: a statement whose chain holds one parametrised op
-or block names it `NAME.<param>`; with several, each is `NAME.<i>.<param>` where i counts
-every op of the chain from 0; inside a block instance names continue below it.
+building: `channels(t)`, and every layer's in_channels taken from its input. Chains and
+their stages are expanded in chains.py, blocks in blocks.py; parameter names follow
+LANGUAGE.md's rules (naming.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CompileError, Frame, Location, ShapeError, quote
+from ..errors import CompileError, Location, ShapeError, quote
 from ..ir.graph import Graph, InputAttrs, Layer
 from ..ir.shapes import Sym, format_shape, per_sample_numel
-from ..ir.values import Callable, TensorValue, describe
+from ..ir.values import TensorValue, describe
 from ..ops import OPS, Op, TensorInfo
 from ..ops.signature import Tensor as TensorKind
 from ..ops.signature import TensorSlot
 from . import ast
-from .arguments import Given, bind_arguments, count, int_division_help
+from .arguments import Given, bind_arguments
+from .blocks import BlockBuilder
+from .chains import MAX_NODES, ChainBuilder
 from .evaluate import evaluate
 from .loader import Program
+from .naming import Unit, check_layer_name
+from .scope import Context, OpValue, Scope, chain_start_hint, placed
 
-MAX_NODES = 100_000
 MAX_ELEMENTS = 1 << 32  # per tensor and per parameter, for one item of the batch
-MAX_BLOCK_DEPTH = 100
-PARAM_KINDS = {
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "tensor": lambda v: isinstance(v, TensorValue),
-}
-PARAM_KIND_TEXT = {"int": "an int", "float": "a number", "bool": "true or false",
-                   "str": "a string", "tensor": "a tensor"}
 
 
-@dataclass
-class Scope:
-    """The names bound in a network or in one block instance, over the program's consts."""
-
-    builder: Builder
-    names: dict[str, tuple[Any, Location]] = field(default_factory=dict)
-    params: set[str] = field(default_factory=set)  # block parameters (never rebound)
-
-    def lookup(self, name: ast.Name) -> Any:
-        if name.name in self.names:
-            return self.names[name.name][0]
-        if name.name in self.builder.program.consts:
-            return self.builder.const(name.name)
-        if name.name in OPS:
-            return Callable(name.name, "operator")
-        if name.name in self.builder.program.blocks:
-            return Callable(name.name, "block")
-        visible = list(self.names) + list(self.builder.program.consts)
-        close = difflib.get_close_matches(name.name, visible, n=1)
-        raise CompileError(
-            f"`{name.name}` is not defined",
-            name.loc,
-            help=f"did you mean `{close[0]}`?" if close else None,
-        )
-
-    def bind(self, name: str, value: Any, loc: Location) -> None:
-        if name in self.params:
-            raise CompileError(
-                f"`{name}` is a parameter of this block and cannot be rebound", loc,
-                notes=[f"the parameter is declared at {self.names[name][1]}"],
-                help="choose another name",
-            )
-        if name in self.names:
-            raise CompileError(
-                f"`{name}` is already bound", loc,
-                notes=[f"first bound at {self.names[name][1]}"],
-                help="each name is bound once; choose another name",
-            )
-        if name in self.builder.program.consts:
-            raise CompileError(
-                f"`{name}` is already a const", loc,
-                notes=[f"the const is defined at {self.builder.program.consts[name].name_loc}"],
-                help="choose another name",
-            )
-        self.names[name] = (value, loc)
-
-
-@dataclass(frozen=True)
-class Context:
-    """Where the builder is: the layer (network statement), block trail, statement."""
-
-    layer: str
-    trail: tuple[Frame, ...]
-    statement: Location
-    active_blocks: tuple[str, ...] = ()
-
-
-@dataclass
-class Unit:
-    """One op of a chain (a stage or its repeat) and every node it created."""
-
-    prefix: str
-    nodes: list[int] = field(default_factory=list)
-
-
-class Builder:
+class Builder(ChainBuilder, BlockBuilder):
     def __init__(self, program: Program):
         self.program = program
         self.consts: dict[str, Any] = {}
@@ -148,10 +74,14 @@ class Builder:
         for stmt in net.inputs:
             self._input(stmt, scope)
         for stmt in net.statements:
-            ctx = Context(layer=stmt.name, trail=(), statement=stmt.loc)
-            value = self._chain(stmt.chain, scope, ctx, base=stmt.name)
-            scope.bind(stmt.name, self._relabel(value, stmt.name), stmt.name_loc)
-            graph.layers.append(Layer(stmt.name, _chain_text(stmt.chain), value.node, stmt.loc))
+            names = [stmt.name] if isinstance(stmt, ast.BindStmt) else \
+                [n.name for n in stmt.names]
+            ctx = Context(layer=names[0], trail=(), statement=stmt.loc)
+            values = self._statement(stmt, scope, ctx, "")
+            for name, value in zip(names, values):
+                if len(values) > 1:  # each result is a row of its own
+                    graph.node(value.node).layer = name
+                graph.layers.append(Layer(name, _chain_text(stmt.chain), value.node, stmt.loc))
         for name in net.output.names:
             value = scope.lookup(name)
             if not isinstance(value, TensorValue):
@@ -166,6 +96,23 @@ class Builder:
                     help="remove it, or feed it into the network",
                 )
         return graph
+
+    def _statement(self, stmt: ast.Binding, scope: Scope, ctx: Context,
+                   prefix: str) -> list[Any]:
+        """Build a statement and bind its names; its parameters go below `prefix.NAME`."""
+        def below(name: str) -> str:
+            return f"{prefix}.{name}" if prefix else name
+
+        if isinstance(stmt, ast.BindStmt):
+            first = len(self.graph)
+            value = self._chain(stmt.chain, scope, ctx, base=below(stmt.name))
+            check_layer_name(self.graph, stmt.name, stmt.name_loc, first, ctx.trail)
+            scope.bind(stmt.name, self._relabel(value, stmt.name), stmt.name_loc)
+            return [value]
+        values = self._unpack(stmt, scope, ctx, below(stmt.names[0].name))
+        for name, value in zip(stmt.names, values):
+            scope.bind(name.name, self._relabel(value, name.name), name.loc)
+        return values
 
     def _input(self, stmt: ast.InputStmt, scope: Scope) -> None:
         dims: list[Any] = []
@@ -206,94 +153,28 @@ class Builder:
             return TensorValue(value.node, value.shape, label)
         return value
 
-    # ------------------------------------------------------------ chains
-    def _chain(self, chain: ast.Chain, scope: Scope, ctx: Context, base: str) -> Any:
-        """Expand a chain; its parametrised units are named below `base`."""
-        units: list[Unit] = []
-
-        def run(target, left):
-            unit = Unit(f"{base}.{len(units)}" if base else str(len(units)))
-            units.append(unit)
-            self._units.append(unit)
-            try:
-                return self._apply(target, left, scope, ctx, unit.prefix)
-            finally:
-                self._units.pop()
-                if self._units:
-                    self._units[-1].nodes.extend(unit.nodes)
-
-        head = chain.head
-        if isinstance(head, ast.Name):
-            value = scope.lookup(head)
-            if not isinstance(value, TensorValue):
-                raise CompileError(
-                    f"a chain starts with a tensor or a call; `{head.name}` is {describe(value)}",
-                    head.loc,
-                    help=f"apply it to a tensor: `x -> {head.name}`"
-                    if isinstance(value, Callable) else None,
-                )
-        else:
-            value = run(head, None)
-        for stage in chain.stages:
-            count = 1
-            if stage.repeat is not None:
-                count = evaluate(stage.repeat, scope.lookup)
-                if not (isinstance(count, int) and not isinstance(count, bool) and count >= 1):
-                    raise CompileError(
-                        f"a repeat count must be a positive int, found {describe(count)}",
-                        stage.repeat.loc,
-                    )
-                if count > MAX_NODES:
-                    raise CompileError(
-                        f"repeating {count:,} times would exceed cnnc's limit of "
-                        f"{MAX_NODES:,} operators in a network",
-                        stage.repeat.loc,
-                    )
-            for _ in range(count):
-                value = run(stage.target, value)
-        self._name_units(units, base)
-        return value
-
-    def _name_units(self, units: list[Unit], base: str) -> None:
-        with_params = [u for u in units if any(self.graph.node(n).params for n in u.nodes)]
-        if len(with_params) != 1:
-            return
-        unit = with_params[0]
-        for n in unit.nodes:
-            node = self.graph.node(n)
-            if node.scope == unit.prefix or node.scope.startswith(unit.prefix + "."):
-                node.scope = base + node.scope[len(unit.prefix):]
-                if node.scope.startswith("."):
-                    node.scope = node.scope[1:]
-
-    def _apply(self, target, left, scope: Scope, ctx: Context, prefix: str) -> TensorValue:
-        name = target.name
-        if isinstance(target, ast.Name) and name in scope.names:
-            raise CompileError(
-                f"a stage must be an operator or a block; `{name}` is "
-                f"{describe(scope.names[name][0])}",
-                target.loc,
-                help=f"to combine tensors use add({name}), mul({name}) or concat({name})",
-            )
-        call = target if isinstance(target, ast.Call) else None
-        if name in self.program.blocks:
-            return self._block(self.program.blocks[name], target, call, left, scope, ctx, prefix)
+    # ------------------------------------------------------------ operators
+    def _operator(self, name: str, where) -> Op:
         op = OPS.get(name)
+        if op is None and name == "sequential":
+            raise CompileError(
+                "sequential takes the stages it holds in parentheses", where.loc,
+                help="e.g. `x -> sequential(conv2d(8, 3), relu)`",
+            )
         if op is None:
             candidates = list(OPS) + list(self.program.blocks)
             close = difflib.get_close_matches(name, candidates, n=1)
             raise CompileError(
                 f"unknown operator `{name}`",
-                call.name_loc if call else target.loc,
+                where.name_loc if isinstance(where, ast.Call) else where.loc,
                 help=f"did you mean `{close[0]}`?" if close else "see the operator table in "
                 "docs/operators.md",
             )
-        return self._op(op, target, call, left, scope, ctx, prefix)
+        return op
 
-    # ------------------------------------------------------------ operators
-    def _op(self, op: Op, target, call, left, scope, ctx: Context, prefix: str) -> TensorValue:
-        loc = target.loc
-        positional: list[Given] = [] if left is None else [Given(left, loc)]
+    def _op_call(self, op: Op, target, call, left, scope: Scope, ctx: Context, prefix: str,
+                 several: bool = False) -> Any:
+        positional: list[Given] = [] if left is None else [Given(left, target.loc)]
         keywords: list[tuple[str, Given, Location]] = []
         if call is not None:
             positional += [Given(evaluate(a, scope.lookup), a.loc, a) for a in call.args]
@@ -301,7 +182,20 @@ class Builder:
                          k.name_loc) for k in call.kwargs]
             if left is None:
                 self._check_chain_head(op, call, positional, scope)
-        args, arg_locs = bind_arguments(op, positional, keywords, loc, from_chain=left is not None)
+        return self._make_op(op, positional, keywords, target.loc, ctx, prefix,
+                             from_chain=left is not None, several=several)
+
+    def _make_op(self, op: Op, positional: list[Given], keywords, loc: Location, ctx: Context,
+                 prefix: str, *, from_chain: bool, origin: OpValue | None = None,
+                 several: bool = False) -> Any:
+        """One node (or one per result, `several`) for `op` applied at `loc`. `origin`: the
+        op argument it comes from, whose arguments are checked where they were written."""
+        try:
+            args, arg_locs = bind_arguments(op, positional, keywords,
+                                            origin.loc if origin else loc,
+                                            from_chain=from_chain)
+        except CompileError as e:
+            raise placed(e, origin.trail) if origin else e from None
         inputs: list[TensorValue] = []
 
         def slot(value):
@@ -315,14 +209,21 @@ class Builder:
         args = {k: slot(v) for k, v in args.items()}
         args.pop("input")
         infos = [TensorInfo(v.shape, v.label) for v in inputs]
+        text = origin.text() if origin else loc.text()
         try:
             attrs = op.make_attrs(args)
-            shape = op.infer(attrs, infos)
+            results = op.results(attrs, infos)
+            shapes = results if results is not None else [op.infer(attrs, infos)]
             params = op.params(attrs, infos)
         except ShapeError as e:
-            where = arg_locs.get(e.arg, loc) if e.arg else loc
-            raise CompileError(e.message, where, trail=ctx.trail, help=e.help) from None
-        self._check_size(shape, f"the output of {op.name}()", loc, ctx.trail)
+            where = loc if origin else arg_locs.get(e.arg, loc)
+            notes = [f"this stage is {quote(text)}, given at {origin.loc}"] if origin else None
+            raise CompileError(e.message, where, trail=ctx.trail, help=e.help,
+                               notes=notes) from None
+        if several != (results is not None):
+            raise self._results_error(op, text, len(shapes), several, loc, ctx)
+        for shape in shapes:
+            self._check_size(shape, f"the output of {op.name}()", loc, ctx.trail)
         for spec in params:
             if spec.numel() > MAX_ELEMENTS:
                 raise CompileError(
@@ -330,18 +231,31 @@ class Builder:
                     f"{format_shape(spec.shape)}; cnnc's limit is {MAX_ELEMENTS:,}",
                     loc, trail=ctx.trail,
                 )
-        if len(self.graph) >= MAX_NODES:
+        if len(self.graph) + len(shapes) > MAX_NODES:
             raise CompileError(
                 f"the network has more than {MAX_NODES:,} operators", loc, trail=ctx.trail
             )
-        text = loc.text()
-        node = self.graph.add(
-            op.name, attrs, tuple(v.node for v in inputs), shape, loc=loc, trail=ctx.trail,
-            layer=ctx.layer, scope=prefix if params else "", params=params,
-            label=text if len(text) <= 32 else f"{op.name}()",
+        values = []
+        for index, shape in enumerate(shapes):
+            node = self.graph.add(
+                op.name, dataclasses.replace(attrs, index=index) if several else attrs,
+                tuple(v.node for v in inputs), shape, loc=loc, trail=ctx.trail,
+                layer=ctx.layer, scope=prefix if params else "", params=params,
+                label=text if len(text) <= 32 else f"{op.name}()",
+            )
+            self._units[-1].nodes.append(node.id)
+            values.append(TensorValue(node.id, shape, node.label))
+        return values if several else values[0]
+
+    def _results_error(self, op: Op, text: str, count: int, several: bool, loc: Location,
+                       ctx: Context) -> CompileError:
+        if several:
+            return self._one_result(quote(text), loc)
+        return CompileError(
+            f"{quote(text)} gives several results ({count} here); bind them to names: "
+            f"`a, b = x -> {quote(text)}`", loc, trail=ctx.trail,
+            help="an op with several results ends its chain",
         )
-        self._units[-1].nodes.append(node.id)
-        return TensorValue(node.id, shape, node.label)
 
     @staticmethod
     def _check_chain_head(op: Op, call: ast.Call, positional: list[Given], scope: Scope) -> None:
@@ -352,7 +266,7 @@ class Builder:
             return
         if positional and isinstance(positional[0].value, TensorValue):
             return
-        hint = _chain_start_hint(call, f"{op.name}()", scope)
+        hint = chain_start_hint(call, f"{op.name}()", scope)
         if not positional:
             raise CompileError(f"{op.name}() has no tensor to act on", call.loc, help=hint)
         raise CompileError(
@@ -371,126 +285,6 @@ class Builder:
                 loc, trail=trail,
             )
 
-    # ------------------------------------------------------------ blocks
-    def _block(self, block: ast.BlockDef, target, call, left, scope: Scope, ctx: Context,
-               prefix: str) -> TensorValue:
-        loc = target.loc
-        if block.name in ctx.active_blocks:
-            cycle = " -> ".join(ctx.active_blocks[ctx.active_blocks.index(block.name):]
-                                + (block.name,))
-            raise CompileError(f"block {block.name} uses itself ({cycle})", loc,
-                               trail=ctx.trail, help="blocks may not be recursive")
-        if len(ctx.active_blocks) >= MAX_BLOCK_DEPTH:
-            raise CompileError(f"blocks nest more than {MAX_BLOCK_DEPTH} deep", loc,
-                               trail=ctx.trail)
-        inner = Scope(self)
-        bound = self._bind_block(block, call, left, scope, inner, loc, ctx)
-        for param in block.params:
-            # Inside the block a tensor is called by its parameter's name (`x`), whatever
-            # the caller calls it.
-            inner.names[param.name] = (self._relabel(bound[param.name], param.name), param.loc)
-            inner.params.add(param.name)
-        frame = Frame(block.name, loc, ctx.statement)
-        trail = ctx.trail + (frame,)
-        try:
-            for stmt in block.statements:
-                inner_ctx = Context(ctx.layer, trail, stmt.loc, ctx.active_blocks + (block.name,))
-                value = self._chain(stmt.chain, inner, inner_ctx, base=f"{prefix}.{stmt.name}")
-                inner.bind(stmt.name, self._relabel(value, stmt.name), stmt.name_loc)
-            ret_ctx = Context(ctx.layer, trail, block.result.loc,
-                              ctx.active_blocks + (block.name,))
-            result = self._chain(block.result.chain, inner, ret_ctx, base=prefix)
-        except CompileError as e:
-            raise e.with_trail(trail) from None
-        if not isinstance(result, TensorValue):
-            raise CompileError(f"block {block.name} returns {describe(result)}, not a tensor",
-                               block.result.loc, trail=trail)
-        return TensorValue(result.node, result.shape, f"{block.name}()")
-
-    def _bind_block(self, block: ast.BlockDef, call, left, scope: Scope, inner: Scope,
-                    loc: Location, ctx: Context) -> dict[str, Any]:
-        params = list(block.params)
-        values: dict[str, Any] = {}
-        locs: dict[str, Location] = {}
-        if left is not None:
-            first = next((p for p in params if p.type == "tensor"), None)
-            if first is None:
-                raise CompileError(
-                    f"block {block.name} has no tensor parameter to take the chain's left side",
-                    loc, trail=ctx.trail,
-                )
-            values[first.name], locs[first.name] = left, loc
-            params.remove(first)
-        args = call.args if call else ()
-        exprs: dict[str, ast.Expr] = {}
-        # At the head of a chain the block's first tensor has no left side to come from.
-        head = next((p for p in block.params if p.type == "tensor"), None) \
-            if left is None and call is not None else None
-        if len(args) > len(params):
-            takes = "no arguments" if not params else \
-                f"at most {count(len(params), 'argument')} by position"
-            besides = " besides the chain's tensor" if left is not None else ""
-            raise CompileError(
-                f"block {block.name} takes {takes}{besides}; found another: "
-                f"{quote(args[len(params)].loc.text(), 80)}",
-                args[len(params)].loc, trail=ctx.trail, help=_block_help(block),
-            )
-        for param, expr in zip(params, args):
-            values[param.name], locs[param.name] = evaluate(expr, scope.lookup), expr.loc
-            exprs[param.name] = expr
-        for kw in call.kwargs if call else ():
-            known = [p.name for p in block.params]
-            if kw.name not in known:
-                close = difflib.get_close_matches(kw.name, known, n=1)
-                raise CompileError(
-                    f"block {block.name} has no parameter `{kw.name}`", kw.name_loc,
-                    trail=ctx.trail,
-                    help=f"did you mean `{close[0]}`?" if close else _block_help(block),
-                )
-            if kw.name in values:
-                raise CompileError(f"block {block.name} parameter `{kw.name}` is given twice",
-                                   kw.name_loc, trail=ctx.trail)
-            values[kw.name], locs[kw.name] = evaluate(kw.value, scope.lookup), kw.value.loc
-            exprs[kw.name] = kw.value
-        for param in block.params:
-            if param.name not in values:
-                if param.default is None:
-                    raise CompileError(
-                        f"block {block.name} needs an argument `{param.name}`", loc,
-                        trail=ctx.trail,
-                        help=_chain_start_hint(call, f"block {block.name}", scope)
-                        if param is head else _block_help(block),
-                    )
-                # Defaults may use earlier parameters.
-                partial = Scope(self, {k: (v, param.loc) for k, v in values.items()})
-                values[param.name] = evaluate(param.default, partial.lookup)
-                locs[param.name] = param.default.loc
-            value = values[param.name]
-            if not PARAM_KINDS[param.type](value):
-                given = Given(value, locs[param.name], exprs.get(param.name, param.default))
-                hint = None
-                if param.type == "int":
-                    hint = int_division_help(_int_param, given)
-                elif param is head:
-                    hint = _chain_start_hint(call, f"block {block.name}", scope)
-                raise CompileError(
-                    f"block {block.name} parameter `{param.name}` expects "
-                    f"{PARAM_KIND_TEXT[param.type]}, found {describe(value)}",
-                    locs[param.name], trail=ctx.trail, help=hint,
-                )
-            if param.type == "float":
-                values[param.name] = float(value)
-        return values
-
-
-def _chain_start_hint(call: ast.Call, what: str, scope: Scope) -> str:
-    """`image -> conv2d(3, 3)`: how a call at the head of a chain gets its tensor (the
-    tensor named last in scope stands in for the one the user meant)."""
-    tensors = [n for n, (v, _) in scope.names.items() if isinstance(v, TensorValue)]
-    start = tensors[-1] if tensors else "x"
-    call_text = quote(call.loc.text(), 80)
-    return f"a chain starts from a tensor: `{start} -> {call_text}` applies {what} to {start}"
-
 
 def _shape_text(shape) -> str:
     """A shape for a message; sizes of more than 15 digits shortened (1.0e+300)."""
@@ -501,21 +295,14 @@ def _shape_text(shape) -> str:
     ) + "]"
 
 
-def _int_param(value: Any) -> int:
-    if not PARAM_KINDS["int"](value):
-        raise ValueError(value)
-    return value
-
-
-def _chain_text(chain: ast.Chain) -> str:
-    parts = [chain.head.loc.text()] if isinstance(chain.head, ast.Call) else []
-    parts += [stage.loc.text() for stage in chain.stages]
-    return quote(" -> ".join(parts) or chain.head.loc.text(), 100)
-
-
-def _block_help(block: ast.BlockDef) -> str:
-    parts = [quote(p.loc.text(), 40) for p in block.params]
-    return f"block {block.name}({', '.join(parts)})"
+def _chain_text(chain: ast.AnyChain) -> str:
+    """The ops of a statement as a summary shows them: `conv2d(6, 5) -> relu`."""
+    if isinstance(chain, ast.Chain) and chain.head is not None:
+        parts = [chain.head.loc.text()] if not isinstance(chain.head, ast.Name) else []
+        parts += [stage.loc.text() for stage in chain.stages]
+        if parts:
+            return quote(" -> ".join(parts), 100)
+    return quote(chain.loc.text(), 100)
 
 
 def build_graph(program: Program, network: str | None = None) -> Graph:

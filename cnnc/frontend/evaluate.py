@@ -1,4 +1,5 @@
-"""Compile-time evaluation of expressions: numbers, strings, tuples, const lists, channels(t).
+"""Compile-time evaluation of expressions: numbers, strings, tuples, const lists,
+comparisons and `and or not`, channels(t) and size(t, d).
 
 Every expression is evaluated when the network is built; names are looked up through
 the caller's `lookup` (block parameters, bound tensors, consts).
@@ -52,6 +53,9 @@ def _evaluate(expr: ast.Expr, lookup: Lookup, depth: int) -> Any:
         return tuple(_evaluate(e, lookup, depth + 1) for e in expr.items)
     if kind is ast.ListExpr:
         return _array(expr, lookup, depth)
+    if kind is ast.Not:
+        value = _evaluate(expr.operand, lookup, depth + 1)
+        return not _bool_operand("not", value, expr.operand)
     if kind is ast.Negate:
         value = _evaluate(expr.operand, lookup, depth + 1)
         if isinstance(value, Array):
@@ -69,7 +73,16 @@ def _evaluate(expr: ast.Expr, lookup: Lookup, depth: int) -> Any:
         value = _evaluate(expr, lookup, depth)
         for node in reversed(spine):
             right = _evaluate(node.right, lookup, depth + 1)
-            value = _arith(node.op, value, right, node)
+            if node.op in COMPARISONS:
+                value = _compare(node.op, value, right, node)
+            elif node.op in ("and", "or"):
+                # Both sides are evaluated and must be bools: a mistake on the right is
+                # reported even where the left decides.
+                a = _bool_operand(node.op, value, node.left)
+                b = _bool_operand(node.op, right, node.right)
+                value = (a and b) if node.op == "and" else (a or b)
+            else:
+                value = _arith(node.op, value, right, node)
         return value
     if kind is ast.Call:
         return _call(expr, lookup, depth)
@@ -78,6 +91,53 @@ def _evaluate(expr: ast.Expr, lookup: Lookup, depth: int) -> Any:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+COMPARISONS = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+}
+
+
+def _bool_operand(op: str, value: Any, expr: ast.Expr) -> bool:
+    if not isinstance(value, bool):
+        raise CompileError(
+            f"`{op}` takes true or false, found {describe(value)}", expr.loc,
+            help="compare it to get a bool, e.g. `stride != 1`",
+        )
+    return value
+
+
+def _kind(value: Any) -> str | None:
+    """What may be compared with what: numbers with numbers, strings with strings, ..."""
+    if _is_number(value):
+        return "number"
+    for kind, name in ((bool, "bool"), (str, "string"), (tuple, "tuple")):
+        if isinstance(value, kind):
+            return name
+    return None
+
+
+def _compare(op: str, a: Any, b: Any, expr: ast.Binary) -> bool:
+    for value, side in ((a, expr.left), (b, expr.right)):
+        if isinstance(value, TensorValue):
+            raise CompileError(
+                f"cannot compare {describe(value)}: conditions are decided at compile time",
+                side.loc, help=f"compare its sizes: channels({value.label}) or "
+                f"size({value.label}, 2)",
+            )
+    if op in ("==", "!=") and (a is None or b is None):
+        same = a is None and b is None
+        return same if op == "==" else not same
+    kind_a, kind_b = _kind(a), _kind(b)
+    ordered = op not in ("==", "!=")
+    if kind_a is None or kind_a != kind_b or (ordered and kind_a != "number"):
+        what = "numbers" if ordered else "two numbers, two strings, two bools or two tuples"
+        raise CompileError(
+            f"cannot compare {describe(a)} {op} {describe(b)}", expr.loc,
+            help=f"`{op}` compares {what}",
+        )
+    return COMPARISONS[op](a, b)
 
 
 def _arith(op: str, a: Any, b: Any, expr) -> Any:
@@ -161,12 +221,14 @@ def _check_array_size(expr: ast.ListExpr) -> None:
 
 
 def _call(expr: ast.Call, lookup: Lookup, depth: int) -> Any:
+    if expr.name == "size":
+        return _size(expr, lookup, depth)
     if expr.name != "channels":
         raise CompileError(
             f"a call to {expr.name}() cannot stand inside an expression",
             expr.loc,
             help="bind its result to a name first (`y = x -> op(...)`) and pass the name; "
-            "the only call allowed in an expression is channels(t)",
+            "the only calls allowed in an expression are channels(t) and size(t, d)",
         )
     if len(expr.args) != 1 or expr.kwargs:
         raise CompileError("channels() takes exactly one tensor: channels(t)", expr.loc)
@@ -178,3 +240,24 @@ def _call(expr: ast.Call, lookup: Lookup, depth: int) -> Any:
     if len(value.shape) < 2 or isinstance(value.shape[1], Sym):
         raise CompileError(f"channels() needs a tensor with a fixed dim 1, found {value}", expr.loc)
     return value.shape[1]
+
+
+def _size(expr: ast.Call, lookup: Lookup, depth: int) -> int:
+    """size(t, d): the static size of dim d >= 1 of tensor t (dim 0 is the batch)."""
+    if len(expr.args) != 2 or expr.kwargs:
+        raise CompileError("size() takes a tensor and a dim: size(t, 2)", expr.loc)
+    value, dim = (_evaluate(a, lookup, depth + 1) for a in expr.args)
+    if not isinstance(value, TensorValue):
+        raise CompileError(f"size() takes a tensor, found {describe(value)}", expr.args[0].loc)
+    rank = len(value.shape)
+    if not (isinstance(dim, int) and not isinstance(dim, bool)) or not -rank < dim < rank \
+            or dim % rank == 0:
+        raise CompileError(
+            f"size() dim must be an int from 1 to {rank - 1} (or -{rank - 1} to -1) for "
+            f"{value}, found {describe(dim)}",
+            expr.args[1].loc, help="dim 0 is the batch size, chosen at run time",
+        )
+    size = value.shape[dim % rank]
+    if isinstance(size, Sym):
+        raise CompileError(f"size() needs a fixed dim {dim}, found {value}", expr.loc)
+    return size

@@ -132,7 +132,7 @@ class _Merger:
             raise CompileError(
                 f"`{name}` is defined twice", loc, notes=[f"first defined at {self.defined[name]}"]
             )
-        if get_op(name) is not None or name == "channels":
+        if get_op(name) is not None or name in ("channels", "size"):
             raise CompileError(
                 f"`{name}` is the name of a built-in operator", loc, help="choose another name"
             )

@@ -19,7 +19,7 @@ from lark.exceptions import VisitError
 
 from ..errors import CompileError, Location, Source, quote
 from . import ast
-from .transformer import RESERVED, ToAst
+from .transformer import RESERVED, RESERVED_HELP, ToAst
 
 # Parsing the densest text (`1+1+...`, a const list of numbers) takes about 17 s a megabyte
 # on a slow 2-core machine; 512 KiB keeps the worst case under 10 s there. A real .cnn file
@@ -39,7 +39,8 @@ def _grammar_text() -> str:
 KEYWORDS = {
     "import": "IMPORT", "const": "CONST", "block": "BLOCK", "network": "NETWORK",
     "input": "INPUT", "output": "OUTPUT", "return": "RETURN", "true": "TRUE",
-    "false": "FALSE", "none": "NONE",
+    "false": "FALSE", "none": "NONE", "if": "IF", "else": "ELSE", "and": "AND", "or": "OR",
+    "not": "NOT", "sequential": "SEQUENTIAL",
 }
 
 
@@ -106,7 +107,8 @@ def parse_source(source: Source) -> ast.Module:
 
 TERMINAL_TEXT = {
     "ARROW": "`->`", "PLUS": "`+`", "MINUS": "`-`", "STAR": "`*`", "SLASH": "`/`",
-    "DSLASH": "`//`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`",
+    "DSLASH": "`//`", "EQ": "`==`", "NE": "`!=`", "LT": "`<`", "LE": "`<=`", "GT": "`>`",
+    "GE": "`>=`", "LPAR": "`(`", "RPAR": "`)`", "LSQB": "`[`", "RSQB": "`]`",
     "LBRACE": "`{`", "RBRACE": "`}`", "COMMA": "`,`", "COLON": "`:`", "EQUAL": "`=`",
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "$END": "the end of the file",
 }
@@ -220,7 +222,28 @@ def _dangling_arrow(c: Context) -> Token | None:
     return None
 
 
+COMPARISON_TYPES = frozenset({"EQ", "NE", "LT", "LE", "GT", "GE"})
+
+
+def _chained_comparison(c: Context) -> bool:
+    """`1 < x < 3`: a comparison right after another in one expression."""
+    if c.token.type not in COMPARISON_TYPES:
+        return False
+    before = _tokens_before(c.source, c.token.line, c.token.column, 12)
+    for token in reversed(before):
+        if token.type in COMPARISON_TYPES:
+            return True
+        if token.type in ("COMMA", "LPAR", "IF", "AND", "OR", "NOT", "EQUAL", "ARROW"):
+            return False
+    return False
+
+
 KNOWN_MISTAKES: tuple[Mistake, ...] = (
+    Mistake(
+        _chained_comparison,
+        lambda c: "comparisons do not chain in .cnn",
+        "join them with `and`: `a < b and b < c`",
+    ),
     Mistake(
         lambda c: c.token.type == "$END" and "RBRACE" in c.expected,
         lambda c: "the file ends inside `{ ... }`: a closing `}` is missing",
@@ -243,13 +266,13 @@ KNOWN_MISTAKES: tuple[Mistake, ...] = (
     Mistake(
         lambda c: _misused_keyword(c) is not None,
         lambda c: "`{}` is a reserved word and cannot name {}".format(*_misused_keyword(c)),
-        "choose another name",
+        RESERVED_HELP,
         where=_at(lambda c: _misused_keyword(c)[0]),
     ),
     Mistake(
         lambda c: _is_keyword(c.token) and "NAME" in c.expected and len(c.expected) <= 3,
         lambda c: f"`{c.token}` is a reserved word and cannot be used as a name here",
-        "choose another name",
+        RESERVED_HELP,
     ),
     Mistake(
         lambda c: c.token.type == "EQUAL" and "COLON" in c.expected,
@@ -262,8 +285,8 @@ KNOWN_MISTAKES: tuple[Mistake, ...] = (
         "write it as `input x: [N, 3, 32, 32]`",
     ),
     Mistake(
-        lambda c: c.expected == {"EQUAL"} and c.prev is not None and c.prev.type == "NAME"
-        and c.token.line != c.prev.line,
+        lambda c: "EQUAL" in c.expected and c.expected <= {"EQUAL", "COMMA"}
+        and c.prev is not None and c.prev.type == "NAME" and c.token.line != c.prev.line,
         lambda c: f"`{_shown(c.prev)}` stands alone at the end of a line; "
         "is a `->` missing before it?",
         "stages of a chain are joined by `->`: `x -> conv2d(6, 5) -> relu`",
@@ -314,6 +337,8 @@ CHARACTER_HINTS = {
     ">": ("unexpected `>`", "stages of a chain are joined by `->`"),
     "=": ("unexpected `=`", None),
     "{": ("unexpected `{`", None),
+    "`": ("this quoted name is not closed on its line",
+          "a quoted name is written between two backticks on one line: `block1-0`"),
 }
 
 
@@ -376,13 +401,14 @@ def _one_of(options: list[str]) -> str:
 # The grammar's terminals, to re-read the tokens just before an error (Lark keeps no
 # history of them). Tokens never span lines, so a line can be read on its own.
 _TOKEN = re.compile(
-    r'"(?:\\.|[^"\\\n])*"|#.*|[A-Za-z_][A-Za-z0-9_]*|(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?'
-    r"|->|//|\S"
+    r'"(?:\\.|[^"\\\n])*"|#.*|[A-Za-z_][A-Za-z0-9_]*|`[^`\n]*`'
+    r"|(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?|->|//|==|!=|<=|>=|\S"
 )
 _PUNCTUATION = {
     "(": "LPAR", ")": "RPAR", "[": "LSQB", "]": "RSQB", "{": "LBRACE", "}": "RBRACE",
     ",": "COMMA", ":": "COLON", "=": "EQUAL", "+": "PLUS", "-": "MINUS", "*": "STAR",
-    "/": "SLASH", "//": "DSLASH", "->": "ARROW",
+    "/": "SLASH", "//": "DSLASH", "->": "ARROW", "==": "EQ", "!=": "NE", "<": "LT",
+    "<=": "LE", ">": "GT", ">=": "GE",
 }
 
 
@@ -391,6 +417,8 @@ def _token_type(text: str) -> str:
         return "STRING"
     if text[0].isalpha() or text[0] == "_":
         return KEYWORDS.get(text, "NAME")
+    if text[0] == "`":
+        return "NAME"
     if text[0].isdigit() or (text[0] == "." and len(text) > 1):
         return "NUMBER"
     return _PUNCTUATION.get(text, "UNKNOWN")

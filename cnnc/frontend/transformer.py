@@ -12,7 +12,7 @@ import math
 
 from lark import Token, Transformer_NonRecursive
 
-from ..errors import CompileError, Location, Source
+from ..errors import CompileError, Location, Source, quote
 from . import ast
 
 # Reserved words (LANGUAGE.md, "Lexical rules"). The grammar makes keywords of those it
@@ -21,7 +21,8 @@ RESERVED = frozenset(
     "network block input output return const import true false none "
     "tensor int float bool str op if else and or not sequential".split()
 )
-PARAM_TYPES = ("tensor", "int", "float", "bool", "str")
+RESERVED_HELP = "choose another name; a quoted name, between backticks, may be a reserved word"
+PARAM_TYPES = ("tensor", "int", "float", "bool", "str", "op")
 
 
 def _span(source: Source, first, last) -> Location:
@@ -48,8 +49,35 @@ def check_name(name: str, loc: Location, what: str) -> None:
         raise CompileError(
             f"`{name}` is a reserved word and cannot name {what}",
             loc,
-            help="choose another name",
+            help=RESERVED_HELP,
         )
+
+
+def name_text(source: Source, token: Token, what: str | None = None) -> str:
+    """The name a NAME token spells: a quoted name (`block1-0`) is the text inside its
+    backticks, checked here; a plain one must not be a reserved word where it would name
+    `what` (quoting one is how a PyTorch attribute such as `block` is spelled)."""
+    text = str(token)
+    if not text.startswith("`"):
+        if what is not None:
+            check_name(text, _token_loc(source, token), what)
+        return text
+    inner = text[1:-1]
+    if not inner:
+        raise CompileError(
+            "a quoted name is empty", _token_loc(source, token),
+            help="write the name between the backticks, e.g. `block1-0`",
+        )
+    dot = inner.find(".")
+    if dot >= 0:
+        col = token.column + 1 + dot
+        raise CompileError(
+            f"a quoted name cannot hold a `.`: {quote(text)}",
+            Location(source, token.line, col, token.line, col + 1),
+            help="parameter names are dotted paths (`layer1.0.weight`): a `.` would split "
+            "this name in two; nest a sequential or a block instead",
+        )
+    return inner
 
 
 class ToAst(Transformer_NonRecursive):
@@ -63,6 +91,9 @@ class ToAst(Transformer_NonRecursive):
         if isinstance(item, Token):
             return _token_loc(self.source, item)
         return item.loc
+
+    def _name(self, token: Token, what: str | None = None) -> str:
+        return name_text(self.source, token, what)
 
     # ------------------------------------------------------------ expressions
     def number(self, children):
@@ -113,7 +144,7 @@ class ToAst(Transformer_NonRecursive):
 
     def name(self, children):
         (tok,) = children
-        return ast.Name(str(tok), self._loc(tok))
+        return ast.Name(self._name(tok), self._loc(tok))
 
     def negate(self, children):
         minus, operand = children
@@ -122,6 +153,10 @@ class ToAst(Transformer_NonRecursive):
     def binary(self, children):
         left, op, right = children
         return ast.Binary(str(op), left, right, _span(self.source, left, right))
+
+    def logical_not(self, children):
+        keyword, operand = children
+        return ast.Not(operand, _span(self.source, keyword, operand))
 
     # Tuples, lists and parenthesized expressions span their brackets: an error about one
     # underlines `(3, 3, 3)` or `[1, -4]` whole.
@@ -143,11 +178,12 @@ class ToAst(Transformer_NonRecursive):
 
     def keyword_arg(self, children):
         name, value = children
-        check_name(str(name), self._loc(name), "an argument")
-        return ast.KeywordArg(str(name), value, _span(self.source, name, value), self._loc(name))
+        text = self._name(name, "an argument")
+        return ast.KeywordArg(text, value, _span(self.source, name, value), self._loc(name))
 
     def call(self, children):
-        name, _, *args, closing = children
+        token, _, *args, closing = children
+        name = self._name(token)
         args = [a for a in args if a is not None]
         positional, keywords, seen = [], [], {}
         for a in args:
@@ -169,8 +205,8 @@ class ToAst(Transformer_NonRecursive):
                         help="arguments are positional first, then key=value",
                     )
                 positional.append(a)
-        loc = _span(self.source, name, closing)
-        return ast.Call(str(name), tuple(positional), tuple(keywords), loc, self._loc(name))
+        loc = _span(self.source, token, closing)
+        return ast.Call(name, tuple(positional), tuple(keywords), loc, self._loc(token))
 
     # ------------------------------------------------------------ chains
     def stage(self, children):
@@ -178,27 +214,56 @@ class ToAst(Transformer_NonRecursive):
         end = repeat if repeat is not None else target
         return ast.Stage(target, repeat, _span(self.source, target, end))
 
-    def chain(self, children):
+    def no_stage(self, children):
+        return ast.NoStage(self._loc(children[0]))
+
+    def choice(self, children):
+        opening, inner, closing = children
+        return dataclasses.replace(inner, loc=_span(self.source, opening, closing))
+
+    def cond_stage(self, children):
+        then, _, cond, _, other = children
+        return ast.CondStage(then, cond, other, _span(self.source, then, other))
+
+    def flow(self, children):
         head, *rest = children
         stages = tuple(c for c in rest if isinstance(c, ast.Stage))
         last = stages[-1] if stages else head
         return ast.Chain(head, stages, _span(self.source, head, last))
 
+    def headless(self, children):
+        stages = tuple(c for c in children if isinstance(c, ast.Stage))
+        return ast.Chain(None, stages, _span(self.source, stages[0], stages[-1]))
+
+    def cond_chain(self, children):
+        then, _, cond, _, other = children
+        return ast.CondChain(then, cond, other, _span(self.source, then, other))
+
+    def sequential(self, children):
+        keyword, _, *items, closing = children
+        items = tuple(c for c in items if c is not None)
+        return ast.Sequential(items, _span(self.source, keyword, closing))
+
     # ------------------------------------------------------------ statements
     def input_stmt(self, children):
         kw, name, _, *dims, closing = children
         dims = tuple(d for d in dims if d is not None)
-        check_name(str(name), self._loc(name), "an input")
-        return ast.InputStmt(str(name), dims, _span(self.source, kw, closing), self._loc(name))
+        text = self._name(name, "an input")
+        return ast.InputStmt(text, dims, _span(self.source, kw, closing), self._loc(name))
 
     def bind_stmt(self, children):
         name, chain = children
-        check_name(str(name), self._loc(name), "a value")
-        return ast.BindStmt(str(name), chain, _span(self.source, name, chain), self._loc(name))
+        text = self._name(name, "a value")
+        return ast.BindStmt(text, chain, _span(self.source, name, chain), self._loc(name))
+
+    def unpack_stmt(self, children):
+        *tokens, chain = children
+        names = tuple(ast.Name(self._name(t, "a value"), self._loc(t)) for t in tokens)
+        return ast.UnpackStmt(names, chain, _span(self.source, tokens[0], chain))
 
     def output_stmt(self, children):
         kw, *names = children
-        names = tuple(ast.Name(str(n), self._loc(n)) for n in names)
+        names = tuple(ast.Name(self._name(n), self._loc(n)) for n in names)
         return ast.OutputStmt(names, _span(self.source, kw, names[-1]))
 
     def return_stmt(self, children):
@@ -213,29 +278,30 @@ class ToAst(Transformer_NonRecursive):
 
     def const_def(self, children):
         kw, name, value = children
-        check_name(str(name), self._loc(name), "a const")
-        return ast.ConstDef(str(name), value, _span(self.source, kw, value), self._loc(name))
+        text = self._name(name, "a const")
+        return ast.ConstDef(text, value, _span(self.source, kw, value), self._loc(name))
 
     def param(self, children):
         name, type_, default = children
-        check_name(str(name), self._loc(name), "a block parameter")
-        if str(type_) not in PARAM_TYPES:
+        text = self._name(name, "a block parameter")
+        kind = self._name(type_)
+        if kind not in PARAM_TYPES:
             raise CompileError(
-                f"unknown parameter type `{type_}`",
+                f"unknown parameter type `{kind}`",
                 self._loc(type_),
                 help="a block parameter is one of: " + ", ".join(PARAM_TYPES),
             )
         end = default if default is not None else type_
-        return ast.Param(str(name), str(type_), default, _span(self.source, name, end))
+        return ast.Param(text, kind, default, _span(self.source, name, end))
 
     def body(self, children):
         opening, *statements, closing = children
         return statements, _span(self.source, opening, closing)
 
     def block_def(self, children):
-        kw, name, _, *params, _, (statements, body_loc) = children
+        kw, token, _, *params, _, (statements, body_loc) = children
         params = tuple(p for p in params if p is not None)
-        check_name(str(name), self._loc(name), "a block")
+        name = self._name(token, "a block")
         seen: dict[str, ast.Param] = {}
         defaults_started = None
         for p in params:
@@ -279,14 +345,14 @@ class ToAst(Transformer_NonRecursive):
                 binds.append(st)
         if result is None:
             raise CompileError(
-                f"block {name} has no `return` statement", self._loc(name),
+                f"block {name} has no `return` statement", self._loc(token),
                 help="end the block with `return <chain>`",
             )
-        return ast.BlockDef(str(name), params, tuple(binds), result, loc, self._loc(name))
+        return ast.BlockDef(name, params, tuple(binds), result, loc, self._loc(token))
 
     def network_def(self, children):
-        kw, name, (statements, body_loc) = children
-        check_name(str(name), self._loc(name), "a network")
+        kw, token, (statements, body_loc) = children
+        name = self._name(token, "a network")
         loc = _span(self.source, kw, body_loc)
         inputs, binds, output = [], [], None
         for st in statements:
@@ -309,12 +375,10 @@ class ToAst(Transformer_NonRecursive):
                 binds.append(st)
         if output is None:
             raise CompileError(
-                f"network {name} has no `output` statement", self._loc(name),
+                f"network {name} has no `output` statement", self._loc(token),
                 help="name what the network returns, e.g. `output logits`",
             )
-        return ast.NetworkDef(
-            str(name), tuple(inputs), tuple(binds), output, loc, self._loc(name)
-        )
+        return ast.NetworkDef(name, tuple(inputs), tuple(binds), output, loc, self._loc(token))
 
     def start(self, children):
         return ast.Module(

@@ -50,6 +50,13 @@ class Op:
     def params(self, attrs: Any, inputs: list[TensorInfo]) -> tuple[ParamSpec, ...]:
         return ()
 
+    def results(self, attrs: Any, inputs: list[TensorInfo]) -> list[Shape] | None:
+        """For an op with several results (chunk, split): the shape of each, as many as
+        torch returns. The builder then makes one node per result, its attrs record's
+        `index` field set to the result's position; on such a node `infer` gives that
+        result's shape and `reference` computes that result. None: one result."""
+        return None
+
     # ------------------------------------------------------------ reference backend
     def reference(
         self, attrs: Any, xs: list[torch.Tensor], p: dict[str, torch.Tensor], training: bool
