@@ -251,9 +251,6 @@ CASES = [
          "sequential() has no tensor to act on"),
     Case("sequential_bare.cnn", 5, 42, "sequential",
          "sequential takes the stages it holds in parentheses"),
-    Case("module_attribute_name.cnn", 6, 5, "training",
-         "`training` cannot name a layer with parameters: every torch.nn.Module has an "
-         "attribute `training`"),
     Case("size_batch_dim.cnn", 5, 40, "0", "size() dim must be an int from 1 to 3"),
 ]
 

@@ -61,14 +61,11 @@ def test_every_reserved_word_quoted_is_a_name(word: str):
         [f"{word}-c.weight", f"{word}-c.bias"]
 
 
-def test_a_name_no_pytorch_module_can_hold_is_refused_at_the_layer():
-    with pytest.raises(cnnc.CompileError, match="`eval` cannot name a layer with parameters: "
-                       "every torch.nn.Module has an attribute `eval`") as info:
-        cnnc.load(source=net("a = x -> b\n y = a -> relu", "block b(x: tensor) {\n"
-                             " `eval` = x -> conv2d(2, 1)\n return `eval` }"))
-    assert (info.value.location.line, info.value.location.col) == (2, 2)
-    assert [f.block for f in info.value.trail] == ["b"]
-    # Without parameters below it, the name holds no module: it is fine.
+def test_a_quoted_module_attribute_names_a_layer():
+    # `eval` is an attribute of every nn.Module; the layer is still named so in state_dict
+    ref = cnnc.reference(source=net("a = x -> b\n y = a -> relu", "block b(x: tensor) {\n"
+                                    " `eval` = x -> conv2d(2, 1)\n return `eval` }"))
+    assert list(ref.state_dict()) == ["a.eval.weight", "a.eval.bias"]
     cnnc.load(source=net("training = x -> relu\n y = training -> relu"))
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph
 from ..passes.plan import Kernel
-from .source import dotted, identifier
+from .source import identifier, shown
 
 SPATIAL = {1: ("l",), 2: ("h", "w"), 3: ("d", "h", "w")}
 
@@ -65,8 +65,8 @@ class EmitContext:
             node = self.graph.node(node_id)
             where = (f"{safe_file_name(node.loc.file)}:{node.loc.line}"
                      if node.loc is not None else "?")
-            scope = f" [{dotted(node.scope)}]" if node.scope else ""
-            lines.append(f"{node.op:<22} layer {identifier(node.layer)}{scope}, {where}")
+            scope = f" [{shown(node.scope)}]" if node.scope else ""
+            lines.append(f"{node.op:<22} layer {shown(node.layer)}{scope}, {where}")
         return lines
 
 

@@ -24,7 +24,7 @@ from ..runtime import support, tuner
 from ..runtime.inputs import input_specs, parameter_specs
 from . import helpers
 from .kernel import EmitContext, EmittedKernel, safe_file_name
-from .source import Source, dotted, identifier, number
+from .source import Source, number, python_name, shown, text_literal
 from .templates import TEMPLATES
 
 SUPPORT_MARKER = "# ---- cnnc runtime support (copied into generated files) ----"
@@ -121,7 +121,8 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str) ->
     head.line("")
     head.line("Kernels of one forward pass in eval mode:")
     for row in launches["eval"]:
-        head.line(f"  {row['kernel']:<28} {', '.join(row['layers'])}: {' -> '.join(row['ops'])}")
+        layers = ", ".join(shown(layer) for layer in row["layers"])
+        head.line(f"  {row['kernel']:<28} {layers}: {' -> '.join(row['ops'])}")
     head.line("")
     head.line("Needs only torch and triton. Without a CUDA GPU the kernels run under Triton's")
     head.line("interpreter (TRITON_INTERPRET=1, set below before triton is first imported).")
@@ -168,7 +169,7 @@ def module_names(text: str) -> set[str]:
 def class_name(network: str, taken: set[str]) -> str:
     """The nn.Module class: the network's name unless Python or the file already uses it
     (a class named `min` or `torch` would hide the global the code calls)."""
-    name = identifier(network)
+    name = python_name(network)
     if (keyword.iskeyword(name) or name in taken or hasattr(builtins, name)
             or name.startswith("_")):
         name += "Network"
@@ -180,14 +181,14 @@ def class_name(network: str, taken: set[str]) -> str:
 def parameter_name(name: str) -> str:
     """forward()'s parameter for an input: its name, unless Python reserves it (then one
     more `_`, also for names already so spelled: `self` and `self_` stay two names)."""
-    name = identifier(name)
+    name = python_name(name)
     base = name.rstrip("_")
     return f"{name}_" if keyword.iskeyword(base) or base == "self" else name
 
 
 def input_variable(name: str) -> str:
     """Inside the forward functions inputs are in_<name>: never a value (v12), P or sizes."""
-    return f"in_{identifier(name)}"
+    return f"in_{python_name(name)}"
 
 
 def _launch_table(graph: Graph, plan: Plan, emitted: list[EmittedKernel]) -> list[dict]:
@@ -199,7 +200,7 @@ def _launch_table(graph: Graph, plan: Plan, emitted: list[EmittedKernel]) -> lis
     def row(name: str, nodes) -> dict:
         return {
             "kernel": name,
-            "layers": list(dict.fromkeys(identifier(n.layer) for n in nodes)),
+            "layers": list(dict.fromkeys(n.layer for n in nodes)),
             "ops": [n.op for n in nodes],
             "lines": sorted({n.loc.line for n in nodes if n.loc is not None}),
         }
@@ -222,7 +223,7 @@ def _literal(value) -> str:
     if isinstance(value, (int, float)):
         return number(value)
     if isinstance(value, str):
-        return repr(dotted(value))
+        return text_literal(value)
     if isinstance(value, tuple):
         inner = ", ".join(_literal(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
@@ -271,7 +272,7 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict) -> None:
         with src.indent("def _cnnc_forward(self, *inputs):"):
             src.line("refuse_tracing()")
             src.line('anchor = self._buffers["_anchor"]')
-            src.line(f"sizes = check_inputs({identifier(graph.name)!r}, INPUTS, inputs, "
+            src.line(f"sizes = check_inputs({text_literal(graph.name)}, INPUTS, inputs, "
                      "anchor.dtype, anchor.device)")
             src.line("P = current_tensors(self._slots)")
             with src.indent("with torch.no_grad(), LAUNCH_LOCK:"):
@@ -313,16 +314,16 @@ def _emit_forward_empty(src: Source, graph: Graph, inputs: list[str],
                   if not any(isinstance(d, Sym) for d in graph.node(o).shape)]
         if static:
             output = graph.node(static[0])
-            src.line(f"raise InputError('network {identifier(graph.name)} cannot run a batch "
-                     f"of 0: its output {identifier(output.layer)} does not depend on the "
-                     "batch')")
+            src.line(f"raise InputError('network ' + {text_literal(graph.name)} + ' cannot run "
+                     f"a batch of 0: its output ' + {text_literal(output.layer)} + ' does not "
+                     "depend on the batch')")
             return
         counters = [name for name, spec, node in graph.parameters()
                     if node.op == "batch_norm" and spec.name == "num_batches_tracked"]
         if counters:
             with src.indent("if self.training:"):
                 for name in counters:
-                    src.line(f"P[{index[name]}].add_(1)  # {dotted(name)}")
+                    src.line(f"P[{index[name]}].add_(1)  # {shown(name)}")
         outs = []
         for o in graph.outputs:
             if o in values.names:
@@ -382,7 +383,7 @@ class _Values:
     def _dim(self, node_id: int, index: int) -> str:
         d = self.graph.node(node_id).shape[index]
         if isinstance(d, Sym):
-            size = f"sizes[{identifier(d.name)!r}]"
+            size = f"sizes[{text_literal(d.name)}]"
             return size if d.coeff == 1 else f"{size} * {d.coeff}"
         return str(d)
 

@@ -43,13 +43,32 @@ def identifier(name: str) -> str:
     return name
 
 
-def dotted(name: str) -> str:
-    """A validated dotted parameter name, e.g. layer1.0.conv1.weight."""
-    parts = name.split(".")
-    for part in parts:
-        if not (_IDENTIFIER.match(part) or part.isdigit()):
-            raise ValueError(f"not a parameter name: {name!r}")
-    return name
+def python_name(name: str) -> str:
+    """An identifier for any name a .cnn file may bind (quoted names hold any text): the
+    name itself when it is one, else its letters, digits and `_` with a short hash of the
+    whole, so two names never meet."""
+    if _IDENTIFIER.match(name):
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or "name"
+    return f"{'n_' if stem[0].isdigit() else ''}{stem}_{digest}"
+
+
+def shown(name: str) -> str:
+    """A name for a comment or a docstring: quoted names keep only their ASCII letters,
+    digits, `_` and `.` (others become `?`), so no other user text reaches the file."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_.") else "?" for c in name)
+
+
+def text_literal(text: str) -> str:
+    """A Python expression for any name: a plain string literal for dotted identifiers,
+    else decoded from hex at import, so the file holds no user text."""
+    parts = text.split(".")
+    if all(_IDENTIFIER.match(p) or p.isdigit() for p in parts):
+        return repr(text)
+    return f"bytes.fromhex({text.encode().hex()!r}).decode()"
 
 
 def number(value) -> str:

@@ -26,7 +26,7 @@ from .blocks import BlockBuilder
 from .chains import MAX_NODES, ChainBuilder
 from .evaluate import evaluate
 from .loader import Program
-from .naming import Unit, check_layer_name
+from .naming import Unit
 from .scope import Context, OpValue, Scope, chain_start_hint, placed
 
 MAX_ELEMENTS = 1 << 32  # per tensor and per parameter, for one item of the batch
@@ -104,9 +104,7 @@ class Builder(ChainBuilder, BlockBuilder):
             return f"{prefix}.{name}" if prefix else name
 
         if isinstance(stmt, ast.BindStmt):
-            first = len(self.graph)
             value = self._chain(stmt.chain, scope, ctx, base=below(stmt.name))
-            check_layer_name(self.graph, stmt.name, stmt.name_loc, first, ctx.trail)
             scope.bind(stmt.name, self._relabel(value, stmt.name), stmt.name_loc)
             return [value]
         values = self._unpack(stmt, scope, ctx, below(stmt.names[0].name))

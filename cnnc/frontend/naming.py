@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from ..errors import CompileError, Location
+from ..errors import Location
 from ..ir.graph import Graph
 
 
@@ -57,19 +55,3 @@ def name_chain(graph: Graph, numbering: Numbering) -> None:
             node.scope = (base + node.scope[len(unit.prefix):]).lstrip(".")
 
 
-# Names every torch.nn.Module has (training, forward, eval, ...): a submodule or
-# parameter cannot take one, so neither can a part of a parameter's name.
-MODULE_ATTRIBUTES = frozenset(dir(torch.nn.Module()))
-
-
-def check_layer_name(graph: Graph, name: str, loc: Location, first_node: int,
-                     trail: tuple = ()) -> None:
-    """Refuses a statement name that a PyTorch module could not hold (`training`), where
-    the statement's nodes (from `first_node` on) have parameters named below it."""
-    if name not in MODULE_ATTRIBUTES:
-        return
-    if any(graph.node(n).params for n in range(first_node, len(graph))):
-        raise CompileError(
-            f"`{name}` cannot name a layer with parameters: every torch.nn.Module has an "
-            f"attribute `{name}`", loc, trail=trail, help="choose another name",
-        )

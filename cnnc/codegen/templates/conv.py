@@ -21,7 +21,7 @@ from ..kernel import (
     launch_lines,
     split_index,
 )
-from ..source import Source, dotted
+from ..source import Source
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -190,7 +190,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
 
     # -------------------------------------------------------------- launcher
     args: list[Argument] = [Argument("x", "value", conv.inputs[0])]
-    args.append(Argument("w", "param", f"{dotted(conv.scope)}.weight"))
+    args.append(Argument("w", "param", f"{conv.scope}.weight"))
     if a.bias:
         args.append(Argument("b", "param", f"{conv.scope}.bias"))
     launcher = f"launch_{name}"

@@ -23,7 +23,7 @@ from ..kernel import (
     launch_lines,
     split_index,
 )
-from ..source import Source, dotted
+from ..source import Source
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -157,9 +157,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
 
     # -------------------------------------------------------------- launcher
     args: list[Argument] = [Argument("x", "value", conv.inputs[0]),
-                            Argument("w", "param", dotted(f"{conv.scope}.weight"))]
+                            Argument("w", "param", f"{conv.scope}.weight")]
     if has_bias:
-        args.append(Argument("b", "param", dotted(f"{conv.scope}.bias")))
+        args.append(Argument("b", "param", f"{conv.scope}.bias"))
     launcher = f"launch_{name}"
     call = ["out"] + [arg.name for arg in args]
     operand_args, operand_call = epilogue_arguments(epi)

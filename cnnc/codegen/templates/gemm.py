@@ -11,7 +11,7 @@ from ...ops.adaptive_pool import adaptive_sizes
 from ..builder import KernelBuilder
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import SPATIAL, EmitContext, EmittedKernel, split_index
-from ..source import Source, dotted
+from ..source import Source
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -43,9 +43,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     what = "adaptive avg pool + flatten + linear" if pooled else "linear"
     b = KernelBuilder(ctx, "gemm", f"{what} as a GEMM; rows are the input's leading positions.")
     b.argument("x", "value", source.id)
-    b.argument("w", "param", f"{dotted(linear.scope)}.weight")
+    b.argument("w", "param", f"{linear.scope}.weight")
     if has_bias:
-        b.argument("b", "param", f"{dotted(linear.scope)}.bias")
+        b.argument("b", "param", f"{linear.scope}.bias")
     for name, kind, ref in epilogue_refs(epi):
         b.argument(name, kind, ref)
     _, operand_call = epilogue_arguments(epi)
