@@ -66,6 +66,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.extend(ctx.describe())
         src.line('"""')
         _channels_and_pivot(src)
+        if track:
+            with src.indent("if cb + p == 0:  # count the batch"):
+                src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
         src.line("# Welford per lane (a lane is a row of the tile), on values less the pivot.")
         src.line("# The mean is updated as a weighted average, so a +inf makes it +inf, not NaN.")
         src.line("count = tl.zeros((BLOCK_R, 1), dtype=tl.float32)")
@@ -88,9 +91,6 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("chunk_m2 = tl.sum(m2 + count * dev * dev, axis=0)")
         src.line("tl.store(part_ptr + p * C + c, chunk_mean, mask=c_ok)")
         src.line("tl.store(part_ptr + (P + p) * C + c, chunk_m2, mask=c_ok)")
-        if track:
-            with src.indent("if cb + p == 0:"):
-                src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
     src.line("")
     src.line("")
 
@@ -249,11 +249,16 @@ def _rows(src: Source, dims: tuple[str, ...], name: str, strides: str) -> None:
     src.line("rows = row0 + tl.arange(0, BLOCK_R)")
     src.line("row_ok = rows < end")
     src.line("mask = row_ok[:, None] & c_ok[None, :]")
+    # Outermost first, each quotient's remainder by a multiply and a subtraction.
+    sizes = [d.upper() for d in dims]
     src.line("rest = rows")
-    for d in reversed(dims):
-        src.line(f"{d}_i = rest % {d.upper()}")
-        src.line(f"rest = rest // {d.upper()}")
-    src.line("n = rest")
+    for i, d in enumerate(["n", *(f"{d}_i" for d in dims)]):
+        inner = " * ".join(sizes[i:])
+        if not inner:
+            src.line(f"{d} = rest")
+            break
+        src.line(f"{d} = rest // ({inner})")
+        src.line(f"rest = rest - {d} * ({inner})")
     offset = f"n * {strides}0" + "".join(f" + {d}_i * {strides}{2 + i}"
                                          for i, d in enumerate(dims))
     src.line(f"{name}_row = {offset}")
