@@ -69,26 +69,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         if track:
             with src.indent("if cb + p == 0:  # count the batch"):
                 src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
-        src.line("# Welford per lane (a lane is a row of the tile), on values less the pivot.")
-        src.line("# The mean is updated as a weighted average, so a +inf makes it +inf, not NaN.")
-        src.line("count = tl.zeros((BLOCK_R, 1), dtype=tl.float32)")
-        src.line("mean = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)")
-        src.line("m2 = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)")
-        with src.indent("for row0 in range(start, end, BLOCK_R):"):
-            _rows(src, dims, "x", "sx")
-            src.line("y = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=mask, "
-                     "other=0.0).to(tl.float32) - pivot[None, :]")
-            src.line("valid = row_ok[:, None]")
-            src.line("count += tl.where(valid, 1.0, 0.0)")
-            src.line("step = tl.where(valid, 1.0 / tl.maximum(count, 1.0), 0.0)")
-            src.line("new_mean = mean * (1.0 - step) + y * step")
-            src.line("m2 += tl.where(valid, (y - mean) * (y - new_mean), 0.0)")
-            src.line("mean = new_mean")
-        src.line("# Merge the lanes (Chan et al.): no lane's values are summed raw.")
-        src.line("chunk = (end - start).to(tl.float32)")
-        src.line("chunk_mean = tl.sum(count * mean, axis=0) / chunk")
-        src.line("dev = mean - chunk_mean[None, :]")
-        src.line("chunk_m2 = tl.sum(m2 + count * dev * dev, axis=0)")
+        _chunk_statistics(src, dims)
         src.line("tl.store(part_ptr + p * C + c, chunk_mean, mask=c_ok)")
         src.line("tl.store(part_ptr + (P + p) * C + c, chunk_m2, mask=c_ok)")
     src.line("")
@@ -101,8 +82,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         pointers += ["weight_ptr", "bias_ptr"]
     if track:
         pointers += ["running_mean_ptr", "running_var_ptr", "tracked_ptr"]
+    if cumulative:
+        pointers.append("count_ptr")
     params = pointers + epi.params() + shape + x_strides + [f"so{i}" for i in range(rank)]
-    params += const_params + tiles + ["BLOCK_P: tl.constexpr"]
+    params += const_params + tiles + ["BLOCK_P: tl.constexpr", "FUSED: tl.constexpr"]
     def_lines(src, name, params)
     with src.indent():
         src.line('"""' + f"batch_norm with batch statistics over a rank-{rank} input: merge "
@@ -111,30 +94,38 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.extend(ctx.describe())
         src.line('"""')
         _channels_and_pivot(src)
-        src.line("# Merge every chunk's (mean, M2) of these channels (Chan et al.).")
         src.line("total = R.to(tl.float32)")
-        src.line("sum_mean = tl.zeros((BLOCK_C,), dtype=tl.float32)")
-        with src.indent("for q0 in range(0, P, BLOCK_P):"):
-            _partials(src)
-            src.line("sum_mean += tl.sum(n_q[:, None] * chunk_mean, axis=0)")
-        src.line("batch_mean = sum_mean / total")
-        src.line("squares = tl.zeros((BLOCK_C,), dtype=tl.float32)")
-        with src.indent("for q0 in range(0, P, BLOCK_P):"):
-            _partials(src)
-            src.line("chunk_m2 = tl.load(part_ptr + (P + q[:, None]) * C + c[None, :], "
-                     "mask=q_mask, other=0.0)")
-            src.line("dev = chunk_mean - batch_mean[None, :]")
-            src.line("squares += tl.sum(chunk_m2 + n_q[:, None] * dev * dev, axis=0)")
+        with src.indent("if FUSED:  # one chunk: this program's statistics are the batch's"):
+            _chunk_statistics(src, dims)
+            src.line("batch_mean = chunk_mean")
+            src.line("squares = chunk_m2")
+        with src.indent("else:"):
+            src.line("# Merge every chunk's (mean, M2) of these channels (Chan et al.).")
+            src.line("sum_mean = tl.zeros((BLOCK_C,), dtype=tl.float32)")
+            with src.indent("for q0 in range(0, P, BLOCK_P):"):
+                _partials(src)
+                src.line("sum_mean += tl.sum(n_q[:, None] * chunk_mean, axis=0)")
+            src.line("batch_mean = sum_mean / total")
+            src.line("squares = tl.zeros((BLOCK_C,), dtype=tl.float32)")
+            with src.indent("for q0 in range(0, P, BLOCK_P):"):
+                _partials(src)
+                src.line("chunk_m2 = tl.load(part_ptr + (P + q[:, None]) * C + c[None, :], "
+                         "mask=q_mask, other=0.0)")
+                src.line("dev = chunk_mean - batch_mean[None, :]")
+                src.line("squares += tl.sum(chunk_m2 + n_q[:, None] * dev * dev, axis=0)")
         src.line("var = squares / total")
         src.line("mean = pivot + batch_mean")
         if track:
             with src.indent("if p == 0:"):
+                with src.indent("if FUSED:"):
+                    with src.indent("if cb == 0:  # count the batch (else kernel 1 does)"):
+                        src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
                 src.line("# Running statistics, updated in place (the running variance is "
                          "unbiased).")
                 if cumulative:
                     src.line("# momentum none: a cumulative average, 1 / num_batches_tracked "
-                             "(counted by kernel 1).")
-                    src.line("factor = 1.0 / tl.load(tracked_ptr).to(tl.float32)")
+                             "(after this batch).")
+                    src.line("factor = 1.0 / tl.load(count_ptr).to(tl.float32)")
                 else:
                     src.line(f"factor = {number(float(a.momentum))}")
                 for buf, value in (("mean", "mean"), ("var", "squares / (total - 1.0)")):
@@ -191,7 +182,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                      'value per channel when training, got input size " + str(list(x.shape)))')
         src.line("# Channels innermost (channels-last): wide channel tiles, contiguous loads.")
         src.line(f"BLOCK_C = {inner} if x.stride(1) == 1 else {outer}")
-        src.line("BLOCK_R = tile(R, TILES['reduction'] // BLOCK_C)")
+        src.line("# An elementwise tile: the loops keep per-lane sums, no tl.sum inside.")
+        src.line("BLOCK_R = tile(R, TILES['elementwise'] // BLOCK_C)")
         src.line(f"CB = ({channels} + BLOCK_C - 1) // BLOCK_C")
         src.line("T = (R + BLOCK_R - 1) // BLOCK_R  # tiles of rows per channel block")
         src.line("# One chunk per channel block on the interpreter (it pays per program).")
@@ -199,19 +191,31 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                  f"{MAX_CHUNKS}))")
         src.line("ROWS_PER = (T + P - 1) // P * BLOCK_R")
         src.line("P = (R + ROWS_PER - 1) // ROWS_PER  # no chunk is empty")
-        src.line(f"part = torch.empty((2, P, {channels}), device=x.device, dtype=torch.float32)")
         src.line("WIDE = wide(x, out)")
         tail = ["R", "ROWS_PER", "P", "*x.stride()"]
         keywords = [f"{k}={v}" for k, v in consts.items()]
         keywords += ["BLOCK_R=BLOCK_R", "BLOCK_C=BLOCK_C", "WIDE=WIDE"]
-        call = ["x", "part"] + (["num_batches_tracked"] if track else []) + tail + keywords
-        launch_lines(src, stats, "(CB, P)", call)
+        with src.indent("if P == 1:  # each program sees all of its channels' rows: one kernel"):
+            src.line("part = x  # not read")
+            if cumulative:
+                src.line("# the count after this batch, apart from the one the kernel writes")
+                src.line("count = num_batches_tracked + 1")
+        with src.indent("else:"):
+            src.line(f"part = torch.empty((2, P, {channels}), device=x.device, "
+                     "dtype=torch.float32)")
+            call = ["x", "part"] + (["num_batches_tracked"] if track else []) + tail + keywords
+            launch_lines(src, stats, "(CB, P)", call)
+            if cumulative:
+                src.line("count = num_batches_tracked  # counted by the kernel")
         call = ["x", "out", "part"]
         if affine:
             call += ["weight", "bias"]
         if track:
             call += ["running_mean", "running_var", "num_batches_tracked"]
-        call += operand_call + tail + ["*out.stride()"] + keywords + ["BLOCK_P=tile(P, 16)"]
+        if cumulative:
+            call.append("count")
+        call += operand_call + tail + ["*out.stride()"] + keywords
+        call += ["BLOCK_P=tile(P, 16)", "FUSED=P == 1"]
         launch_lines(src, name, "(CB, P)", call)
         if track:
             src.line("# Written by the kernels: tell PyTorch (and cached folded weights) that "
@@ -274,3 +278,28 @@ def _partials(src: Source) -> None:
     src.line("n_q = tl.where(q_ok, tl.minimum(ROWS_PER, R - q * ROWS_PER), 0).to(tl.float32)")
     src.line("chunk_mean = tl.load(part_ptr + q[:, None] * C + c[None, :], mask=q_mask, "
              "other=0.0)")
+
+
+def _chunk_statistics(src: Source, dims: tuple[str, ...]) -> None:
+    """This program's rows: Welford per lane, then the lanes merged into chunk_mean and
+    chunk_m2 per channel."""
+    src.line("# Welford per lane (a lane is a row of the tile), on values less the pivot.")
+    src.line("# The mean is updated as a weighted average, so a +inf makes it +inf, not NaN.")
+    src.line("count = tl.zeros((BLOCK_R, 1), dtype=tl.float32)")
+    src.line("mean = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)")
+    src.line("m2 = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)")
+    with src.indent("for row0 in range(start, end, BLOCK_R):"):
+        _rows(src, dims, "x", "sx")
+        src.line("y = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=mask, "
+                 "other=0.0).to(tl.float32) - pivot[None, :]")
+        src.line("valid = row_ok[:, None]")
+        src.line("count += tl.where(valid, 1.0, 0.0)")
+        src.line("step = tl.where(valid, 1.0 / tl.maximum(count, 1.0), 0.0)")
+        src.line("new_mean = mean * (1.0 - step) + y * step")
+        src.line("m2 += tl.where(valid, (y - mean) * (y - new_mean), 0.0)")
+        src.line("mean = new_mean")
+    src.line("# Merge the lanes (Chan et al.): no lane's values are summed raw.")
+    src.line("chunk = (end - start).to(tl.float32)")
+    src.line("chunk_mean = tl.sum(count * mean, axis=0) / chunk")
+    src.line("dev = mean - chunk_mean[None, :]")
+    src.line("chunk_m2 = tl.sum(m2 + count * dev * dev, axis=0)")
