@@ -1,24 +1,25 @@
-"""Batch norm with batch statistics (training mode, or no running statistics): two kernels.
+"""Batch norm with batch statistics (training mode, or no running statistics).
 
 The input is read as a strided [rows, C] view, rows being (n, spatial...): a row index is
 split into its dims once per row, never per element, and the channel is the tile's second
 axis, so a channels-last input (channel stride 1) is read in contiguous runs of channels.
-Any other layout is read correctly through its strides.
+Any other layout is read correctly through its strides. Programs are (block of channels,
+chunk of rows); on a GPU there are enough chunks to fill the machine even with few channels.
 
-1. `..._stats`, one program per (block of channels, chunk of rows): Welford's running
-   mean and sum of squared deviations per lane, merged over the lanes (Chan et al.) into
-   one partial (mean, M2) per channel and chunk, stored in a float32 workspace. Values are
-   taken relative to a pivot, the channel's first value, so a large mean costs no
-   precision. The program for the first chunk and channels counts the batch
-   (num_batches_tracked += 1).
-2. The apply kernel, one program per the same (channels, chunk): merges the channels'
-   partials (cheap, and from L2), updates the running statistics (the first chunk's
-   program) as nn.BatchNorm does, then normalises its chunk, applies the affine and the
-   fused epilogue, and stores. The input is read once here and once in 1.
+1. `..._stats` (only when a channel's rows are split into several chunks): Welford's
+   running mean and sum of squared deviations per lane, merged over the lanes (Chan et
+   al.) into one partial (mean, M2) per channel and chunk, stored in a float32 workspace.
+   Values are taken relative to a pivot, the channel's first value, so a large mean costs
+   no precision. Its first program counts the batch (num_batches_tracked += 1).
+2. The apply kernel: merges the channels' partials (a few hundred floats, from L2), or with
+   one chunk (FUSED: the interpreter, small tensors) computes them itself as in 1; updates
+   the running statistics (the first chunk's programs) as nn.BatchNorm does; normalises its
+   chunk, applies the affine and the fused epilogue, and stores. The input is read once
+   for the statistics and once here.
 
 Running statistics: running = (1 - f) * running + f * batch, with the unbiased variance
-(n / (n - 1)), f the momentum or, with momentum none, 1 / num_batches_tracked after its
-increment (by kernel 1, so every program of kernel 2 reads the same count).
+(n / (n - 1)), f the momentum or, with momentum none, 1 / num_batches_tracked after this
+batch, read from a tensor no program of the same kernel writes.
 """
 
 from __future__ import annotations
@@ -128,10 +129,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                     src.line("factor = 1.0 / tl.load(count_ptr).to(tl.float32)")
                 else:
                     src.line(f"factor = {number(float(a.momentum))}")
-                for buf, value in (("mean", "mean"), ("var", "squares / (total - 1.0)")):
+                for buf, value in (("mean", "mean"), ("var", "(squares / (total - 1.0))")):
                     ptr = f"running_{buf}_ptr"
                     src.line(f"old = tl.load({ptr} + c, mask=c_ok, other=0.0).to(tl.float32)")
-                    src.line(f"new = (1.0 - factor) * old + factor * ({value})")
+                    src.line(f"new = (1.0 - factor) * old + factor * {value}")
                     src.line(f"tl.store({ptr} + c, new.to({ptr}.dtype.element_ty), mask=c_ok)")
         # Rounded division and square root: as PyTorch's 1 / std::sqrt(var + eps).
         src.line(f"scale = tl.div_rn(1.0, tl.sqrt_rn(var + {number(float(a.eps))}))")
@@ -261,8 +262,9 @@ def _rows(src: Source, dims: tuple[str, ...], name: str, strides: str) -> None:
         if not inner:
             src.line(f"{d} = rest")
             break
-        src.line(f"{d} = rest // ({inner})")
-        src.line(f"rest = rest - {d} * ({inner})")
+        inner = f"({inner})" if "*" in inner else inner
+        src.line(f"{d} = rest // {inner}")
+        src.line(f"rest = rest - {d} * {inner}")
     offset = f"n * {strides}0" + "".join(f" + {d}_i * {strides}{2 + i}"
                                          for i, d in enumerate(dims))
     src.line(f"{name}_row = {offset}")
