@@ -50,6 +50,14 @@ def test_training_forward_uses_batch_statistics_and_updates_running_ones():
     assert_same(net.eval()(*xs), ref.eval()(*xs))
 
 
+def test_training_forward_reads_channels_last_inputs():
+    net, ref = _train_pair(SMALL)
+    x = inputs_for(ref, batch=2)[0]
+    assert_same(net(x.to(memory_format=torch.channels_last)), ref(x))
+    for (key, a), (_, b) in zip(net.state_dict().items(), ref.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=key)
+
+
 @pytest.mark.slow
 def test_resnet18_training_forward_uses_batch_statistics_and_updates_running_ones(
         monkeypatch):

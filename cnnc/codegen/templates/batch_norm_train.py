@@ -1,16 +1,25 @@
-"""Batch norm with batch statistics (training mode, or no running statistics), as one kernel.
+"""Batch norm with batch statistics (training mode, or no running statistics).
 
-One program per channel c. It reads the channel's N * spatial values three times:
-  1. the batch mean;
-  2. the biased variance, as the mean of (x - mean)^2 (two passes: no cancellation);
-  3. y = (x - mean) / sqrt(var + eps) * weight + bias, then the epilogue (a relu after
-     the batch norm, say), stored through the output's strides.
-Between 2 and 3, with track_running_stats, it updates the running statistics in place
-as nn.BatchNorm does: running = (1 - f) * running + f * batch, where the running variance
-takes the unbiased variance (n / (n - 1)) and f is the momentum, or 1 / num_batches_tracked
-(after its increment) when momentum is none. The channel-0 program increments
-num_batches_tracked; with momentum none every program reads the count from a copy the
-launcher takes first, so no program can see another's increment.
+The input is read as a strided [rows, C] view, rows being (n, spatial...): a row index is
+split into its dims once per row, never per element, and the channel is the tile's second
+axis, so a channels-last input (channel stride 1) is read in contiguous runs of channels.
+Any other layout is read correctly through its strides. Programs are (block of channels,
+chunk of rows); on a GPU there are enough chunks to fill the machine even with few channels.
+
+1. `..._stats` (only when a channel's rows are split into several chunks): Welford's
+   running mean and sum of squared deviations per lane, merged over the lanes (Chan et
+   al.) into one partial (mean, M2) per channel and chunk, stored in a float32 workspace.
+   Values are taken relative to a pivot, the channel's first value, so a large mean costs
+   no precision. Its first program counts the batch (num_batches_tracked += 1).
+2. The apply kernel: merges the channels' partials (a few hundred floats, from L2), or with
+   one chunk (FUSED: the interpreter, small tensors) computes them itself as in 1; updates
+   the running statistics (the first chunk's programs) as nn.BatchNorm does; normalises its
+   chunk, applies the affine and the fused epilogue, and stores. The input is read once
+   for the statistics and once here.
+
+Running statistics: running = (1 - f) * running + f * batch, with the unbiased variance
+(n / (n - 1)), f the momentum or, with momentum none, 1 / num_batches_tracked after this
+batch, read from a tensor no program of the same kernel writes.
 """
 
 from __future__ import annotations
@@ -18,6 +27,11 @@ from __future__ import annotations
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import SPATIAL, Argument, EmitContext, EmittedKernel, def_lines, launch_lines
 from ..source import Source, number
+
+# Launch shape on a GPU: enough programs to fill ~132 SMs several times over even with 64
+# channels, but at least MIN_TILES tiles of rows per program and at most MAX_CHUNKS chunks
+# per channel (every apply program merges all of its channels' chunks).
+PROGRAMS, MIN_TILES, MAX_CHUNKS = 1024, 8, 256
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -33,116 +47,122 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     cumulative = track and a.momentum is None
     out_rank = len(graph.node(kernel.output).shape)
     epi = Epilogue(graph, kernel.epilogue, kernel.anchor)
-    name = ctx.name
-    consts = {"C": x.shape[1], **{d.upper(): x.shape[2 + i] for i, d in enumerate(dims)}}
+    name, stats = ctx.name, f"{ctx.name}_stats"
+    channels = x.shape[1]
+    consts = {"C": channels, **{d.upper(): x.shape[2 + i] for i, d in enumerate(dims)}}
+    const_params = [f"{k}: tl.constexpr" for k in consts]
+    tiles = ["BLOCK_R: tl.constexpr", "BLOCK_C: tl.constexpr", "WIDE: tl.constexpr"]
+    shape = ["R", "ROWS_PER", "P"]
+    x_strides = [f"sx{i}" for i in range(rank)]
 
     src = Source()
+    # ------------------------------------------------------------------ kernel 1: partials
     src.line("@triton.jit")
-    pointers = ["x_ptr", "out_ptr"]
+    pointers = ["x_ptr", "part_ptr"] + (["tracked_ptr"] if track else [])
+    def_lines(src, stats, pointers + shape + x_strides + const_params + tiles)
+    with src.indent():
+        src.line('"""' + f"batch_norm statistics over a rank-{rank} input: per (channel "
+                 "block, chunk of rows), the chunk's mean and M2 per channel.")
+        src.line("")
+        src.extend(ctx.describe())
+        src.line('"""')
+        _channels_and_pivot(src)
+        if track:
+            with src.indent("if cb + p == 0:  # count the batch"):
+                src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
+        _chunk_statistics(src, dims)
+        src.line("tl.store(part_ptr + p * C + c, chunk_mean, mask=c_ok)")
+        src.line("tl.store(part_ptr + (P + p) * C + c, chunk_m2, mask=c_ok)")
+    src.line("")
+    src.line("")
+
+    # ------------------------------------------------------------ kernel 2: merge + apply
+    src.line("@triton.jit")
+    pointers = ["x_ptr", "out_ptr", "part_ptr"]
     if affine:
         pointers += ["weight_ptr", "bias_ptr"]
     if track:
         pointers += ["running_mean_ptr", "running_var_ptr", "tracked_ptr"]
     if cumulative:
-        pointers.append("tracked_before_ptr")
-    params = pointers + epi.params() + ["M"]
-    params += [f"sx{i}" for i in range(rank)] + [f"so{i}" for i in range(rank)]
-    params += [f"{k}: tl.constexpr" for k in consts] + ["BLOCK: tl.constexpr"]
+        pointers.append("count_ptr")
+    params = pointers + epi.params() + shape + x_strides + [f"so{i}" for i in range(rank)]
+    params += const_params + tiles + ["BLOCK_P: tl.constexpr", "FUSED: tl.constexpr"]
     def_lines(src, name, params)
     with src.indent():
-        src.line('"""' + f"batch_norm with batch statistics over a rank-{rank} input; one program "
-                 "per channel.")
+        src.line('"""' + f"batch_norm with batch statistics over a rank-{rank} input: merge "
+                 "the partials of kernel 1, then normalise one chunk of rows.")
         src.line("")
-        for text in ctx.describe():
-            src.line(text)
+        src.extend(ctx.describe())
         src.line('"""')
-        src.line("c = tl.program_id(0)")
-        src.line("x_channel = x_ptr + c.to(tl.int64) * sx1")
-        src.line("o_channel = out_ptr + c.to(tl.int64) * so1")
-        if dims:
-            src.line(f"# The channel's M = N * {' * '.join(d.upper() for d in dims)} values, "
-                     f"as a flat index over ({', '.join(['n', *dims])}).")
-        else:
-            src.line("# The channel's M = N values, one per sample n.")
-
-        def decode() -> None:
-            src.line("e = (e0 + tl.arange(0, BLOCK)).to(tl.int64)")
-            src.line("mask = e < M")
-            if not dims:
-                src.line("n = e")
-                return
-            src.line("rest = e")
-            for d in reversed(dims):
-                src.line(f"{d} = rest % {d.upper()}")
-                src.line(f"rest = rest // {d.upper()}")
-            src.line("n = rest")
-
-        def load() -> None:
-            offset = "n * sx0" + "".join(f" + {d} * sx{2 + i}" for i, d in enumerate(dims))
-            src.line(f"v = tl.load(x_channel + {offset}, mask=mask, other=0.0).to(tl.float32)")
-
-        src.line("# Pass 1: the batch mean.")
-        src.line("acc = tl.zeros((BLOCK,), dtype=tl.float32)")
-        with src.indent("for e0 in range(0, M, BLOCK):"):
-            decode()
-            load()
-            src.line("acc += v")
-        src.line("count = M.to(tl.float32)")
-        src.line("mean = tl.sum(acc, axis=0) / count")
-        src.line("# Pass 2: the biased variance, from deviations of the mean.")
-        src.line("acc = tl.zeros((BLOCK,), dtype=tl.float32)")
-        with src.indent("for e0 in range(0, M, BLOCK):"):
-            decode()
-            load()
-            src.line("dev = tl.where(mask, v - mean, 0.0)")
-            src.line("acc += dev * dev")
-        src.line("squares = tl.sum(acc, axis=0)")
-        src.line("var = squares / count")
+        _channels_and_pivot(src)
+        src.line("total = R.to(tl.float32)")
+        with src.indent("if FUSED:  # one chunk: this program's statistics are the batch's"):
+            _chunk_statistics(src, dims)
+            src.line("batch_mean = chunk_mean")
+            src.line("squares = chunk_m2")
+        with src.indent("else:"):
+            src.line("# Merge every chunk's (mean, M2) of these channels (Chan et al.).")
+            src.line("sum_mean = tl.zeros((BLOCK_C,), dtype=tl.float32)")
+            with src.indent("for q0 in range(0, P, BLOCK_P):"):
+                _partials(src)
+                src.line("sum_mean += tl.sum(n_q[:, None] * chunk_mean, axis=0)")
+            src.line("batch_mean = sum_mean / total")
+            src.line("squares = tl.zeros((BLOCK_C,), dtype=tl.float32)")
+            with src.indent("for q0 in range(0, P, BLOCK_P):"):
+                _partials(src)
+                src.line("chunk_m2 = tl.load(part_ptr + (P + q[:, None]) * C + c[None, :], "
+                         "mask=q_mask, other=0.0)")
+                src.line("dev = chunk_mean - batch_mean[None, :]")
+                src.line("squares += tl.sum(chunk_m2 + n_q[:, None] * dev * dev, axis=0)")
+        src.line("var = squares / total")
+        src.line("mean = pivot + batch_mean")
         if track:
-            src.line("# Running statistics, updated in place (the running variance is "
-                     "unbiased).")
-            if cumulative:
-                src.line("# momentum none: a cumulative average, factor 1 / num_batches_tracked.")
-                src.line("tracked = tl.load(tracked_before_ptr) + 1")
-                src.line("factor = 1.0 / tracked.to(tl.float32)")
-            else:
-                src.line(f"factor = {number(float(a.momentum))}")
-            with src.indent("if c == 0:"):
+            with src.indent("if p == 0:"):
+                with src.indent("if FUSED:"):
+                    with src.indent("if cb == 0:  # count the batch (else kernel 1 does)"):
+                        src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
+                src.line("# Running statistics, updated in place (the running variance is "
+                         "unbiased).")
                 if cumulative:
-                    src.line("tl.store(tracked_ptr, tracked)")
+                    src.line("# momentum none: a cumulative average, 1 / num_batches_tracked "
+                             "(after this batch).")
+                    src.line("factor = 1.0 / tl.load(count_ptr).to(tl.float32)")
                 else:
-                    src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
-            src.line("old_mean = tl.load(running_mean_ptr + c).to(tl.float32)")
-            src.line("old_var = tl.load(running_var_ptr + c).to(tl.float32)")
-            src.line("new_mean = (1.0 - factor) * old_mean + factor * mean")
-            src.line("new_var = (1.0 - factor) * old_var + factor * (squares / (count - 1.0))")
-            src.line("tl.store(running_mean_ptr + c, "
-                     "new_mean.to(running_mean_ptr.dtype.element_ty))")
-            src.line("tl.store(running_var_ptr + c, new_var.to(running_var_ptr.dtype.element_ty))")
-        src.line(f"scale = 1.0 / tl.sqrt(var + {number(float(a.eps))})")
+                    src.line(f"factor = {number(float(a.momentum))}")
+                for buf, value in (("mean", "mean"), ("var", "(squares / (total - 1.0))")):
+                    ptr = f"running_{buf}_ptr"
+                    src.line(f"old = tl.load({ptr} + c, mask=c_ok, other=0.0).to(tl.float32)")
+                    src.line(f"new = (1.0 - factor) * old + factor * {value}")
+                    src.line(f"tl.store({ptr} + c, new.to({ptr}.dtype.element_ty), mask=c_ok)")
+        # Rounded division and square root: as PyTorch's 1 / std::sqrt(var + eps).
+        src.line(f"scale = tl.div_rn(1.0, tl.sqrt_rn(var + {number(float(a.eps))}))")
         if affine:
-            src.line("scale = scale * tl.load(weight_ptr + c).to(tl.float32)")
-            src.line("shift = tl.load(bias_ptr + c).to(tl.float32) - mean * scale")
+            src.line("scale = scale * tl.load(weight_ptr + c, mask=c_ok, other=1.0)"
+                     ".to(tl.float32)")
+            src.line("shift = tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)")
         else:
-            src.line("shift = -mean * scale")
-        src.line("channel = c + tl.zeros((BLOCK,), dtype=tl.int64)  # for the epilogue's loads")
-        src.line("# Pass 3: normalise, apply the epilogue, store.")
-        with src.indent("for e0 in range(0, M, BLOCK):"):
-            decode()
-            load()
-            src.line("acc = v * scale + shift")
+            src.line("shift = tl.zeros((BLOCK_C,), dtype=tl.float32)")
+        src.line("# Normalise this program's chunk, apply the epilogue, store.")
+        with src.indent("for row0 in range(start, end, BLOCK_R):"):
+            _rows(src, dims, "x", "sx")
+            src.line("v = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=mask, "
+                     "other=0.0).to(tl.float32)")
+            # x - mean first: exact for values near a large mean, where x * scale would round
+            src.line("acc = (v - mean[None, :]) * scale[None, :] + shift[None, :]")
 
             def index(d: int) -> str:
-                return "n" if d == 0 else "channel" if d == 1 else dims[d - 2]
+                return "n[:, None]" if d == 0 else "c[None, :]" if d == 1 else \
+                    f"{dims[d - 2]}_i[:, None]"
 
             src.extend(epi.lines("acc", index, "mask", out_rank))
-            offset = "n * so0" + "".join(f" + {d} * so{2 + i}" for i, d in enumerate(dims))
-            src.line(f"tl.store(o_channel + {offset}, acc.to(out_ptr.dtype.element_ty), "
-                     "mask=mask)")
+            offset = "n * so0" + "".join(f" + {d}_i * so{2 + i}" for i, d in enumerate(dims))
+            src.line(f"o_row = {offset}")
+            src.line("tl.store(out_ptr + o_row[:, None] + (c * so1)[None, :], "
+                     "acc.to(out_ptr.dtype.element_ty), mask=mask)")
     src.line("")
     src.line("")
 
-    # -------------------------------------------------------------- launcher
+    # -------------------------------------------------------------------- launcher
     args = [Argument("x", "value", bn.inputs[0])]
     if affine:
         args += [Argument("weight", "param", params_by_leaf["weight"]),
@@ -154,30 +174,134 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     operand_args, operand_call = epilogue_arguments(epi)
     launcher = f"launch_{name}"
     names = ["out"] + [arg.name for arg in args] + operand_args
+    inner, outer = min(_pow2(channels), 32), min(_pow2(channels), 4)
     src.line(f"def {launcher}({', '.join(names)}):")
     with src.indent():
-        src.line(f"M = x.numel() // {consts['C']}  # values per channel")
-        with src.indent("if M <= 1:"):
+        src.line(f"R = x.numel() // {channels}  # values per channel: rows of the [rows, C] view")
+        with src.indent("if R <= 1:"):
             src.line('raise ValueError("batch_norm with batch statistics: expected more than 1 '
                      'value per channel when training, got input size " + str(list(x.shape)))')
-        src.line("BLOCK = tile(M, TILES['reduction'])")
-        call = ["x", "out"]
+        src.line("# Channels innermost (channels-last): wide channel tiles, contiguous loads.")
+        src.line(f"BLOCK_C = {inner} if x.stride(1) == 1 else {outer}")
+        src.line("# An elementwise tile: the loops keep per-lane sums, no tl.sum inside.")
+        src.line("BLOCK_R = tile(R, TILES['elementwise'] // BLOCK_C)")
+        src.line(f"CB = ({channels} + BLOCK_C - 1) // BLOCK_C")
+        src.line("T = (R + BLOCK_R - 1) // BLOCK_R  # tiles of rows per channel block")
+        src.line("# One chunk per channel block on the interpreter (it pays per program).")
+        src.line(f"P = 1 if INTERPRET else max(1, min({PROGRAMS} // CB, T // {MIN_TILES}, "
+                 f"{MAX_CHUNKS}))")
+        src.line("ROWS_PER = (T + P - 1) // P * BLOCK_R")
+        src.line("P = (R + ROWS_PER - 1) // ROWS_PER  # no chunk is empty")
+        src.line("WIDE = wide(x, out)")
+        tail = ["R", "ROWS_PER", "P", "*x.stride()"]
+        keywords = [f"{k}={v}" for k, v in consts.items()]
+        keywords += ["BLOCK_R=BLOCK_R", "BLOCK_C=BLOCK_C", "WIDE=WIDE"]
+        with src.indent("if P == 1:  # each program sees all of its channels' rows: one kernel"):
+            src.line("part = x  # not read")
+            if cumulative:
+                src.line("# the count after this batch, apart from the one the kernel writes")
+                src.line("count = num_batches_tracked + 1")
+        with src.indent("else:"):
+            src.line(f"part = torch.empty((2, P, {channels}), device=x.device, "
+                     "dtype=torch.float32)")
+            call = ["x", "part"] + (["num_batches_tracked"] if track else []) + tail + keywords
+            launch_lines(src, stats, "(CB, P)", call)
+            if cumulative:
+                src.line("count = num_batches_tracked  # counted by the kernel")
+        call = ["x", "out", "part"]
         if affine:
             call += ["weight", "bias"]
         if track:
             call += ["running_mean", "running_var", "num_batches_tracked"]
         if cumulative:
-            src.line("# Every program reads the count before channel 0's program increments it.")
-            src.line("tracked_before = num_batches_tracked.clone()")
-            call.append("tracked_before")
-        call += operand_call + ["M", "*x.stride()", "*out.stride()"]
-        call += [f"{k}={v}" for k, v in consts.items()] + ["BLOCK=BLOCK"]
-        launch_lines(src, name, f"({consts['C']},)", call)
+            call.append("count")
+        call += operand_call + tail + ["*out.stride()"] + keywords
+        call += ["BLOCK_P=tile(P, 16)", "FUSED=P == 1"]
+        launch_lines(src, name, "(CB, P)", call)
         if track:
-            src.line("# Written by the kernel: tell PyTorch (and cached folded weights) that "
+            src.line("# Written by the kernels: tell PyTorch (and cached folded weights) that "
                      "they changed.")
             for buffer in ("running_mean", "running_var", "num_batches_tracked"):
                 src.line(f"torch.autograd.graph.increment_version({buffer})")
     helpers = {"tanh"} if epi.uses_tanh else set()
     arguments = args + [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
     return EmittedKernel(name, src.text(), launcher, arguments, helpers=helpers)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _channels_and_pivot(src: Source) -> None:
+    """Program ids, this program's channels and rows, and each channel's pivot."""
+    src.line("cb = tl.program_id(0)")
+    src.line("p = tl.program_id(1)")
+    with src.indent("if WIDE:  # 64-bit offsets only for tensors of 2^31 elements or more"):
+        src.line("cb = cb.to(tl.int64)")
+        src.line("p = p.to(tl.int64)")
+    src.line("c = cb * BLOCK_C + tl.arange(0, BLOCK_C)")
+    src.line("c_ok = c < C")
+    src.line("x_col = c * sx1")
+    src.line("start = p * ROWS_PER")
+    src.line("end = tl.minimum(start + ROWS_PER, R)")
+    src.line("# The pivot: the channel's first value (0 if that is not finite).")
+    src.line("pivot = tl.load(x_ptr + x_col, mask=c_ok, other=0.0).to(tl.float32)")
+    src.line("pivot = tl.where(pivot - pivot == 0.0, pivot, 0.0)")
+
+
+def _rows(src: Source, dims: tuple[str, ...], name: str, strides: str) -> None:
+    """Rows row0 ... row0 + BLOCK_R split into (n, spatial...), once per row, and their offsets."""
+    src.line("rows = row0 + tl.arange(0, BLOCK_R)")
+    src.line("row_ok = rows < end")
+    src.line("mask = row_ok[:, None] & c_ok[None, :]")
+    # Outermost first, each quotient's remainder by a multiply and a subtraction.
+    sizes = [d.upper() for d in dims]
+    src.line("rest = rows")
+    for i, d in enumerate(["n", *(f"{d}_i" for d in dims)]):
+        inner = " * ".join(sizes[i:])
+        if not inner:
+            src.line(f"{d} = rest")
+            break
+        inner = f"({inner})" if "*" in inner else inner
+        src.line(f"{d} = rest // {inner}")
+        src.line(f"rest = rest - {d} * {inner}")
+    offset = f"n * {strides}0" + "".join(f" + {d}_i * {strides}{2 + i}"
+                                         for i, d in enumerate(dims))
+    src.line(f"{name}_row = {offset}")
+
+
+def _partials(src: Source) -> None:
+    """A block of chunks q: their row counts and their means for these channels."""
+    src.line("q = q0 + tl.arange(0, BLOCK_P)")
+    with src.indent("if WIDE:"):
+        src.line("q = q.to(tl.int64)")
+    src.line("q_ok = q < P")
+    src.line("q_mask = q_ok[:, None] & c_ok[None, :]")
+    src.line("n_q = tl.where(q_ok, tl.minimum(ROWS_PER, R - q * ROWS_PER), 0).to(tl.float32)")
+    src.line("chunk_mean = tl.load(part_ptr + q[:, None] * C + c[None, :], mask=q_mask, "
+             "other=0.0)")
+
+
+def _chunk_statistics(src: Source, dims: tuple[str, ...]) -> None:
+    """This program's rows: Welford per lane, then the lanes merged into chunk_mean and
+    chunk_m2 per channel."""
+    src.line("# Welford per lane (a lane is a row of the tile), on values less the pivot.")
+    src.line("# The mean is updated as a weighted average, so a +inf makes it +inf, not NaN.")
+    src.line("count = tl.zeros((BLOCK_R, 1), dtype=tl.float32)")
+    src.line("mean = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)")
+    src.line("m2 = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)")
+    with src.indent("for row0 in range(start, end, BLOCK_R):"):
+        _rows(src, dims, "x", "sx")
+        src.line("y = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=mask, "
+                 "other=0.0).to(tl.float32) - pivot[None, :]")
+        src.line("valid = row_ok[:, None]")
+        src.line("count += tl.where(valid, 1.0, 0.0)")
+        src.line("step = tl.where(valid, 1.0 / tl.maximum(count, 1.0), 0.0)")
+        src.line("new_mean = mean * (1.0 - step) + y * step")
+        src.line("m2 += tl.where(valid, (y - mean) * (y - new_mean), 0.0)")
+        src.line("mean = new_mean")
+    src.line("# Merge the lanes (Chan et al.): no lane's values are summed raw.")
+    src.line("chunk = (end - start).to(tl.float32)")
+    src.line("chunk_mean = tl.sum(count * mean, axis=0) / chunk")
+    src.line("dev = mean - chunk_mean[None, :]")
+    src.line("chunk_m2 = tl.sum(m2 + count * dev * dev, axis=0)")
