@@ -100,3 +100,23 @@ def test_cli_inspect_refuses_an_unknown_target(capsys):
         main(["inspect", LENET, "--target", "sm_70"])
     assert exit_.value.code == 2
     assert "sm_80" in capsys.readouterr().err
+
+
+def test_shared_bodies_and_two_kernel_launchers_map_to_their_plan_kernels():
+    source = """network T {
+    input x: [N, 8, 8, 8]
+    a = x -> conv2d(8, 3, padding=1) -> relu
+    b = a -> conv2d(8, 3, padding=1) -> relu
+    c = b -> batch_norm -> relu
+    output c
+}"""
+    graph = cnnc.load(source=source)
+    report = inspect_network(graph, "sm_90", torch.bfloat16, batch=64, training=True)
+    plan = [row["kernel"] for row in cnnc.compile(source=source).train().plan]
+    # the two convs share one jit body; a split training batch norm adds a statistics
+    # kernel: every launch is still attributed to the plan kernel that made it
+    assert [r.launch.kernel for r in report.rows if r.launch.kernel in plan] \
+        == [r.launch.kernel for r in report.rows]
+    assert list(dict.fromkeys(r.launch.kernel for r in report.rows)) == plan
+    assert report.rows[1].launch.function == report.rows[0].launch.function
+    assert all(r.ops[0] == "batch_norm" for r in report.rows[2:])

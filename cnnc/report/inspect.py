@@ -109,12 +109,6 @@ def inspect_network(graph: Graph, target: str = "sm_90", dtype: torch.dtype = to
                             training, progress)
     peak = PEAKS[target]
     kernels = _kernel_nodes(graph, training)
-    # Kernels with one body share one jit function, so a launch is named by its place:
-    # the plan's kernels launch in order, concat copies in between.
-    in_order = iter(kernels)
-    for launch in launches:
-        if launch.kernel != "_cnnc_copy":
-            launch.kernel = next(in_order, launch.kernel)
     rows = []
     for launch in launches:
         plan_graph, nodes = kernels.get(launch.kernel, (None, []))
@@ -129,6 +123,14 @@ def inspect_network(graph: Graph, target: str = "sm_90", dtype: torch.dtype = to
                               max(compute_s, memory_s) * 1e6,
                               "compute" if compute_s >= memory_s else "memory"))
     return Inspection(graph.name, target, peak, dtype, batch, training, rows)
+
+
+def _name(launch: Launch) -> str:
+    """The plan kernel, and the jit function where it is another kernel's (one body) or a
+    second kernel of the same launcher (batch statistics)."""
+    if launch.function in (launch.kernel, "_cnnc_copy"):
+        return launch.kernel
+    return f"{launch.kernel} ({launch.function})"
 
 
 def _yes(flag: bool, applies: bool) -> str:
@@ -156,11 +158,11 @@ def render(inspection: Inspection, console) -> None:
         launch = row.launch
         ops = Text(" -> ".join(row.ops))
         if launch.error is not None:
-            table.add_row(Text(launch.kernel), ops, Text(f"FAILED: {launch.error}"),
+            table.add_row(Text(_name(launch)), ops, Text(f"FAILED: {launch.error}"),
                           *[""] * 10)
             continue
         table.add_row(
-            Text(launch.kernel), ops, str(launch.registers), str(launch.spill_bytes),
+            Text(_name(launch)), ops, str(launch.registers), str(launch.spill_bytes),
             str(launch.shared_bytes), str(launch.num_warps), str(launch.num_stages),
             launch.pipelined if launch.pipelined != "none" else "NO",
             _yes(launch.tensor_cores, launch.has_dot),

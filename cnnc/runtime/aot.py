@@ -36,7 +36,8 @@ class AotError(RuntimeError):
 class Launch:
     """One kernel launch of the forward pass, compiled for the target."""
 
-    kernel: str  # the jit function's name (k3_conv2d, _cnnc_copy, ...)
+    kernel: str  # the plan kernel whose launcher launched it (k3_conv2d), or the jit name
+    function: str  # the jit function launched (kernels of one body share one)
     grid: tuple[int, ...]
     tensor_bytes: int  # bytes of every distinct tensor it is given (read or written once)
     error: str | None = None  # the compiler's message when compilation failed
@@ -209,8 +210,8 @@ def _compile_in_worker(request: dict) -> None:
         def record(fn, grid):
             def launch(*args, **kwargs):
                 nonlocal count
-                entry = Launch(fn.__name__, tuple(grid),
-                               _tensor_bytes(list(args) + list(kwargs.values())))
+                entry = Launch(_launcher(sys._getframe(1)) or fn.__name__, fn.__name__,
+                               tuple(grid), _tensor_bytes(list(args) + list(kwargs.values())))
                 emit({"progress": count, "kernel": fn.__name__})
                 count += 1
                 try:
@@ -225,6 +226,18 @@ def _compile_in_worker(request: dict) -> None:
         net = getattr(module, request["class"])(dtype=dtype).train(request["training"])
         with torch.no_grad():
             net(*_inputs(module, request["batch"], dtype))
+
+
+def _launcher(frame) -> str | None:
+    """The plan kernel a launch belongs to: the generated `launch_<kernel>` function on the
+    stack (one per plan kernel, even where kernels share a jit function or one launcher
+    starts two kernels)."""
+    while frame is not None:
+        name = frame.f_code.co_name
+        if name.startswith("launch_") and name != "launch_lock":
+            return name[len("launch_"):]
+        frame = frame.f_back
+    return None
 
 
 def _install_policy(module) -> None:
