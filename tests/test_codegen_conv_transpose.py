@@ -163,9 +163,10 @@ def test_generated_source_reads_well():
     text = open(net.source_path).read()
     ast.parse(text)
     kernel = text[text.index("def k0_conv_transpose2d("):text.index("def launch_k0_")]
-    assert "gather-form implicit GEMM" in kernel
-    assert "pid_m.to(tl.int64)" in kernel  # rows (and the batch offset) in int64
-    assert "(t_h >= 0) & (t_h % SH == 0) & (ih < H)" in kernel
+    assert "sub-pixel implicit GEMM" in kernel
+    assert "if WIDE:" in kernel and "pid_m.to(tl.int64)" in kernel  # int64 where needed
+    # Each phase loops over its own taps: no divisibility mask, no zero tap in tl.dot.
+    assert "% SH == 0" not in kernel and "for step in range(0, phase_taps * C_STEPS):" in kernel
     assert "tl.dot(" in kernel and "out_ptr.dtype.element_ty" in kernel
 
 

@@ -3,17 +3,47 @@ jit helpers that kernels call (emitted only where used)."""
 
 RUNTIME = '''
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# Tile caps per kernel family. The interpreter pays per program and per operation, so
-# on the CPU the tiles are large; on a GPU they fit the registers.
+# Tiles per kernel family. The interpreter pays per program and per operation, so on the
+# CPU the tiles are large. On a GPU they fit sm_80's and sm_90's registers and shared memory
+# without spilling: GEMM-shaped families give (BLOCK_M cap, BLOCK_N cap, bytes of a BLOCK_K
+# row, num_warps, num_stages); 128-byte K rows are 16-byte async copies, 64 bfloat16 or 32
+# float32 values.
 if INTERPRET:
-    TILES = {"gemm": (1024, 512, 512), "elementwise": 16384, "reduction": 4096}
+    TILES = {"conv": (1024, 512, 2048, 4, 1), "conv_pool": (1024, 512, 2048, 4, 1),
+             "linear": (1024, 512, 2048, 4, 1), "depthwise": (1024, 512, 0, 4, 1),
+             "elementwise": 16384, "reduction": 4096}
 else:
-    TILES = {"gemm": (64, 64, 32), "elementwise": 1024, "reduction": 1024}
+    TILES = {"conv": (128, 128, 128, 8, 3), "conv_pool": (128, 64, 128, 8, 3),
+             "linear": (64, 128, 128, 4, 4), "depthwise": (64, 64, 0, 4, 1),
+             "elementwise": 1024, "reduction": 1024}
+
+
+def gemm_tiles(family, rows, columns, depth, x, steps=1):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for a GEMM-shaped kernel of the
+    family: power-of-two tiles of at least 16, capped by TILES; half the warps for a tile
+    a quarter of the largest. depth: the reduction per step, of which there are `steps`
+    (a conv's taps); on a GPU at least two, so that one step's loads overlap another's dot."""
+    cap_m, cap_n, k_bytes, warps, stages = TILES[family]
+    block_m, block_n = tile(rows, cap_m), tile(columns, cap_n)
+    block_k = tile(depth, max(16, k_bytes // x.element_size()))
+    if not INTERPRET and steps * -(-depth // block_k) < 2 and block_k >= 32:
+        block_k //= 2
+    if block_m * block_n * 4 <= cap_m * cap_n:
+        warps = max(4, warps // 2)
+    return block_m, block_n, block_k, warps, stages
+
+
+def conv_precision(x):
+    """A convolution's tl.dot input_precision: TF32 for float32 where PyTorch's convolutions
+    use it. The interpreter's dots stay exact float32."""
+    if x.dtype == torch.float32 and not INTERPRET and allows_tf32("conv"):
+        return "tf32"
+    return "ieee"
 
 
 def dot_precision(x):
-    """IEEE float32 unless the user allows TF32, as torch.backends.cuda.matmul does."""
-    if x.dtype == torch.float32 and x.is_cuda and torch.backends.cuda.matmul.allow_tf32:
+    """A linear's tl.dot input_precision: TF32 for float32 where PyTorch's matmuls use it."""
+    if x.dtype == torch.float32 and not INTERPRET and allows_tf32("matmul"):
         return "tf32"
     return "ieee"
 

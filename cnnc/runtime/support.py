@@ -41,7 +41,8 @@ class ParameterScope(torch.nn.Module):
 
 def make_parameters(root, specs, dtype, device=None):
     """Create parameters and buffers under their dotted names, initialised as PyTorch
-    does. specs: (name, shape, trainable, is_long, recipe), in PyTorch's creation order."""
+    does; 4-d and 5-d ones (conv weights) channels-last. specs: (name, shape, trainable,
+    is_long, recipe), in PyTorch's creation order."""
     for name, shape, trainable, is_long, recipe in specs:
         *path, leaf = name.split(".")
         holder = root
@@ -53,6 +54,12 @@ def make_parameters(root, specs, dtype, device=None):
             holder = child
         tensor = torch.empty(shape, dtype=torch.long if is_long else dtype, device=device)
         initialize(tensor, recipe)
+        if len(shape) in (4, 5):
+            # Conv weights channels-last ([C_out, k..., C_in] in memory), so a kernel's
+            # reduction over the input channels reads them contiguously. Initialised first,
+            # so the random values are PyTorch's; copy_ and load_state_dict keep the layout.
+            layout = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+            tensor = tensor.contiguous(memory_format=layout)
         if trainable:
             holder.register_parameter(leaf, torch.nn.Parameter(tensor))
         else:
@@ -118,6 +125,19 @@ def broadcast_strides(tensor, shape):
     for size, stride, target in zip(tensor.shape, tensor.stride(), shape[pad:]):
         strides.append(0 if size == 1 and target != 1 else stride)
     return strides
+
+
+def allows_tf32(kind):
+    """Whether PyTorch computes float32 in TF32: "conv" follows torch.backends.cudnn (TF32
+    by default), "matmul" torch.backends.cuda.matmul (IEEE by default). Reads
+    fp32_precision where this torch has it: the legacy allow_tf32 getters raise once the
+    two APIs were mixed."""
+    if kind == "conv":
+        flags = getattr(torch.backends.cudnn, "conv", torch.backends.cudnn)
+    else:
+        flags = torch.backends.cuda.matmul
+    precision = getattr(flags, "fp32_precision", None)
+    return precision == "tf32" if precision is not None else bool(flags.allow_tf32)
 
 
 def tile(size, cap):

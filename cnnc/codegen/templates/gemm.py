@@ -2,7 +2,13 @@
 
 Rows are every leading position of the input (nn.Linear acts on the last dim). With a
 prologue, the input is an adaptive average pool followed by flatten, computed while
-loading the A tile: A[n, k] is the mean of x[n, c, window(p)] where k = (c, p).
+loading the A tile: A[n, k] is the mean of x[n, c, window(p)] where k = (c, p). Two
+common pools load plain tiles, which Triton pipelines:
+- a global pool (output 1 x 1, k = c): the mean over positions of channel rows, which
+  are contiguous in a channels-last input; the loop over positions is pipelined too;
+- a pool whose windows are single elements (output size = input size, VGG's 7 x 7): a
+  flatten, so A is the input's rows when it is contiguous (the module allocates it so).
+Strides are compile-time constants: Triton then knows how far loads are contiguous.
 """
 
 from __future__ import annotations
@@ -40,20 +46,28 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     name = ctx.name
     consts = {"K": in_features, "F": a.out_features}
     consts.update({f"R{d}": linear.shape[d] for d in range(1, lead)})
+    prologue = None
     if pooled is not None:
         dims = SPATIAL[len(source.shape) - 2]
-        outs = adaptive_sizes(pooled.attrs, tuple(source.shape[2:]))
+        sizes = tuple(source.shape[2:])
+        outs = adaptive_sizes(pooled.attrs, sizes)
+        prologue = ("global" if all(o == 1 for o in outs) else
+                    "flatten" if tuple(outs) == sizes else "windows")
         for i, d in enumerate(dims):
-            size, out = source.shape[2 + i], outs[i]
+            size, out = sizes[i], outs[i]
             consts[f"{d.upper()}"] = size
             consts[f"P{d.upper()}"] = out
             consts[f"WIN{d.upper()}"] = -(-size // out) + (1 if size % out else 0)
+    in_rank = len(source.shape)
+    strides = ([f"SA{i}" for i in range(in_rank)] + ["SW0", "SW1"]
+               + [f"SO{i}" for i in range(rank)])
     src = Source()
     src.line("@triton.jit")
     params = ["a_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"] + epi.params()
-    in_rank = len(source.shape)
-    params += ["M"] + [f"sa{i}" for i in range(in_rank)] + [f"so{i}" for i in range(rank)]
-    params += [f"{k}: tl.constexpr" for k in consts]
+    params += ["M"] + [f"{k}: tl.constexpr" for k in consts]
+    params += [f"{s}: tl.constexpr" for s in strides]
+    if prologue == "flatten":
+        params.append("FLAT: tl.constexpr")
     params += ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr",
                "DOT_PRECISION: tl.constexpr", "UPCAST_DOT: tl.constexpr", "WIDE: tl.constexpr"]
     def_lines(src, name, params)
@@ -72,25 +86,35 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         for d in reversed(range(1, lead)):
             src.line(f"i{d} = rest % R{d}")
             src.line(f"rest = rest // R{d}")
-        src.line("i0 = rest.to(tl.int64)")
-        a_row = " + ".join(f"i{d} * sa{d}" for d in range(lead)) if not pooled else "i0 * sa0"
+        src.line("i0 = rest")
+        a_row = " + ".join(f"i{d} * SA{d}" for d in range(lead)) if not pooled else "i0 * SA0"
         src.line(f"a_row = {a_row}")
         src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
         src.line("n_mask = offs_n < F")
         src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
         with src.indent("for k0 in range(0, K, BLOCK_K):"):
             src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
-            src.line("if WIDE:")
-            src.line("    offs_k = offs_k.to(tl.int64)")
             src.line("k_mask = offs_k < K")
             src.line("tile_mask = m_mask[:, None] & k_mask[None, :]")
-            if pooled is None:
-                src.line(f"a = tl.load(a_ptr + a_row[:, None] + offs_k[None, :] * sa{in_rank - 1}"
-                         ", mask=tile_mask, other=0.0)")
+            plain = (f"a = tl.load(a_ptr + a_row[:, None] + offs_k[None, :] * SA{in_rank - 1}, "
+                     "mask=tile_mask, other=0.0)")
+            load_b = ("b = tl.load(w_ptr + offs_n[None, :] * SW0 + offs_k[:, None] * SW1, "
+                      "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+            if prologue is None:
+                src.line(plain)
+            elif prologue == "global":
+                src.line("# B first: its load is in flight while the positions are summed.")
+                src.line(load_b)
+                _global_pool_load(src, dims)
+            elif prologue == "flatten":
+                with src.indent("if FLAT:  # the input is contiguous: its rows are A's rows"):
+                    src.line(plain.replace(f"SA{in_rank - 1}", "1"))
+                with src.indent("else:"):
+                    _pooled_load(src, dims)
             else:
                 _pooled_load(src, dims)
-            src.line("b = tl.load(w_ptr + offs_n[None, :] * K + offs_k[:, None], "
-                     "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+            if prologue != "global":
+                src.line(load_b)
             src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
             src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
             src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
@@ -106,8 +130,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.extend(epi.channel_lines("offs_n", "n_mask"))
         src.extend(epi.lines("acc", index, out_mask, rank,
                              channels="[None, :]" if per_feature else None))
-        offset = " + ".join(f"i{d}[:, None] * so{d}" for d in range(lead))
-        src.line(f"tl.store(out_ptr + {offset} + offs_n[None, :] * so{rank - 1}, "
+        offset = " + ".join(f"i{d} * SO{d}" for d in range(lead))
+        src.line(f"tl.store(out_ptr + ({offset})[:, None] + offs_n[None, :] * SO{rank - 1}, "
                  f"acc.to(out_ptr.dtype.element_ty), mask={out_mask})")
     src.line("")
     src.line("")
@@ -122,19 +146,47 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     with src.indent():
         rows = " * ".join(["x.shape[0]"] + [str(linear.shape[d]) for d in range(1, lead)])
         src.line(f"M = {rows}")
-        src.line("caps = TILES['gemm']")
-        src.line(f"BLOCK_M, BLOCK_N, BLOCK_K = tile(M, caps[0]), tile({a.out_features}, caps[1]), "
-                 f"tile({in_features}, caps[2])")
+        src.line(f"BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = gemm_tiles('linear', M, "
+                 f"{a.out_features}, {in_features}, x)")
         src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({a.out_features}, BLOCK_N))")
-        call = ["x", "w.contiguous()"] + (["b"] if has_bias else []) + ["out"] + operand_call
-        call += ["M", "*x.stride()", "*out.stride()"] + [f"{k}={v}" for k, v in consts.items()]
+        src.line("sa, sw, so = x.stride(), w.stride(), out.stride()")
+        call = ["x", "w"] + (["b"] if has_bias else []) + ["out"] + operand_call
+        call += ["M"] + [f"{k}={v}" for k, v in consts.items()]
+        call += [f"{s}={s[:2].lower()}[{s[2:]}]" for s in strides]
+        if prologue == "flatten":
+            inner = source.shape[1:]
+            flat = tuple(_contiguous_strides(inner))
+            call.append(f"FLAT=sa[1:] == {flat}")
         call += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
-                 "DOT_PRECISION=dot_precision(x)",
-                        "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)"]
+                 "DOT_PRECISION=dot_precision(x)", "UPCAST_DOT=upcast_dot(x)",
+                 "WIDE=wide(x, out)", "num_warps=warps", "num_stages=stages"]
         launch_lines(src, name, "grid", call)
     helpers = {"tanh"} if epi.uses_tanh else set()
     refs = [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
     return EmittedKernel(name, src.text(), launcher, args + refs, helpers=helpers)
+
+
+def _contiguous_strides(shape) -> list[int]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return strides[::-1]
+
+
+def _global_pool_load(src: Source, dims) -> None:
+    """A[n, c] = mean of x[n, c, :]: a loop over positions of channel rows, pipelined."""
+    src.line("# A: each channel's mean over every position; rows of channels are contiguous")
+    src.line("# in a channels-last input, and the loop over positions is software-pipelined.")
+    src.line("total = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)")
+    window = " * ".join(d.upper() for d in dims)
+    with src.indent(f"for position in tl.range(0, {window}, num_stages=2):"):
+        split_index(src, "position", [f"p{d}" for d in dims], [d.upper() for d in dims],
+                    "rest_p")
+        offset = "a_row + " + " + ".join(f"p{d} * SA{2 + i}" for i, d in enumerate(dims))
+        src.line(f"total += tl.load(a_ptr + ({offset})[:, None] + offs_k[None, :] * SA1, "
+                 "mask=tile_mask, other=0.0).to(tl.float32)")
+    src.line(f"a = (total / ({window})).to(w_ptr.dtype.element_ty)")
 
 
 def _pooled_load(src: Source, dims) -> None:
@@ -151,12 +203,12 @@ def _pooled_load(src: Source, dims) -> None:
         count.append(f"(end_{d} - start_{d})")
     src.line("total = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)")
     window = " * ".join(f"WIN{d.upper()}" for d in dims)
-    with src.indent(f"for w in tl.static_range({window}):"):
+    with src.indent(f"for w in range(0, {window}):"):
         split_index(src, "w", [f"w{d}" for d in dims],
                     [f"WIN{d.upper()}" for d in dims], "rest_w")
         valid = " & ".join(f"(start_{d} + w{d} < end_{d})" for d in dims)
-        offset = "a_row[:, None] + c[None, :] * sa1" + "".join(
-            f" + (start_{d} + w{d})[None, :] * sa{2 + i}" for i, d in enumerate(dims))
+        offset = "a_row[:, None] + c[None, :] * SA1" + "".join(
+            f" + (start_{d} + w{d})[None, :] * SA{2 + i}" for i, d in enumerate(dims))
         src.line(f"total += tl.load(a_ptr + {offset}, mask=tile_mask & ({valid})[None, :], "
                  "other=0.0).to(tl.float32)")
     src.line(f"a = (total / ({' * '.join(count)}).to(tl.float32)[None, :])"
