@@ -59,7 +59,16 @@ CLASSIFIERS = """network T {
     output g, h
 }"""
 
-SOURCES = {"channel_blocks": CHANNEL_BLOCKS, "tap_blocks": TAP_BLOCKS,
+# Reductions of one dot step: on a GPU a program loops over tiles of rows instead.
+ONE_STEP = """network T {
+    input x: [N, 16, 5, 7]
+    input s: [N, 3, 5, 7]
+    y = x -> conv2d(24, 1, bias=false) -> batch_norm -> relu6
+    z = s -> conv2d(3, 1) -> add(s)
+    output y, z
+}"""
+
+SOURCES = {"channel_blocks": CHANNEL_BLOCKS, "one_step": ONE_STEP, "tap_blocks": TAP_BLOCKS,
            "depthwise": DEPTHWISE, "pooled": POOLED, "volume": VOLUME,
            "transposed": TRANSPOSED, "classifiers": CLASSIFIERS}
 

@@ -78,6 +78,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     else:
         loop = "channels"
     consts["TAPS"] = taps
+    # A reduction of at most 16 (a 1x1 conv over 16 channels, say) is a single dot step.
+    reduction = taps * consts.get("CP", c_in_g)
+    row_tiles = loop != "depthwise" and reduction <= 16
     strides = [f"{t}{i}" for t in ("SX", "SW", "SO") for i in range(S + 2)]
     out_node = graph.node(kernel.output)
     rank = len(out_node.shape)
@@ -107,6 +110,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                      + f",  # {label} strides")
         src.line("BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,")
         src.line("DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, WIDE: tl.constexpr,")
+        if row_tiles:
+            src.line("ROW_TILES: tl.constexpr,  # tiles of rows per program")
     src.line("):")
     with src.indent():
         what = {"depthwise": "a depthwise multiply-accumulate",
@@ -119,29 +124,16 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("pid_m = tl.program_id(0)")
         src.line("pid_n = tl.program_id(1)")
         src.line("group = tl.program_id(2)")
-        src.line("# Rows: output positions (n, " + ", ".join(rows) + ").")
-        src.line("if WIDE:  # some tensor has 2^31 elements or more: index in int64")
-        src.line("    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
-        src.line("else:")
-        src.line("    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
-        src.line("rest = offs_m")
-        for var, size in zip(reversed(rows), reversed(sizes)):
-            src.line(f"{var} = rest % {size}")
-            src.line(f"rest = rest // {size}")
-        src.line("n = rest")
-        src.line("m_mask = n < N")
         src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
         if loop == "depthwise":
             src.line("# Columns: every output channel; each reads input channel co // C_OUT_G.")
             src.line("n_mask = offs_n < C_OUT")
             src.line("co = offs_n")
             src.line("ci = co" if consts["C_OUT_G"] == 1 else "ci = co // C_OUT_G")
-            src.line("x_row = n * SX0")
         else:
             src.line("# Columns: output channels of this group.")
             src.line("n_mask = offs_n < C_OUT_G")
             src.line("co = group * C_OUT_G + offs_n")
-            src.line("x_row = n * SX0 + group * C_IN_G * SX1")
         src.line("w_col = co * SW0")
         if has_bias:
             src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
@@ -241,18 +233,44 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 return f"{positions[d - 2]}[:, None]"
             return index
 
-        tile_mask = "m_mask[:, None] & n_mask[None, :]"
-        if pool is None:
-            conv_tile(rows, "m_mask")
-            src.extend(epi.lines("acc", index_for(rows), tile_mask, rank, channels="[None, :]"))
-            result = "acc"
+        def row_tile(first: str) -> None:
+            src.line("# Rows: output positions (n, " + ", ".join(rows) + ").")
+            src.line("if WIDE:  # some tensor has 2^31 elements or more: index in int64")
+            src.line(f"    offs_m = {first}.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
+            src.line("else:")
+            src.line(f"    offs_m = {first} * BLOCK_M + tl.arange(0, BLOCK_M)")
+            src.line("rest = offs_m")
+            for var, size in zip(reversed(rows), reversed(sizes)):
+                src.line(f"{var} = rest % {size}")
+                src.line(f"rest = rest // {size}")
+            src.line("n = rest")
+            src.line("m_mask = n < N")
+            if loop == "depthwise":
+                src.line("x_row = n * SX0")
+            else:
+                src.line("x_row = n * SX0 + group * C_IN_G * SX1")
+            tile_mask = "m_mask[:, None] & n_mask[None, :]"
+            if pool is None:
+                conv_tile(rows, "m_mask")
+                src.extend(epi.lines("acc", index_for(rows), tile_mask, rank,
+                                     channels="[None, :]"))
+                result = "acc"
+            else:
+                result = _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank)
+            src.line("# Store through the output's strides (it may be a slice of a concat).")
+            row = "n * SO0" + "".join(f" + {var} * SO{2 + i}" for i, var in enumerate(rows))
+            src.line(f"o_row = {row}")
+            src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * SO1, "
+                     f"{result}.to(out_ptr.dtype.element_ty), mask={tile_mask})")
+
+        if row_tiles:
+            src.line("# The reduction is one step: nothing for a K loop to overlap. A loop over")
+            src.line("# ROW_TILES tiles of rows instead lets the next tile's loads overlap this")
+            src.line("# tile's dot and stores (the weights' tile is the same for all of them).")
+            with src.indent("for row_tile in range(0, ROW_TILES):"):
+                row_tile("(pid_m * ROW_TILES + row_tile)")
         else:
-            result = _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank)
-        src.line("# Store through the output's strides (it may be a slice of a concat).")
-        row = "n * SO0" + "".join(f" + {var} * SO{2 + i}" for i, var in enumerate(rows))
-        src.line(f"o_row = {row}")
-        src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * SO1, "
-                 f"{result}.to(out_ptr.dtype.element_ty), mask={tile_mask})")
+            row_tile("pid_m")
     src.line("")
     src.line("")
 
@@ -277,7 +295,11 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             family = "conv_pool"  # a second accumulator tile: the pooled values
         src.line(f"BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = gemm_tiles({family!r}, M, "
                  f"{columns}, {depth}, x, {steps})")
-        src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({columns}, BLOCK_N), {groups})")
+        tiles = "BLOCK_M"
+        if row_tiles:
+            src.line("ROW_TILES = 1 if INTERPRET else 4  # on a GPU, pipelined across row tiles")
+            tiles = "BLOCK_M * ROW_TILES"
+        src.line(f"grid = (triton.cdiv(M, {tiles}), triton.cdiv({columns}, BLOCK_N), {groups})")
         src.line("sx, sw, so = x.stride(), w.stride(), out.stride()")
         kernel_args = ["x", "w"] + (["b"] if has_bias else []) + ["out"]
         kernel_args += operand_call
@@ -288,6 +310,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                         "DOT_PRECISION=conv_precision(x)",
                         "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)",
                         "num_warps=warps", "num_stages=stages"]
+        if row_tiles:
+            kernel_args.append("ROW_TILES=ROW_TILES")
         launch_lines(src, name, "grid", kernel_args)
     helpers = {"tanh"} if epi.uses_tanh else set()
     return EmittedKernel(name, src.text(), launcher, args + [
