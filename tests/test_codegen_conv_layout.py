@@ -185,8 +185,8 @@ def test_kernels_read_strides_as_constants():
     net = cnnc.compile(source=CHANNEL_BLOCKS)
     text = open(net.source_path).read()
     kernel = text[text.index("def k0_conv2d("):text.index("def launch_k0_conv2d")]
-    for name in ("SX1", "SW1", "SO1"):
+    for name in ("XS1", "WS1", "OS1"):
         assert f"{name}: tl.constexpr" in kernel
     # taps outside, channels inside: the loads are rows of channels, index math is 1-D
-    assert "a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * SX1" in kernel
-    assert "b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * SW1" in kernel
+    assert "a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * XS1" in kernel
+    assert "b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * WS1" in kernel

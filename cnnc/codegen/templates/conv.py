@@ -39,6 +39,8 @@ from ..kernel import (
 from ..source import Source, dotted
 
 TAP_BLOCKS_UP_TO = 8  # channels per group up to which a step covers several taps
+# The launcher's names for the strides of the input, weight and output: XS0=x_strides[0]...
+STRIDES = {"X": "x_strides", "A": "x_strides", "W": "w_strides", "O": "out_strides"}
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -81,7 +83,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     # A reduction of at most 16 (a 1x1 conv over 16 channels, say) is a single dot step.
     reduction = taps * consts.get("CP", c_in_g)
     row_tiles = loop != "depthwise" and reduction <= 16
-    strides = [f"{t}{i}" for t in ("SX", "SW", "SO") for i in range(S + 2)]
+    strides = [f"{t}{i}" for t in ("XS", "WS", "OS") for i in range(S + 2)]
     out_node = graph.node(kernel.output)
     rank = len(out_node.shape)
     # A folded batch norm is the epilogue's first node: its scale and shift are computed in
@@ -105,7 +107,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         names = list(consts)
         for i in range(0, len(names), 6):
             src.line(", ".join(f"{k}: tl.constexpr" for k in names[i:i + 6]) + ",")
-        for label, prefix in (("input", "SX"), ("weight", "SW"), ("output", "SO")):
+        for label, prefix in (("input", "XS"), ("weight", "WS"), ("output", "OS")):
             src.line(", ".join(f"{s}: tl.constexpr" for s in strides if s.startswith(prefix))
                      + f",  # {label} strides")
         src.line("BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,")
@@ -134,7 +136,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("# Columns: output channels of this group.")
             src.line("n_mask = offs_n < C_OUT_G")
             src.line("co = group * C_OUT_G + offs_n")
-        src.line("w_col = co * SW0")
+        src.line("w_col = co * WS0")
         if has_bias:
             src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
         src.extend(epi.channel_lines("co", "n_mask"))
@@ -175,13 +177,13 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 src.line("tap = step // C_STEPS")
                 split_tap("tap")
                 mask = input_position(valid, "")
-                src.line("x_tap = x_row + " + " + ".join(f"i{d} * SX{2 + i}"
+                src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
                                                          for i, d in enumerate(dims)))
-                src.line("w_tap = w_col + " + " + ".join(f"k{d} * SW{2 + i}"
+                src.line("w_tap = w_col + " + " + ".join(f"k{d} * WS{2 + i}"
                                                          for i, d in enumerate(dims)))
-                src.line(f"a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * SX1, "
+                src.line(f"a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * XS1, "
                          f"mask=({mask})[:, None] & c_mask[None, :], other=0.0)")
-                src.line("b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * SW1, "
+                src.line("b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * WS1, "
                          "mask=c_mask[:, None] & n_mask[None, :], other=0.0)")
                 dot()
 
@@ -196,10 +198,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 split_tap("tap")
                 mask = input_position(f"({valid})[:, None] & k_mask[None, :]", "[:, None]")
                 offset = "x_row[:, None] + " + " + ".join(
-                    f"i{d} * SX{2 + i}" for i, d in enumerate(dims)) + " + c[None, :] * SX1"
+                    f"i{d} * XS{2 + i}" for i, d in enumerate(dims)) + " + c[None, :] * XS1"
                 src.line(f"a = tl.load(x_ptr + {offset}, mask={mask}, other=0.0)")
-                w_offset = " + ".join(f"k{d} * SW{2 + i}" for i, d in enumerate(dims))
-                src.line(f"b = tl.load(w_ptr + w_col[None, :] + ({w_offset} + c * SW1)[:, None], "
+                w_offset = " + ".join(f"k{d} * WS{2 + i}" for i, d in enumerate(dims))
+                src.line(f"b = tl.load(w_ptr + w_col[None, :] + ({w_offset} + c * WS1)[:, None], "
                          "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
                 dot()
 
@@ -207,11 +209,11 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             with src.indent("for tap in range(0, TAPS):"):
                 split_tap("tap")
                 mask = input_position(valid, "")
-                src.line("x_tap = x_row + " + " + ".join(f"i{d} * SX{2 + i}"
+                src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
                                                          for i, d in enumerate(dims)))
-                src.line(f"xv = tl.load(x_ptr + x_tap[:, None] + ci[None, :] * SX1, "
+                src.line(f"xv = tl.load(x_ptr + x_tap[:, None] + ci[None, :] * XS1, "
                          f"mask=({mask})[:, None] & n_mask[None, :], other=0.0)")
-                w_offset = " + ".join(f"k{d} * SW{2 + i}" for i, d in enumerate(dims))
+                w_offset = " + ".join(f"k{d} * WS{2 + i}" for i, d in enumerate(dims))
                 src.line(f"wv = tl.load(w_ptr + w_col + {w_offset}, mask=n_mask, other=0.0)")
                 src.line("acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]")
 
@@ -246,9 +248,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("n = rest")
             src.line("m_mask = n < N")
             if loop == "depthwise":
-                src.line("x_row = n * SX0")
+                src.line("x_row = n * XS0")
             else:
-                src.line("x_row = n * SX0 + group * C_IN_G * SX1")
+                src.line("x_row = n * XS0 + group * C_IN_G * XS1")
             tile_mask = "m_mask[:, None] & n_mask[None, :]"
             if pool is None:
                 conv_tile(rows, "m_mask")
@@ -258,9 +260,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             else:
                 result = _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank)
             src.line("# Store through the output's strides (it may be a slice of a concat).")
-            row = "n * SO0" + "".join(f" + {var} * SO{2 + i}" for i, var in enumerate(rows))
+            row = "n * OS0" + "".join(f" + {var} * OS{2 + i}" for i, var in enumerate(rows))
             src.line(f"o_row = {row}")
-            src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * SO1, "
+            src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * OS1, "
                      f"{result}.to(out_ptr.dtype.element_ty), mask={tile_mask})")
 
         if row_tiles:
@@ -300,12 +302,12 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("ROW_TILES = 1 if INTERPRET else 4  # on a GPU, pipelined across row tiles")
             tiles = "BLOCK_M * ROW_TILES"
         src.line(f"grid = (triton.cdiv(M, {tiles}), triton.cdiv({columns}, BLOCK_N), {groups})")
-        src.line("sx, sw, so = x.stride(), w.stride(), out.stride()")
+        src.line("x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()")
         kernel_args = ["x", "w"] + (["b"] if has_bias else []) + ["out"]
         kernel_args += operand_call
         kernel_args += ["N"]
         kernel_args += [f"{k}={v}" for k, v in consts.items()]
-        kernel_args += [f"{s}={s[:2].lower()}[{s[2:]}]" for s in strides]
+        kernel_args += [f"{s}={STRIDES[s[0]]}[{s[2:]}]" for s in strides]
         kernel_args += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
                         "DOT_PRECISION=conv_precision(x)",
                         "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)",

@@ -29,6 +29,7 @@ from ..kernel import (
     split_index,
 )
 from ..source import Source, dotted
+from .conv import STRIDES
 
 
 def phase_taps(kernel: int, stride: int, dilation: int) -> list[list[int]]:
@@ -71,7 +72,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     has_bias = a.bias
     name = ctx.name
     rows = [f"j{d}" for d in dims]
-    strides = [f"{t}{i}" for t in ("SX", "SW", "SO") for i in range(S + 2)]
+    strides = [f"{t}{i}" for t in ("XS", "WS", "OS") for i in range(S + 2)]
 
     src = Source()
     src.line("@triton.jit")
@@ -88,7 +89,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                             (5, "dilation")):
             names = list(consts)[2 + group * S: 2 + (group + 1) * S]
             src.line(", ".join(f"{k}: tl.constexpr" for k in names) + f",  # {what}")
-        for label, prefix in (("input", "SX"), ("weight", "SW"), ("output", "SO")):
+        for label, prefix in (("input", "XS"), ("weight", "WS"), ("output", "OS")):
             src.line(", ".join(f"{s}: tl.constexpr" for s in strides if s.startswith(prefix))
                      + f",  # {label} strides")
         src.line("BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,")
@@ -135,8 +136,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
         src.line("n_mask = offs_n < C_OUT_G")
         src.line("co = group * C_OUT_G + offs_n")
-        src.line("x_row = n * SX0 + group * C_IN_G * SX1")
-        src.line("w_col = offs_n * SW1 + group * C_IN_G * SW0")
+        src.line("x_row = n * XS0 + group * C_IN_G * XS1")
+        src.line("w_col = offs_n * WS1 + group * C_IN_G * WS0")
         if has_bias:
             src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
         src.extend(epi.channel_lines("co", "n_mask"))
@@ -157,13 +158,13 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 src.line(f"k{d} = k0_{d} + t_{d} * step_{d}")
                 src.line(f"i{d} = j{d} + (shift_{d} - (k{d} * D{D} - r{d}) // S{D})")
                 mask += f" & (i{d} >= 0) & (i{d} < {D})"
-            src.line("x_tap = x_row + " + " + ".join(f"i{d} * SX{2 + i}"
+            src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
                                                      for i, d in enumerate(dims)))
-            src.line("w_tap = w_col + " + " + ".join(f"k{d} * SW{2 + i}"
+            src.line("w_tap = w_col + " + " + ".join(f"k{d} * WS{2 + i}"
                                                      for i, d in enumerate(dims)))
-            src.line(f"a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * SX1, "
+            src.line(f"a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * XS1, "
                      f"mask=({mask})[:, None] & c_mask[None, :], other=0.0)")
-            src.line("b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * SW0, "
+            src.line("b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * WS0, "
                      "mask=c_mask[:, None] & n_mask[None, :], other=0.0)")
             with src.indent("if UPCAST_DOT:  # the interpreter's tl.dot misreads bfloat16"):
                 src.line("a = a.to(tl.float32)")
@@ -182,9 +183,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         tile_mask = "m_mask[:, None] & n_mask[None, :]"
         src.extend(epi.lines("acc", index, tile_mask, rank, channels="[None, :]"))
         src.line("# Store through the output's strides (it may be a slice of a concat).")
-        src.line("o_row = n * SO0 + " + " + ".join(f"o{d} * SO{2 + i}"
+        src.line("o_row = n * OS0 + " + " + ".join(f"o{d} * OS{2 + i}"
                                                    for i, d in enumerate(dims)))
-        src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * SO1, "
+        src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * OS1, "
                  f"acc.to(out_ptr.dtype.element_ty), mask={tile_mask})")
     src.line("")
     src.line("")
@@ -208,12 +209,12 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                  f"{consts['C_OUT_G']}, {consts['C_IN_G']}, x, {max(1, fewest)})")
         src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({consts['C_OUT_G']}, BLOCK_N), "
                  f"{a.groups * phases})")
-        src.line("sx, sw, so = x.stride(), w.stride(), out.stride()")
+        src.line("x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()")
         kernel_args = ["x", "w"] + (["b"] if has_bias else []) + ["out"]
         kernel_args += operand_call
         kernel_args += ["N"]
         kernel_args += [f"{k}={v}" for k, v in consts.items()]
-        kernel_args += [f"{s}={s[:2].lower()}[{s[2:]}]" for s in strides]
+        kernel_args += [f"{s}={STRIDES[s[0]]}[{s[2:]}]" for s in strides]
         kernel_args += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
                         "DOT_PRECISION=conv_precision(x)", "UPCAST_DOT=upcast_dot(x)",
                         "WIDE=wide(x, out)", "num_warps=warps", "num_stages=stages"]

@@ -25,6 +25,7 @@ from ..kernel import (
     split_index,
 )
 from ..source import Source, dotted
+from .conv import STRIDES
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -59,8 +60,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             consts[f"P{d.upper()}"] = out
             consts[f"WIN{d.upper()}"] = -(-size // out) + (1 if size % out else 0)
     in_rank = len(source.shape)
-    strides = ([f"SA{i}" for i in range(in_rank)] + ["SW0", "SW1"]
-               + [f"SO{i}" for i in range(rank)])
+    strides = ([f"AS{i}" for i in range(in_rank)] + ["WS0", "WS1"]
+               + [f"OS{i}" for i in range(rank)])
     src = Source()
     src.line("@triton.jit")
     params = ["a_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"] + epi.params()
@@ -87,7 +88,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line(f"i{d} = rest % R{d}")
             src.line(f"rest = rest // R{d}")
         src.line("i0 = rest")
-        a_row = " + ".join(f"i{d} * SA{d}" for d in range(lead)) if not pooled else "i0 * SA0"
+        a_row = " + ".join(f"i{d} * AS{d}" for d in range(lead)) if not pooled else "i0 * AS0"
         src.line(f"a_row = {a_row}")
         src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
         src.line("n_mask = offs_n < F")
@@ -96,9 +97,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
             src.line("k_mask = offs_k < K")
             src.line("tile_mask = m_mask[:, None] & k_mask[None, :]")
-            plain = (f"a = tl.load(a_ptr + a_row[:, None] + offs_k[None, :] * SA{in_rank - 1}, "
+            plain = (f"a = tl.load(a_ptr + a_row[:, None] + offs_k[None, :] * AS{in_rank - 1}, "
                      "mask=tile_mask, other=0.0)")
-            load_b = ("b = tl.load(w_ptr + offs_n[None, :] * SW0 + offs_k[:, None] * SW1, "
+            load_b = ("b = tl.load(w_ptr + offs_n[None, :] * WS0 + offs_k[:, None] * WS1, "
                       "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
             if prologue is None:
                 src.line(plain)
@@ -108,7 +109,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 _global_pool_load(src, dims)
             elif prologue == "flatten":
                 with src.indent("if FLAT:  # the input is contiguous: its rows are A's rows"):
-                    src.line(plain.replace(f"SA{in_rank - 1}", "1"))
+                    src.line(plain.replace(f"AS{in_rank - 1}", "1"))
                 with src.indent("else:"):
                     _pooled_load(src, dims)
             else:
@@ -130,8 +131,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.extend(epi.channel_lines("offs_n", "n_mask"))
         src.extend(epi.lines("acc", index, out_mask, rank,
                              channels="[None, :]" if per_feature else None))
-        offset = " + ".join(f"i{d} * SO{d}" for d in range(lead))
-        src.line(f"tl.store(out_ptr + ({offset})[:, None] + offs_n[None, :] * SO{rank - 1}, "
+        offset = " + ".join(f"i{d} * OS{d}" for d in range(lead))
+        src.line(f"tl.store(out_ptr + ({offset})[:, None] + offs_n[None, :] * OS{rank - 1}, "
                  f"acc.to(out_ptr.dtype.element_ty), mask={out_mask})")
     src.line("")
     src.line("")
@@ -149,14 +150,14 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line(f"BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = gemm_tiles('linear', M, "
                  f"{a.out_features}, {in_features}, x)")
         src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({a.out_features}, BLOCK_N))")
-        src.line("sa, sw, so = x.stride(), w.stride(), out.stride()")
+        src.line("x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()")
         call = ["x", "w"] + (["b"] if has_bias else []) + ["out"] + operand_call
         call += ["M"] + [f"{k}={v}" for k, v in consts.items()]
-        call += [f"{s}={s[:2].lower()}[{s[2:]}]" for s in strides]
+        call += [f"{s}={STRIDES[s[0]]}[{s[2:]}]" for s in strides]
         if prologue == "flatten":
             inner = source.shape[1:]
             flat = tuple(_contiguous_strides(inner))
-            call.append(f"FLAT=sa[1:] == {flat}")
+            call.append(f"FLAT=x_strides[1:] == {flat}")
         call += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
                  "DOT_PRECISION=dot_precision(x)", "UPCAST_DOT=upcast_dot(x)",
                  "WIDE=wide(x, out)", "num_warps=warps", "num_stages=stages"]
@@ -183,8 +184,8 @@ def _global_pool_load(src: Source, dims) -> None:
     with src.indent(f"for position in tl.range(0, {window}, num_stages=2):"):
         split_index(src, "position", [f"p{d}" for d in dims], [d.upper() for d in dims],
                     "rest_p")
-        offset = "a_row + " + " + ".join(f"p{d} * SA{2 + i}" for i, d in enumerate(dims))
-        src.line(f"total += tl.load(a_ptr + ({offset})[:, None] + offs_k[None, :] * SA1, "
+        offset = "a_row + " + " + ".join(f"p{d} * AS{2 + i}" for i, d in enumerate(dims))
+        src.line(f"total += tl.load(a_ptr + ({offset})[:, None] + offs_k[None, :] * AS1, "
                  "mask=tile_mask, other=0.0).to(tl.float32)")
     src.line(f"a = (total / ({window})).to(w_ptr.dtype.element_ty)")
 
@@ -207,8 +208,8 @@ def _pooled_load(src: Source, dims) -> None:
         split_index(src, "w", [f"w{d}" for d in dims],
                     [f"WIN{d.upper()}" for d in dims], "rest_w")
         valid = " & ".join(f"(start_{d} + w{d} < end_{d})" for d in dims)
-        offset = "a_row[:, None] + c[None, :] * SA1" + "".join(
-            f" + (start_{d} + w{d})[None, :] * SA{2 + i}" for i, d in enumerate(dims))
+        offset = "a_row[:, None] + c[None, :] * AS1" + "".join(
+            f" + (start_{d} + w{d})[None, :] * AS{2 + i}" for i, d in enumerate(dims))
         src.line(f"total += tl.load(a_ptr + {offset}, mask=tile_mask & ({valid})[None, :], "
                  "other=0.0).to(tl.float32)")
     src.line(f"a = (total / ({' * '.join(count)}).to(tl.float32)[None, :])"
