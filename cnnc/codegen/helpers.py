@@ -54,8 +54,10 @@ def upcast_dot(x):
 
 
 def wide(*tensors):
-    """Whether index arithmetic needs int64: some tensor has 2^31 elements or more."""
-    return any(t.numel() >= 2**31 for t in tensors)
+    """Whether index arithmetic runs in int64: some tensor has 2^31 elements or more, or
+    the kernel runs in Triton's interpreter, which checks every int32 addition and product
+    for overflow at a cost larger than the kernel's own (int64 it does not check)."""
+    return INTERPRET or any(t.numel() >= 2**31 for t in tensors)
 
 
 @triton.jit

@@ -29,7 +29,7 @@ from ..kernel import (
     split_index,
 )
 from ..source import Source, dotted
-from .conv import STRIDES
+from .conv import STRIDES, TAP_BLOCKS_UP_TO
 
 
 def phase_taps(kernel: int, stride: int, dilation: int) -> list[list[int]]:
@@ -67,6 +67,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         **{f"D{d.upper()}": a.dilation[i] for i, d in enumerate(dims)},
     }
     phases = math.prod(a.stride)
+    # Few input channels: a step covers several taps (as conv.py's tap blocks do).
+    tap_blocks = consts["C_IN_G"] <= TAP_BLOCKS_UP_TO
+    if tap_blocks:
+        consts["CP"] = 1 << (consts["C_IN_G"] - 1).bit_length()
     rank = len(graph.node(kernel.output).shape)
     epi = Epilogue(graph, kernel.epilogue, kernel.anchor)
     has_bias = a.bias
@@ -84,6 +88,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line(", ".join(epi.params()) + ",  # epilogue operands")
         src.line("N,  # batch size")
         src.line("C_IN_G: tl.constexpr, C_OUT_G: tl.constexpr,  # channels per group")
+        if tap_blocks:
+            src.line("CP: tl.constexpr,  # channel slots per tap: C_IN_G up to a power of two")
         for group, what in ((0, "input size"), (1, "output size"),
                             (2, "outputs per phase (at most)"), (3, "stride"), (4, "padding"),
                             (5, "dilation")):
@@ -142,34 +148,11 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
         src.extend(epi.channel_lines("co", "n_mask"))
         src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-        src.line("offs_c = tl.arange(0, BLOCK_K)")
-        src.line("C_STEPS = (C_IN_G + BLOCK_K - 1) // BLOCK_K  # a constexpr")
         src.line("phase_taps = " + " * ".join(f"taps_{d}" for d in dims))
-        with src.indent("for step in range(0, phase_taps * C_STEPS):"):
-            src.line("# step -> (tap of this phase, channel block): 1-D index math")
-            src.line("c = (step % C_STEPS) * BLOCK_K + offs_c")
-            src.line("c_mask = c < C_IN_G")
-            src.line("tap = step // C_STEPS")
-            split_index(src, "tap", [f"t_{d}" for d in dims], [f"taps_{d}" for d in dims],
-                        "rest_t")
-            mask = "m_mask"
-            for d in dims:
-                D = d.upper()
-                src.line(f"k{d} = k0_{d} + t_{d} * step_{d}")
-                src.line(f"i{d} = j{d} + (shift_{d} - (k{d} * D{D} - r{d}) // S{D})")
-                mask += f" & (i{d} >= 0) & (i{d} < {D})"
-            src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
-                                                     for i, d in enumerate(dims)))
-            src.line("w_tap = w_col + " + " + ".join(f"k{d} * WS{2 + i}"
-                                                     for i, d in enumerate(dims)))
-            src.line(f"a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * XS1, "
-                     f"mask=({mask})[:, None] & c_mask[None, :], other=0.0)")
-            src.line("b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * WS0, "
-                     "mask=c_mask[:, None] & n_mask[None, :], other=0.0)")
-            with src.indent("if UPCAST_DOT:  # the interpreter's tl.dot misreads bfloat16"):
-                src.line("a = a.to(tl.float32)")
-                src.line("b = b.to(tl.float32)")
-            src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
+        if tap_blocks:
+            _tap_blocks(src, dims)
+        else:
+            _channel_blocks(src, dims)
         if has_bias:
             src.line("acc += bias[None, :]")
 
@@ -203,10 +186,14 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("N = x.shape[0]")
         src.line("M = N * " + " * ".join(str(consts[f"J{d.upper()}"]) for d in dims)
                  + "  # rows of one phase")
-        fewest = math.prod(min(len(t) for t in phase_taps(k, s, d))
-                           for k, s, d in zip(a.kernel_size, a.stride, a.dilation))
+        taps = [[len(t) for t in phase_taps(k, s, d)]
+                for k, s, d in zip(a.kernel_size, a.stride, a.dilation)]
+        if tap_blocks:  # the phase with most taps in as few steps as the tile allows
+            depth, steps = math.prod(max(t) for t in taps) * consts["CP"], 1
+        else:
+            depth, steps = consts["C_IN_G"], max(1, math.prod(min(t) for t in taps))
         src.line(f"BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = gemm_tiles('conv', M, "
-                 f"{consts['C_OUT_G']}, {consts['C_IN_G']}, x, {max(1, fewest)})")
+                 f"{consts['C_OUT_G']}, {depth}, x, {steps})")
         src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({consts['C_OUT_G']}, BLOCK_N), "
                  f"{a.groups * phases})")
         src.line("x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()")
@@ -222,3 +209,67 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     helpers = {"tanh"} if epi.uses_tanh else set()
     return EmittedKernel(name, src.text(), launcher, args + [
         Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], helpers=helpers)
+
+
+def _input_positions(src: Source, dims, tap: str) -> str:
+    """Lines placing each dim's tap k{d} and input position i{d} (tap: how the per-tap
+    values broadcast); returns the positions' mask."""
+    mask = []
+    for d in dims:
+        D = d.upper()
+        src.line(f"k{d} = k0_{d} + t_{d} * step_{d}")
+        src.line(f"i{d} = j{d}[:, None] + (shift_{d} - (k{d} * D{D} - r{d}) // S{D}){tap}"
+                 if tap else f"i{d} = j{d} + (shift_{d} - (k{d} * D{D} - r{d}) // S{D})")
+        mask.append(f"(i{d} >= 0) & (i{d} < {D})")
+    return " & ".join(mask)
+
+
+def _dot(src: Source) -> None:
+    with src.indent("if UPCAST_DOT:  # the interpreter's tl.dot misreads bfloat16"):
+        src.line("a = a.to(tl.float32)")
+        src.line("b = b.to(tl.float32)")
+    src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
+
+
+def _channel_blocks(src: Source, dims) -> None:
+    """One step: one tap of the phase and BLOCK_K input channels (1-D index math)."""
+    src.line("offs_c = tl.arange(0, BLOCK_K)")
+    src.line("C_STEPS = (C_IN_G + BLOCK_K - 1) // BLOCK_K  # a constexpr")
+    with src.indent("for step in range(0, phase_taps * C_STEPS):"):
+        src.line("# step -> (tap of this phase, channel block): 1-D index math")
+        src.line("c = (step % C_STEPS) * BLOCK_K + offs_c")
+        src.line("c_mask = c < C_IN_G")
+        src.line("tap = step // C_STEPS")
+        split_index(src, "tap", [f"t_{d}" for d in dims], [f"taps_{d}" for d in dims],
+                    "rest_t")
+        inside = _input_positions(src, dims, "")
+        src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
+                                                 for i, d in enumerate(dims)))
+        src.line("w_tap = w_col + " + " + ".join(f"k{d} * WS{2 + i}"
+                                                 for i, d in enumerate(dims)))
+        src.line(f"a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * XS1, "
+                 f"mask=(m_mask & {inside})[:, None] & c_mask[None, :], other=0.0)")
+        src.line("b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * WS0, "
+                 "mask=c_mask[:, None] & n_mask[None, :], other=0.0)")
+        _dot(src)
+
+
+def _tap_blocks(src: Source, dims) -> None:
+    """Few input channels: one step covers BLOCK_K // CP of the phase's taps, CP channel
+    slots each (C_IN_G of them real)."""
+    with src.indent("for k0 in range(0, phase_taps * CP, BLOCK_K):"):
+        src.line("# reduction index -> (tap of this phase, channel slot)")
+        src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
+        src.line("c = offs_k % CP")
+        src.line("tap = offs_k // CP")
+        src.line("k_mask = (tap < phase_taps) & (c < C_IN_G)")
+        split_index(src, "tap", [f"t_{d}" for d in dims], [f"taps_{d}" for d in dims],
+                    "rest_t")
+        inside = _input_positions(src, dims, "[None, :]")
+        x_offset = " + ".join(f"i{d} * XS{2 + i}" for i, d in enumerate(dims))
+        w_offset = " + ".join(f"k{d} * WS{2 + i}" for i, d in enumerate(dims))
+        src.line(f"a = tl.load(x_ptr + x_row[:, None] + {x_offset} + c[None, :] * XS1,")
+        src.line(f"            mask=m_mask[:, None] & k_mask[None, :] & {inside}, other=0.0)")
+        src.line(f"b = tl.load(w_ptr + w_col[None, :] + ({w_offset} + c * WS0)[:, None],")
+        src.line("            mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+        _dot(src)
