@@ -36,13 +36,14 @@ def _ints(draw, dims, lo, hi):
 
 
 @st.composite
-def conv_case(draw):
+def conv_case(draw, per_group=st.integers(1, 3), can_be_depthwise=True, largest=(8, 5)):
     dims = draw(st.sampled_from([1, 2, 2, 3]))
     groups = draw(st.sampled_from([1, 1, 2, 3]))
-    c_in = groups * draw(st.integers(1, 3))
-    depthwise = draw(st.booleans())
+    c_in = groups * draw(per_group)
+    depthwise = can_be_depthwise and draw(st.booleans())
     c_out = c_in if depthwise else groups * draw(st.integers(1, 3))
-    sizes = [draw(st.integers(3, 8 if dims < 3 else 5)) for _ in range(dims)]
+    sizes = [draw(st.integers(3, largest[0] if dims < 3 else largest[1]))
+             for _ in range(dims)]
     k_text, k = _ints(draw, dims, 1, 3)
     s_text, s = _ints(draw, dims, 1, 2)
     d_text, d = _ints(draw, dims, 1, 2)
@@ -75,6 +76,21 @@ def test_conv_matches_reference(case, planted):
     _, source = case
     assume(compiles(source))  # configurations PyTorch rejects are the front end's business
     net, ref = pair(source=source)
+    xs = [plant(x, planted) for x in inputs_for(ref)]
+    assert_same(net(*xs), ref(*xs))
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(conv_case(per_group=st.sampled_from([9, 16, 20]), can_be_depthwise=False,
+                 largest=(6, 4)), special_values())
+def test_conv_with_channel_blocks_matches_reference(case, planted):
+    """9 or more channels per group: taps outside, blocks of channels inside."""
+    _, source = case
+    assume(compiles(source))
+    net, ref = pair(source=source)
+    text = open(net.source_path).read()
+    assert "taps outside and channel blocks inside" in text
     xs = [plant(x, planted) for x in inputs_for(ref)]
     assert_same(net(*xs), ref(*xs))
 

@@ -163,9 +163,10 @@ def test_generated_source_reads_well():
     text = open(net.source_path).read()
     ast.parse(text)
     kernel = text[text.index("def k0_conv_transpose2d("):text.index("def launch_k0_")]
-    assert "gather-form implicit GEMM" in kernel
-    assert "pid_m.to(tl.int64)" in kernel  # rows (and the batch offset) in int64
-    assert "(t_h >= 0) & (t_h % SH == 0) & (ih < H)" in kernel
+    assert "sub-pixel implicit GEMM" in kernel
+    assert "if WIDE:" in kernel and "pid_m.to(tl.int64)" in kernel  # int64 where needed
+    # Each phase loops over its own taps: no divisibility mask, no zero tap in tl.dot.
+    assert "% SH == 0" not in kernel and "range(0, phase_taps * CP, BLOCK_K)" in kernel
     assert "tl.dot(" in kernel and "out_ptr.dtype.element_ty" in kernel
 
 
@@ -226,3 +227,19 @@ def test_training_plan_with_batch_norm():
     (x,) = _inputs(ref)
     torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(net.state_dict(), ref.state_dict(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride,dilation", [(3, 2, 1), (4, 2, 1), (3, 3, 2), (5, 2, 2),
+                                                    (1, 3, 1), (3, 1, 2)])
+def test_each_tap_serves_exactly_one_phase(kernel, stride, dilation):
+    """The sub-pixel decomposition: phase r's output o (with (o + p) % s == r) gathers
+    through exactly the taps k with k*d % s == r, so each phase's loop visits only taps
+    that contribute, and every tap is visited by one phase."""
+    from cnnc.codegen.templates.conv_transpose import phase_taps
+
+    phases = phase_taps(kernel, stride, dilation)
+    assert sorted(k for taps in phases for k in taps) == list(range(kernel))
+    for r, taps in enumerate(phases):
+        for o in range(r, 4 * stride, stride):  # outputs of phase r (padding 0)
+            hits = [k for k in range(kernel) if (o - k * dilation) % stride == 0]
+            assert hits == taps

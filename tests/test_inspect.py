@@ -47,13 +47,14 @@ def test_bf16_dots_run_on_tensor_cores(lenet_bf16):
 
 
 @pytest.mark.parametrize("tf32", [False, True])
-def test_fp32_dots_follow_the_tf32_flag(lenet, tf32):
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = tf32
+def test_fp32_dots_follow_the_tf32_flags(lenet, tf32):
+    # Convolutions follow cudnn's flag, linears matmul's (tests/test_precision.py).
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
     try:
         report = inspect_network(lenet, "sm_80", torch.float32, batch=2)
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
     dots = [r for r in report.rows if r.launch.has_dot]
     assert dots and all(r.launch.tensor_cores == tf32 for r in dots)
     peak = PEAKS["sm_80"]

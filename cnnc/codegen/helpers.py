@@ -35,10 +35,22 @@ else:
                       dict(BLOCK=4096, num_warps=8, num_stages=1),
                       dict(BLOCK=512, num_warps=4, num_stages=1)],
     }
-# The caps the older templates (conv, conv_transpose, batch norm training) read.
+# Tiles of the families not on the builder's CONFIGS (conv, conv_transpose, linear,
+# depthwise, batch norm training). The interpreter pays per program and per operation, so
+# on the CPU the tiles are large. On a GPU they fit sm_80's and sm_90's registers and shared
+# memory without spilling: GEMM-shaped families give (BLOCK_M cap, BLOCK_N cap, bytes of a
+# BLOCK_K row, num_warps, num_stages); 128-byte K rows are 16-byte async copies, 64 bfloat16
+# or 32 float32 values. "gemm" (BLOCK_M, BLOCK_N, BLOCK_K caps), "elementwise" and
+# "reduction" are the first configs of CONFIGS.
 TILES = {"gemm": tuple(CONFIGS["gemm"][0][k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")),
          "elementwise": CONFIGS["elementwise"][0]["BLOCK"],
          "reduction": CONFIGS["reduction"][0]["BLOCK"]}
+if INTERPRET:
+    TILES.update({"conv": (1024, 512, 2048, 4, 1), "conv_pool": (1024, 512, 2048, 4, 1),
+                  "linear": (1024, 512, 2048, 4, 1), "depthwise": (1024, 512, 0, 4, 1)})
+else:
+    TILES.update({"conv": (128, 128, 128, 8, 3), "conv_pool": (128, 64, 128, 8, 3),
+                  "linear": (64, 128, 128, 4, 4), "depthwise": (64, 64, 0, 4, 1)})
 PINNED = {}  # family -> fields that replace its configs' (cnnc.compile: CNNC_CONFIG, config=)
 CHOSEN = {}  # (kernel key, problem size, dtype, device) -> the config timed fastest
 TUNER = Tuner(os.path.join(os.path.dirname(os.path.abspath(__file__)), "cnnc_tuning.json"))
@@ -74,14 +86,32 @@ def index_64(*tensors):
 INDEX_SLACK = 2**20  # a last tile reaches past the end by up to a tile's elements
 
 
-def wide(*tensors):
-    """index_64 under the name the older templates use."""
-    return index_64(*tensors)
+def gemm_tiles(family, rows, columns, depth, x, steps=1):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for a GEMM-shaped kernel of the
+    family: power-of-two tiles of at least 16, capped by TILES; half the warps for a tile
+    a quarter of the largest. depth: the reduction per step, of which there are `steps`
+    (a conv's taps); on a GPU at least two, so that one step's loads overlap another's dot."""
+    cap_m, cap_n, k_bytes, warps, stages = TILES[family]
+    block_m, block_n = tile(rows, cap_m), tile(columns, cap_n)
+    block_k = tile(depth, max(16, k_bytes // x.element_size()))
+    if not INTERPRET and steps * -(-depth // block_k) < 2 and block_k >= 32:
+        block_k //= 2
+    if block_m * block_n * 4 <= cap_m * cap_n:
+        warps = max(4, warps // 2)
+    return block_m, block_n, block_k, warps, stages
+
+
+def conv_precision(x):
+    """A convolution's tl.dot input_precision: TF32 for float32 where PyTorch's convolutions
+    use it. The interpreter's dots stay exact float32."""
+    if x.dtype == torch.float32 and not INTERPRET and allows_tf32("conv"):
+        return "tf32"
+    return "ieee"
 
 
 def dot_precision(x):
-    """IEEE float32 unless the user allows TF32, as torch.backends.cuda.matmul does."""
-    if x.dtype == torch.float32 and x.is_cuda and torch.backends.cuda.matmul.allow_tf32:
+    """A linear's tl.dot input_precision: TF32 for float32 where PyTorch's matmuls use it."""
+    if x.dtype == torch.float32 and not INTERPRET and allows_tf32("matmul"):
         return "tf32"
     return "ieee"
 
@@ -89,6 +119,13 @@ def dot_precision(x):
 def upcast_dot(x):
     """Triton's interpreter computes bfloat16 dots wrongly: there, dot in float32."""
     return INTERPRET and x.dtype == torch.bfloat16
+
+
+def wide(*tensors):
+    """Whether the older templates index in int64: where index_64 says so, or in Triton's
+    interpreter, which checks every int32 addition and product for overflow at a cost
+    larger than the kernel's own (int64 it does not check)."""
+    return INTERPRET or index_64(*tensors)
 
 
 @triton.jit

@@ -405,10 +405,31 @@ class _Values:
             size = self.graph.node(node_id).shape[dim]
             self.src.line(f"{name} = {parent}.narrow({dim}, {offset}, {size})")
         else:
+            rank = len(self.graph.node(node_id).shape)
+            layout = ""
+            if rank in (4, 5) and node_id not in _read_flat(self.graph, self.plan):
+                layout = ", memory_format=torch.channels_last" + ("_3d" if rank == 5 else "")
             self.src.line(f"{name} = torch.empty({self.shape(node_id)}, "
-                          "device=device, dtype=dtype)")
+                          f"device=device, dtype=dtype{layout})")
         self.names[node_id] = name
         return name
+
+
+def _read_flat(graph: Graph, plan: Plan) -> set[int]:
+    """Values read in flatten order (channel, then position): a reshape's input, and the
+    input of a linear whose prologue pools every element by itself. They are allocated
+    contiguous, so a reshape stays a view and the linear reads rows of memory; every other
+    4-d and 5-d value is channels-last (NHWC / NDHWC), the layout the convolutions read."""
+    flat = set()
+    for step in plan.steps:
+        if isinstance(step, View) and step.kind == "reshape":
+            flat.add(graph.node(step.node).inputs[0])
+        elif isinstance(step, Kernel) and step.kind == "linear" and step.prologue:
+            pool = graph.node(step.prologue[0])
+            source = graph.node(pool.inputs[0])
+            if pool.shape[2:] == source.shape[2:]:
+                flat.add(source.id)
+    return flat
 
 
 def _emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,

@@ -170,7 +170,7 @@ def compile_plan(source: str, class_name: str, target: str, dtype: torch.dtype, 
         path.write_text(source, encoding="utf-8")
         request = {"path": str(path), "class": class_name, "arch": TARGETS[target],
                    "dtype": str(dtype).replace("torch.", ""), "batch": batch,
-                   "training": training, "tf32": torch.backends.cuda.matmul.allow_tf32}
+                   "training": training, "tf32": _tf32_flags()}
         env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
         worker = subprocess.Popen([sys.executable, "-m", "cnnc.runtime.aot", json.dumps(request)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -194,13 +194,13 @@ def _compile_in_worker(request: dict) -> None:
     whose launches compile instead of running, print one JSON line per launch."""
     if "nvidia" not in __import__("triton.backends", fromlist=["backends"]).backends:
         raise AotError("this triton has no NVIDIA backend, so it cannot compile for sm_XX")
-    torch.backends.cuda.matmul.allow_tf32 = request["tf32"]
+    torch.backends.cuda.matmul.allow_tf32 = request["tf32"]["matmul"]
+    torch.backends.cudnn.allow_tf32 = request["tf32"]["conv"]
     dtype = getattr(torch, request["dtype"])
     spec = importlib.util.spec_from_file_location("cnnc_aot_module", request["path"])
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # inspect and dataclasses look modules up by name
     spec.loader.exec_module(module)
-    _install_policy(module)
     count = 0
 
     def emit(message: dict) -> None:
@@ -240,17 +240,12 @@ def _launcher(frame) -> str | None:
     return None
 
 
-def _install_policy(module) -> None:
-    """Precision as on a CUDA device: the generated dot_precision asks `x.is_cuda`, which
-    CPU stand-in tensors are not."""
+def _tf32_flags() -> dict[str, bool]:
+    """PyTorch's float32 precision choices here, for the worker, whose generated kernels
+    ask them as they would on a CUDA device (conv_precision, dot_precision)."""
+    from .support import allows_tf32
 
-    def dot_precision(x):
-        if x.dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
-            return "tf32"
-        return "ieee"
-
-    if hasattr(module, "dot_precision"):
-        module.dot_precision = dot_precision
+    return {kind: allows_tf32(kind) for kind in ("conv", "matmul")}
 
 
 def _inputs(module, batch: int, dtype: torch.dtype) -> list[torch.Tensor]:

@@ -100,8 +100,9 @@ class ParameterScope(NamedModule):
 
 def make_parameters(root, specs, dtype, device=None):
     """Create parameters and buffers under their dotted names, initialised as PyTorch
-    does. specs: (name, shape, trainable, is_long, recipe), in PyTorch's creation order.
-    Layers go straight into _modules, _parameters and _buffers (see NamedModule)."""
+    does; 4-d and 5-d ones (conv weights) channels-last. specs: (name, shape, trainable,
+    is_long, recipe), in PyTorch's creation order. Layers go straight into _modules,
+    _parameters and _buffers (see NamedModule)."""
     for name, shape, trainable, is_long, recipe in specs:
         *path, leaf = name.split(".")
         holder = root
@@ -113,6 +114,12 @@ def make_parameters(root, specs, dtype, device=None):
             holder = child
         tensor = torch.empty(shape, dtype=torch.long if is_long else dtype, device=device)
         initialize(tensor, recipe)
+        if len(shape) in (4, 5):
+            # Conv weights channels-last ([C_out, k..., C_in] in memory), so a kernel's
+            # reduction over the input channels reads them contiguously. Initialised first,
+            # so the random values are PyTorch's; copy_ and load_state_dict keep the layout.
+            layout = torch.channels_last if len(shape) == 4 else torch.channels_last_3d
+            tensor = tensor.contiguous(memory_format=layout)
         if trainable:
             holder._parameters[leaf] = torch.nn.Parameter(tensor)
         else:
@@ -258,6 +265,19 @@ def refuse_tracing():
     """torch.jit.trace would fail deep inside Triton: say so up front."""
     if torch.jit.is_tracing():
         raise RuntimeError(NO_TORCHSCRIPT)
+
+
+def allows_tf32(kind):
+    """Whether PyTorch computes float32 in TF32: "conv" follows torch.backends.cudnn (TF32
+    by default), "matmul" torch.backends.cuda.matmul (IEEE by default). Reads
+    fp32_precision where this torch has it: the legacy allow_tf32 getters raise once the
+    two APIs were mixed."""
+    if kind == "conv":
+        flags = getattr(torch.backends.cudnn, "conv", torch.backends.cudnn)
+    else:
+        flags = torch.backends.cuda.matmul
+    precision = getattr(flags, "fp32_precision", None)
+    return precision == "tf32" if precision is not None else bool(flags.allow_tf32)
 
 
 def tile(size, cap):

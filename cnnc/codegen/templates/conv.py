@@ -1,10 +1,25 @@
 """Implicit-GEMM convolution for 1-, 2- and 3-d, with an epilogue and an optional pool.
 
 Rows of the GEMM tile are output positions (n, o_1, ..., o_S), columns are the output
-channels of one group, and the reduction runs over (ci, k_1, ..., k_S) of that group.
+channels of one group, and the reduction runs over the taps (k_1, ..., k_S) and the input
+channels of that group, taps outside and channels inside. Activations are channels-last
+inside a compiled module and weights are created channels-last ([C_out, k..., C_in]
+physically), so both operands are contiguous along the channels; every tensor is still
+read through its strides, which are compile-time constants (Triton then knows how far
+loads are contiguous and aligned), so any layout gives the right result.
+
+Three shapes of reduction loop, chosen by the channels per group:
+- channel blocks (9 or more): one step is one tap and BLOCK_K channels. Index math is
+  1-D (per row: the tap's input position, padding; per column: the channel), and the
+  loads are runs of channels that Triton turns into 16-byte asynchronous copies.
+- tap blocks (2 to 8, an RGB stem say): one step covers BLOCK_K // CP taps of CP channel
+  slots (CP: the channels rounded up to a power of two), so a 3-channel 7x7 stem does not
+  feed thirteen zero channels of sixteen to every dot.
+- depthwise (one input channel per group): every output channel is a column and each tap
+  is a multiply-accumulate on channel-contiguous rows; there is no GEMM to speak of.
 Padding is index arithmetic on the input (zeros masks, reflect/replicate/circular remap),
-never a padded copy. With a fused pool, rows are pooled positions and the kernel
-computes the conv (and its epilogue) at every window offset, reducing as it goes.
+never a padded copy. With a fused pool (non-overlapping windows only), rows are pooled
+positions and the kernel computes the conv and its epilogue at each window offset.
 """
 
 from __future__ import annotations
@@ -23,6 +38,10 @@ from ..kernel import (
 )
 from ..source import Source
 
+TAP_BLOCKS_UP_TO = 8  # channels per group up to which a step covers several taps
+# The launcher's names for the strides of the input, weight and output: XS0=x_strides[0]...
+STRIDES = {"X": "x_strides", "A": "x_strides", "W": "w_strides", "O": "out_strides"}
+
 
 def emit(ctx: EmitContext) -> EmittedKernel:
     graph, kernel = ctx.graph, ctx.kernel
@@ -33,8 +52,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     dims = SPATIAL[S]
     pads = [left for left, _ in conv_pads(a)]
     c_in, c_out = x.shape[1], a.out_channels
+    c_in_g = c_in // a.groups
     consts = {
-        "C_IN_G": c_in // a.groups, "C_OUT_G": c_out // a.groups,
+        "C_IN_G": c_in_g, "C_OUT_G": c_out // a.groups,
         **{f"{d.upper()}": x.shape[2 + i] for i, d in enumerate(dims)},
         **{f"O{d.upper()}": conv.shape[2 + i] for i, d in enumerate(dims)},
         **{f"K{d.upper()}": a.kernel_size[i] for i, d in enumerate(dims)},
@@ -50,6 +70,20 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         consts.update({f"PS{d.upper()}": pa.stride[i] for i, d in enumerate(dims)})
         consts.update({f"PP{d.upper()}": pa.padding[i] for i, d in enumerate(dims)})
         consts.update({f"PD{d.upper()}": pa.dilation[i] for i, d in enumerate(dims)})
+    taps = math.prod(a.kernel_size)
+    if c_in_g == 1:
+        loop = "depthwise"
+        consts["C_OUT"] = c_out
+    elif c_in_g <= TAP_BLOCKS_UP_TO:
+        loop = "taps"
+        consts["CP"] = 1 << (c_in_g - 1).bit_length()
+    else:
+        loop = "channels"
+    consts["TAPS"] = taps
+    # A reduction of at most 16 (a 1x1 conv over 16 channels, say) is a single dot step.
+    reduction = taps * consts.get("CP", c_in_g)
+    row_tiles = loop != "depthwise" and reduction <= 16
+    strides = [f"{t}{i}" for t in ("XS", "WS", "OS") for i in range(S + 2)]
     out_node = graph.node(kernel.output)
     rank = len(out_node.shape)
     # A folded batch norm is the epilogue's first node: its scale and shift are computed in
@@ -58,109 +92,135 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     epi = Epilogue(graph, fold + kernel.epilogue, kernel.anchor)
     has_bias = a.bias
     name = ctx.name
-    # Depthwise (one input channel per group): no GEMM to speak of; every output channel
-    # is a column, and the kernel window is a multiply-accumulate loop.
-    direct = consts["C_IN_G"] == 1
-    if direct:
-        consts["C_OUT"] = c_out
+    rows = [f"q{d}" for d in dims] if pool else [f"o{d}" for d in dims]
+    sizes = [f"Q{d.upper()}" for d in dims] if pool else [f"O{d.upper()}" for d in dims]
 
     src = Source()
     src.line("@triton.jit")
-    params = ["x_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"]
-    params += epi.params()
-    params += ["N"] + [f"sx{i}" for i in range(S + 2)] + [f"so{i}" for i in range(S + 2)]
-    params += [f"{k}: tl.constexpr" for k in consts]
-    params += ["BLOCK_M: tl.constexpr", "BLOCK_N: tl.constexpr", "BLOCK_K: tl.constexpr",
-               "DOT_PRECISION: tl.constexpr", "UPCAST_DOT: tl.constexpr", "WIDE: tl.constexpr"]
     with src.indent(f"def {name}("):
-        src.line(", ".join(params[:4]) + ",  # input, weight, (bias,) output")
-        rest = params[4:]
-        for i in range(0, len(rest), 6):
-            src.line(", ".join(rest[i:i + 6]) + ",")
+        pointers = ["x_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"]
+        src.line(", ".join(pointers) + ",  # input, weight, " + ("bias, " if has_bias else "")
+                 + "output")
+        if epi.params():
+            src.line(", ".join(epi.params()) + ",  # epilogue operands")
+        src.line("N,  # batch size")
+        names = list(consts)
+        for i in range(0, len(names), 6):
+            src.line(", ".join(f"{k}: tl.constexpr" for k in names[i:i + 6]) + ",")
+        for label, prefix in (("input", "XS"), ("weight", "WS"), ("output", "OS")):
+            src.line(", ".join(f"{s}: tl.constexpr" for s in strides if s.startswith(prefix))
+                     + f",  # {label} strides")
+        src.line("BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,")
+        src.line("DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, WIDE: tl.constexpr,")
+        if row_tiles:
+            src.line("ROW_TILES: tl.constexpr,  # tiles of rows per program")
     src.line("):")
     with src.indent():
-        what = "a depthwise multiply-accumulate" if direct else "an implicit GEMM"
+        what = {"depthwise": "a depthwise multiply-accumulate",
+                "taps": "an implicit GEMM over blocks of taps",
+                "channels": "an implicit GEMM, taps outside and channel blocks inside"}[loop]
         src.line('"""' + f"conv{S}d as {what}" + (" with a fused pool" if pool else "")
                  + '."""')
-        rows = [f"q{d}" for d in dims] if pool else [f"o{d}" for d in dims]
-        sizes = [f"Q{d.upper()}" for d in dims] if pool else [f"O{d.upper()}" for d in dims]
         src.line("pid_m = tl.program_id(0)")
         src.line("pid_n = tl.program_id(1)")
         src.line("group = tl.program_id(2)")
-        src.line("# Rows: output positions (n, " + ", ".join(rows) + ").")
-        src.line("if WIDE:  # some tensor has 2^31 elements or more: index in int64")
-        src.line("    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
-        src.line("else:")
-        src.line("    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
-        src.line("rest = offs_m")
-        for var, size in zip(reversed(rows), reversed(sizes)):
-            src.line(f"{var} = rest % {size}")
-            src.line(f"rest = rest // {size}")
-        src.line("n = rest.to(tl.int64)")
-        src.line("m_mask = rest < N")
         src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
-        src.line("K_TOTAL = C_IN_G * " + " * ".join(f"K{d.upper()}" for d in dims))
-        if direct:
+        if loop == "depthwise":
             src.line("# Columns: every output channel; each reads input channel co // C_OUT_G.")
             src.line("n_mask = offs_n < C_OUT")
             src.line("co = offs_n")
-            src.line("ci = co // C_OUT_G")
-            src.line("x_base = n * sx0")
+            src.line("ci = co" if consts["C_OUT_G"] == 1 else "ci = co // C_OUT_G")
         else:
             src.line("# Columns: output channels of this group.")
             src.line("n_mask = offs_n < C_OUT_G")
             src.line("co = group * C_OUT_G + offs_n")
-            src.line("x_base = n * sx0 + (group * C_IN_G).to(tl.int64) * sx1")
+        src.line("w_col = co * WS0")
         if has_bias:
             src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
         src.extend(epi.channel_lines("co", "n_mask"))
 
-        def gather(positions: list[str], valid: str, k_index: str, k_mask: str):
-            """Input coordinates of a tile (padding as index arithmetic): (offset, mask)."""
-            mask = f"({valid})[:, None] & {k_mask}"
-            offset = "x_base[:, None] + ci[None, :] * sx1"
-            for i, (d, pos) in enumerate(zip(dims, positions)):
+        def window_start(positions: list[str]) -> None:
+            src.line("# Each output's window starts at o * stride - padding.")
+            for d, pos in zip(dims, positions):
+                src.line(f"base_{d} = {pos} * S{d.upper()} - P{d.upper()}")
+
+        def input_position(valid: str, tap: str) -> str:
+            """Lines placing the tap's input position in i{d}; returns the load's row mask."""
+            mask = valid
+            for d in dims:
                 D = d.upper()
-                src.line(f"i{d} = {pos}[:, None] * S{D} - P{D} + k{d}{k_index} * D{D}")
+                src.line(f"i{d} = base_{d}{tap} + k{d} * D{D}")
                 src.extend(_padding_lines(a.padding_mode, f"i{d}", D))
                 if a.padding_mode == "zeros":
                     mask += f" & (i{d} >= 0) & (i{d} < {D})"
-                offset += f" + i{d} * sx{2 + i}"
-            return offset, mask
+            return mask
 
-        def direct_tile(positions: list[str], valid: str) -> None:
-            src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-            with src.indent("for kk in range(0, K_TOTAL):"):
-                src.line("# window offset -> (" + ", ".join(f"k{d}" for d in dims) + ")")
-                split_index(src, "kk", [f"k{d}" for d in dims],
-                            [f"K{d.upper()}" for d in dims], "rest_k")
-                offset, load_mask = gather(positions, valid, "", "n_mask[None, :]")
-                src.line(f"xv = tl.load(x_ptr + {offset}, mask={load_mask}, other=0.0)")
-                src.line("wv = tl.load(w_ptr + co * K_TOTAL + kk, mask=n_mask, other=0.0)")
+        def split_tap(tap: str) -> None:
+            split_index(src, tap, [f"k{d}" for d in dims], [f"K{d.upper()}" for d in dims],
+                        "rest_k")
+
+        def dot() -> None:
+            src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
+            src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
+            src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
+
+        def channel_blocks(positions: list[str], valid: str) -> None:
+            src.line("offs_c = tl.arange(0, BLOCK_K)")
+            src.line("C_STEPS = (C_IN_G + BLOCK_K - 1) // BLOCK_K  # a constexpr")
+            with src.indent("for step in range(0, TAPS * C_STEPS):"):
+                src.line("# step -> (tap, channel block): 1-D index math, per row and per "
+                         "channel")
+                src.line("c = (step % C_STEPS) * BLOCK_K + offs_c")
+                src.line("c_mask = c < C_IN_G")
+                src.line("tap = step // C_STEPS")
+                split_tap("tap")
+                mask = input_position(valid, "")
+                src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
+                                                         for i, d in enumerate(dims)))
+                src.line("w_tap = w_col + " + " + ".join(f"k{d} * WS{2 + i}"
+                                                         for i, d in enumerate(dims)))
+                src.line(f"a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * XS1, "
+                         f"mask=({mask})[:, None] & c_mask[None, :], other=0.0)")
+                src.line("b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * WS1, "
+                         "mask=c_mask[:, None] & n_mask[None, :], other=0.0)")
+                dot()
+
+        def tap_blocks(positions: list[str], valid: str) -> None:
+            with src.indent("for k0 in range(0, TAPS * CP, BLOCK_K):"):
+                src.line("# reduction index -> (tap, channel slot): CP slots per tap, "
+                         "C_IN_G of them real")
+                src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
+                src.line("c = offs_k % CP")
+                src.line("tap = offs_k // CP")
+                src.line("k_mask = (tap < TAPS) & (c < C_IN_G)")
+                split_tap("tap")
+                mask = input_position(f"({valid})[:, None] & k_mask[None, :]", "[:, None]")
+                offset = "x_row[:, None] + " + " + ".join(
+                    f"i{d} * XS{2 + i}" for i, d in enumerate(dims)) + " + c[None, :] * XS1"
+                src.line(f"a = tl.load(x_ptr + {offset}, mask={mask}, other=0.0)")
+                w_offset = " + ".join(f"k{d} * WS{2 + i}" for i, d in enumerate(dims))
+                src.line(f"b = tl.load(w_ptr + w_col[None, :] + ({w_offset} + c * WS1)[:, None], "
+                         "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+                dot()
+
+        def depthwise(positions: list[str], valid: str) -> None:
+            with src.indent("for tap in range(0, TAPS):"):
+                split_tap("tap")
+                mask = input_position(valid, "")
+                src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
+                                                         for i, d in enumerate(dims)))
+                src.line(f"xv = tl.load(x_ptr + x_tap[:, None] + ci[None, :] * XS1, "
+                         f"mask=({mask})[:, None] & n_mask[None, :], other=0.0)")
+                w_offset = " + ".join(f"k{d} * WS{2 + i}" for i, d in enumerate(dims))
+                src.line(f"wv = tl.load(w_ptr + w_col + {w_offset}, mask=n_mask, other=0.0)")
                 src.line("acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]")
-            if has_bias:
-                src.line("acc += bias[None, :]")
+
+        body = {"channels": channel_blocks, "taps": tap_blocks, "depthwise": depthwise}[loop]
 
         def conv_tile(positions: list[str], valid: str) -> None:
-            if direct:
-                return direct_tile(positions, valid)
+            window_start(positions)
             src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-            with src.indent("for k0 in range(0, K_TOTAL, BLOCK_K):"):
-                src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
-                src.line("if WIDE:")
-                src.line("    offs_k = offs_k.to(tl.int64)")
-                src.line("k_mask = offs_k < K_TOTAL")
-                src.line("# reduction index -> (ci, " + ", ".join(f"k{d}" for d in dims) + ")")
-                split_index(src, "offs_k", [f"k{d}" for d in dims],
-                            [f"K{d.upper()}" for d in dims], "rest_k")
-                src.line("ci = rest_k")
-                offset, load_mask = gather(positions, valid, "[None, :]", "k_mask[None, :]")
-                src.line(f"a = tl.load(x_ptr + {offset}, mask={load_mask}, other=0.0)")
-                src.line("b = tl.load(w_ptr + co[None, :] * K_TOTAL + offs_k[:, None], "
-                         "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
-                src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
-                src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
-                src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
+            body(positions, valid)
             if has_bias:
                 src.line("acc += bias[None, :]")
 
@@ -173,18 +233,44 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 return f"{positions[d - 2]}[:, None]"
             return index
 
-        tile_mask = "m_mask[:, None] & n_mask[None, :]"
-        if pool is None:
-            conv_tile(rows, "m_mask")
-            src.extend(epi.lines("acc", index_for(rows), tile_mask, rank, channels="[None, :]"))
-            result = "acc"
+        def row_tile(first: str) -> None:
+            src.line("# Rows: output positions (n, " + ", ".join(rows) + ").")
+            src.line("if WIDE:  # some tensor has 2^31 elements or more: index in int64")
+            src.line(f"    offs_m = {first}.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
+            src.line("else:")
+            src.line(f"    offs_m = {first} * BLOCK_M + tl.arange(0, BLOCK_M)")
+            src.line("rest = offs_m")
+            for var, size in zip(reversed(rows), reversed(sizes)):
+                src.line(f"{var} = rest % {size}")
+                src.line(f"rest = rest // {size}")
+            src.line("n = rest")
+            src.line("m_mask = n < N")
+            if loop == "depthwise":
+                src.line("x_row = n * XS0")
+            else:
+                src.line("x_row = n * XS0 + group * C_IN_G * XS1")
+            tile_mask = "m_mask[:, None] & n_mask[None, :]"
+            if pool is None:
+                conv_tile(rows, "m_mask")
+                src.extend(epi.lines("acc", index_for(rows), tile_mask, rank,
+                                     channels="[None, :]"))
+                result = "acc"
+            else:
+                result = _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank)
+            src.line("# Store through the output's strides (it may be a slice of a concat).")
+            row = "n * OS0" + "".join(f" + {var} * OS{2 + i}" for i, var in enumerate(rows))
+            src.line(f"o_row = {row}")
+            src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * OS1, "
+                     f"{result}.to(out_ptr.dtype.element_ty), mask={tile_mask})")
+
+        if row_tiles:
+            src.line("# The reduction is one step: nothing for a K loop to overlap. A loop over")
+            src.line("# ROW_TILES tiles of rows instead lets the next tile's loads overlap this")
+            src.line("# tile's dot and stores (the weights' tile is the same for all of them).")
+            with src.indent("for row_tile in range(0, ROW_TILES):"):
+                row_tile("(pid_m * ROW_TILES + row_tile)")
         else:
-            result = _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank)
-        offset = "n[:, None] * so0 + co[None, :] * so1"
-        for i, var in enumerate(rows):
-            offset += f" + {var}[:, None] * so{2 + i}"
-        src.line(f"tl.store(out_ptr + {offset}, {result}.to(out_ptr.dtype.element_ty), "
-                 f"mask={tile_mask})")
+            row_tile("pid_m")
     src.line("")
     src.line("")
 
@@ -201,18 +287,31 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("N = x.shape[0]")
         m = "N * " + " * ".join(str(consts[s]) for s in sizes)
         src.line(f"M = {m}")
-        caps = "TILES['gemm']"
-        columns, groups = (c_out, 1) if direct else (consts["C_OUT_G"], a.groups)
-        src.line(f"BLOCK_M, BLOCK_N, BLOCK_K = tile(M, {caps}[0]), tile({columns}, "
-                 f"{caps}[1]), tile({consts['C_IN_G'] * math.prod(a.kernel_size)}, {caps}[2])")
-        src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({columns}, BLOCK_N), {groups})")
-        kernel_args = ["x", "w.contiguous()"] + (["b"] if has_bias else []) + ["out"]
+        columns, groups = (c_out, 1) if loop == "depthwise" else (consts["C_OUT_G"], a.groups)
+        family, depth, steps = {"depthwise": ("depthwise", 1, taps),
+                                "channels": ("conv", c_in_g, taps),
+                                "taps": ("conv", taps * consts.get("CP", 1), 1)}[loop]
+        if pool is not None and loop != "depthwise":
+            family = "conv_pool"  # a second accumulator tile: the pooled values
+        src.line(f"BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = gemm_tiles({family!r}, M, "
+                 f"{columns}, {depth}, x, {steps})")
+        tiles = "BLOCK_M"
+        if row_tiles:
+            src.line("ROW_TILES = 1 if INTERPRET else 4  # on a GPU, pipelined across row tiles")
+            tiles = "BLOCK_M * ROW_TILES"
+        src.line(f"grid = (triton.cdiv(M, {tiles}), triton.cdiv({columns}, BLOCK_N), {groups})")
+        src.line("x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()")
+        kernel_args = ["x", "w"] + (["b"] if has_bias else []) + ["out"]
         kernel_args += operand_call
-        kernel_args += ["N", "*x.stride()", "*out.stride()"]
+        kernel_args += ["N"]
         kernel_args += [f"{k}={v}" for k, v in consts.items()]
+        kernel_args += [f"{s}={STRIDES[s[0]]}[{s[2:]}]" for s in strides]
         kernel_args += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
-                        "DOT_PRECISION=dot_precision(x)",
-                        "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)"]
+                        "DOT_PRECISION=conv_precision(x)",
+                        "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)",
+                        "num_warps=warps", "num_stages=stages"]
+        if row_tiles:
+            kernel_args.append("ROW_TILES=ROW_TILES")
         launch_lines(src, name, "grid", kernel_args)
     helpers = {"tanh"} if epi.uses_tanh else set()
     return EmittedKernel(name, src.text(), launcher, args + [

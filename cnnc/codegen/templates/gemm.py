@@ -2,7 +2,13 @@
 
 Rows are every leading position of the input (nn.Linear acts on the last dim). With a
 prologue, the input is an adaptive average pool followed by flatten, computed while
-loading the A tile: A[n, k] is the mean of x[n, c, window(p)] where k = (c, p).
+loading the A tile: A[n, k] is the mean of x[n, c, window(p)] where k = (c, p). Two
+common pools load plain tiles, which Triton pipelines:
+- a global pool (output 1 x 1, k = c): the mean over positions of channel rows, which
+  are contiguous in a channels-last input; the loop over positions is pipelined too;
+- a pool whose windows are single elements (output size = input size, VGG's 7 x 7): a
+  flatten, so A is the input's rows when it is contiguous (the module allocates it so).
+Strides are compile-time constants: Triton then knows how far loads are contiguous.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from ..builder import KernelBuilder
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
 from ..kernel import SPATIAL, EmitContext, EmittedKernel, split_index
 from ..source import Source
+from .conv import STRIDES
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -32,14 +39,19 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     per_feature = rank == 2
     consts = {"K": in_features, "F": a.out_features}
     consts.update({f"R{d}": linear.shape[d] for d in range(1, lead)})
+    prologue = None
     if pooled is not None:
         dims = SPATIAL[len(source.shape) - 2]
-        outs = adaptive_sizes(pooled.attrs, tuple(source.shape[2:]))
+        sizes = tuple(source.shape[2:])
+        outs = adaptive_sizes(pooled.attrs, sizes)
+        prologue = ("global" if all(o == 1 for o in outs) else
+                    "flatten" if tuple(outs) == sizes else "windows")
         for i, d in enumerate(dims):
-            size, out = source.shape[2 + i], outs[i]
+            size, out = sizes[i], outs[i]
             consts[f"{d.upper()}"] = size
             consts[f"P{d.upper()}"] = out
             consts[f"WIN{d.upper()}"] = -(-size // out) + (1 if size % out else 0)
+    in_rank = len(source.shape)
     what = "adaptive avg pool + flatten + linear" if pooled else "linear"
     b = KernelBuilder(ctx, "gemm", f"{what} as a GEMM; rows are the input's leading positions.")
     b.argument("x", "value", source.id)
@@ -53,14 +65,19 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             + ["out_ptr"], ["x", "w"] + (["b"] if has_bias else []) + ["out"])
     b.group("epilogue operands", epi.params(), operand_call)
     b.group("rows", ["M"])
-    in_rank = len(source.shape)
-    b.group("input, weight and output strides", [f"sa{i}" for i in range(in_rank)]
-            + ["swf", "swk"] + [f"so{i}" for i in range(rank)],
-            ["*x.stride()", "*w.stride()", "*out.stride()"])
     b.constants("features in and out, leading sizes, pooled sizes", consts)
-    b.flags("precision", {"DOT_PRECISION": "dot_precision(x)", "UPCAST_DOT": "upcast_dot(x)"})
+    # Strides are compile-time constants: Triton then knows how far loads are contiguous.
+    strides = ([f"AS{i}" for i in range(in_rank)] + ["WS0", "WS1"]
+               + [f"OS{i}" for i in range(rank)])
+    b.flags("input, weight and output strides", {s: f"{STRIDES[s[0]]}[{s[2:]}]" for s in strides})
+    flags = {"DOT_PRECISION": "dot_precision(x)", "UPCAST_DOT": "upcast_dot(x)"}
+    if prologue == "flatten":
+        flags["FLAT"] = f"x_strides[1:] == {tuple(_contiguous_strides(source.shape[1:]))}"
+    b.flags("precision" + (", whether the input is contiguous" if prologue == "flatten" else ""),
+            flags)
     rows = " * ".join(["x.shape[0]"] + [str(linear.shape[d]) for d in range(1, lead)])
-    b.problem([f"M = {rows}"], "M")
+    b.problem([f"M = {rows}",
+               "x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()"], "M")
     b.tile("BLOCK_M", "M")
     b.tile("BLOCK_N", str(a.out_features))
     b.tile("BLOCK_K", str(in_features))
@@ -75,7 +92,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line(f"i{d} = rest % R{d}")
         src.line(f"rest = rest // R{d}")
     src.line("i0 = rest")
-    a_row = " + ".join(f"i{d} * sa{d}" for d in range(lead)) if not pooled else "i0 * sa0"
+    a_row = " + ".join(f"i{d} * AS{d}" for d in range(lead)) if not pooled else "i0 * AS0"
     src.line(f"a_row = {a_row}")
     src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
     src.line("n_mask = offs_n < F")
@@ -84,13 +101,25 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
         src.line("k_mask = offs_k < K")
         src.line("tile_mask = m_mask[:, None] & k_mask[None, :]")
-        if pooled is None:
-            src.line(f"a = tl.load(a_ptr + a_row[:, None] + offs_k[None, :] * sa{in_rank - 1}"
-                     ", mask=tile_mask, other=0.0)")
+        plain = (f"a = tl.load(a_ptr + a_row[:, None] + offs_k[None, :] * AS{in_rank - 1}, "
+                 "mask=tile_mask, other=0.0)")
+        load_b = ("b = tl.load(w_ptr + offs_n[None, :] * WS0 + offs_k[:, None] * WS1, "
+                  "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+        if prologue is None:
+            src.line(plain)
+        elif prologue == "global":
+            src.line("# B first: its load is in flight while the positions are summed.")
+            src.line(load_b)
+            _global_pool_load(src, dims)
+        elif prologue == "flatten":
+            with src.indent("if FLAT:  # the input is contiguous: its rows are A's rows"):
+                src.line(plain.replace(f"AS{in_rank - 1}", "1"))
+            with src.indent("else:"):
+                _pooled_load(src, dims)
         else:
             _pooled_load(src, dims)
-        src.line("b = tl.load(w_ptr + offs_n[None, :] * swf + offs_k[:, None] * swk, "
-                 "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+        if prologue != "global":
+            src.line(load_b)
         src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
         src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
         src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
@@ -106,12 +135,35 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.extend(epi.channel_lines("offs_n", "n_mask"))
     src.extend(epi.lines("acc", index, out_mask, rank,
                          channels="[None, :]" if per_feature else None))
-    offset = " + ".join(f"i{d}[:, None] * so{d}" for d in range(lead))
-    src.line(f"tl.store(out_ptr + {offset} + offs_n[None, :] * so{rank - 1}, "
+    offset = " + ".join(f"i{d} * OS{d}" for d in range(lead))
+    src.line(f"tl.store(out_ptr + ({offset})[:, None] + offs_n[None, :] * OS{rank - 1}, "
              f"acc.to(out_ptr.dtype.element_ty), mask={out_mask})")
     if epi.uses_tanh:
         b.helpers.add("tanh")
     return b.build()
+
+
+def _contiguous_strides(shape) -> list[int]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return strides[::-1]
+
+
+def _global_pool_load(src: Source, dims) -> None:
+    """A[n, c] = mean of x[n, c, :]: a loop over positions of channel rows, pipelined."""
+    src.line("# A: each channel's mean over every position; rows of channels are contiguous")
+    src.line("# in a channels-last input, and the loop over positions is software-pipelined.")
+    src.line("total = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)")
+    window = " * ".join(d.upper() for d in dims)
+    with src.indent(f"for position in tl.range(0, {window}, num_stages=2):"):
+        split_index(src, "position", [f"p{d}" for d in dims], [d.upper() for d in dims],
+                    "rest_p")
+        offset = "a_row + " + " + ".join(f"p{d} * AS{2 + i}" for i, d in enumerate(dims))
+        src.line(f"total += tl.load(a_ptr + ({offset})[:, None] + offs_k[None, :] * AS1, "
+                 "mask=tile_mask, other=0.0).to(tl.float32)")
+    src.line(f"a = (total / ({window})).to(w_ptr.dtype.element_ty)")
 
 
 def _pooled_load(src: Source, dims) -> None:
@@ -128,12 +180,12 @@ def _pooled_load(src: Source, dims) -> None:
         count.append(f"(end_{d} - start_{d})")
     src.line("total = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)")
     window = " * ".join(f"WIN{d.upper()}" for d in dims)
-    with src.indent(f"for w in tl.static_range({window}):"):
+    with src.indent(f"for w in range(0, {window}):"):
         split_index(src, "w", [f"w{d}" for d in dims],
                     [f"WIN{d.upper()}" for d in dims], "rest_w")
         valid = " & ".join(f"(start_{d} + w{d} < end_{d})" for d in dims)
-        offset = "a_row[:, None] + c[None, :] * sa1" + "".join(
-            f" + (start_{d} + w{d})[None, :] * sa{2 + i}" for i, d in enumerate(dims))
+        offset = "a_row[:, None] + c[None, :] * AS1" + "".join(
+            f" + (start_{d} + w{d})[None, :] * AS{2 + i}" for i, d in enumerate(dims))
         src.line(f"total += tl.load(a_ptr + {offset}, mask=tile_mask & ({valid})[None, :], "
                  "other=0.0).to(tl.float32)")
     src.line(f"a = (total / ({' * '.join(count)}).to(tl.float32)[None, :])"
