@@ -61,7 +61,9 @@ def device_peak(dtype: torch.dtype) -> tuple[str, float] | None:
         return None
     if dtype in (torch.bfloat16, torch.float16):
         return f"{peak.name} dense 16-bit tensor-core peak", peak.bf16
-    if torch.backends.cuda.matmul.allow_tf32:
+    from ..runtime.support import allows_tf32
+
+    if allows_tf32("conv"):  # convolutions hold a CNN's FLOPs; they follow cudnn's flag
         return f"{peak.name} dense TF32 tensor-core peak", peak.tf32
     return f"{peak.name} FP32 peak", peak.fp32
 

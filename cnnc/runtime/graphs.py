@@ -34,7 +34,9 @@ def needs_capture(entry: tuple | None, params: tuple) -> bool:
 def graph_key(training: bool, inputs) -> tuple:
     """What one captured graph is valid for: the mode, each input's shape, strides, dtype
     and device, and the TF32 flags the launchers read when they are captured."""
-    return (training, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+    from .support import allows_tf32  # the legacy getters raise once the APIs are mixed
+
+    return (training, allows_tf32("matmul"), allows_tf32("conv"),
             tuple((x.shape, x.stride(), x.dtype, x.device) for x in inputs))
 
 
