@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 from hypothesis import strategies as st
-from shape_harness import expect_compile_error, outcome, run_torch
+from shape_harness import checked_shape
 
 import cnnc
 from cnnc.ops.registry import Op
 from cnnc.ops.signature import REQUIRED
 
-from strategies import BATCH, Case
+from strategies import Case
 
 SPECIALS = [float("nan"), float("inf"), float("-inf"), 1e30, -1e30, 0.0, -0.0, 88.0, -88.0,
             20.0, -20.0]
@@ -39,30 +39,10 @@ def with_specials(draw, x: torch.Tensor) -> torch.Tensor:
 def check_values(case: Case) -> None:
     """PyTorch raises -> CompileError; an empty result -> CompileError; else the same
     shape at batch BATCH, the same initial parameters, and the same values (NaN == NaN)."""
-    if case.stricter:
-        outcome("cnnc deliberately stricter")
-        expect_compile_error(case.src, f"cnnc is deliberately stricter: {case.stricter}")
+    accepted = checked_shape(case)
+    if accepted is None:
         return
-    try:
-        expected, module = run_torch(case)
-    except Exception as e:  # noqa: BLE001 - PyTorch rejecting the configuration, any way
-        outcome("PyTorch rejects")
-        first_line = (str(e).splitlines() or [""])[0]
-        expect_compile_error(case.src, f"PyTorch raises {type(e).__name__}: {first_line}")
-        return
-    if expected.numel() == 0:
-        outcome("PyTorch gives an empty result")
-        expect_compile_error(case.src, f"PyTorch's result {tuple(expected.shape)} is empty")
-        return
-    outcome("PyTorch accepts")
-    try:
-        graph = cnnc.load(source=case.src)
-    except cnnc.CompileError as e:
-        raise AssertionError(f"cnnc rejects a network PyTorch accepts (giving "
-                             f"{tuple(expected.shape)}):\n{case.src}\n{e}") from None
-    got_shape = graph.output_shapes(batch=BATCH)[0]
-    assert got_shape == tuple(expected.shape), (
-        f"cnnc infers {got_shape}, PyTorch gives {tuple(expected.shape)}\n{case.src}")
+    expected, module = accepted
     ref = cnnc.reference(source=case.src)
     ours = ref.state_dict()
     if "make" in case.info:  # PyTorch's initialisation, exactly
