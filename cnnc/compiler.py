@@ -65,6 +65,8 @@ def generate(graph: Graph) -> Generated:
 
     eval_plan = plan(graph, training=False)  # simplify, fold batch norms, fuse
     train_plan = plan(graph, training=True)  # simplify, fuse (batch statistics)
+    grad_plans = {mode: plan(graph, training=mode == "train", differentiable=True)
+                  for mode in ("eval", "train")}  # what autograd units can differentiate
     origin = graph.location.file if graph.location is not None else "<source>"
-    emitted = emit_module(graph, eval_plan, train_plan, origin)  # templates + module
+    emitted = emit_module(graph, eval_plan, train_plan, origin, grad_plans)  # + backward
     return Generated(graph, emitted.source, emitted.class_name)

@@ -80,7 +80,7 @@ def index_64(*tensors):
     """The index width of a launch: int64 where some tensor can reach 2**31 elements (its
     storage bounds every offset into it, a view's too), int32 elsewhere."""
     return any(t.untyped_storage().nbytes() >= t.element_size() * (2**31 - INDEX_SLACK)
-               for t in tensors)
+               for t in tensors if isinstance(t, torch.Tensor))
 
 
 INDEX_SLACK = 2**20  # a last tile reaches past the end by up to a tile's elements

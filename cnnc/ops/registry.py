@@ -33,6 +33,24 @@ class TensorInfo:
         return f"{self.label} {format_shape(self.shape)}"
 
 
+@dataclass(frozen=True)
+class GradRule:
+    """An anchor's backward: `function(dy, *reads, **options, needs=...)` returns the
+    gradients named by `results`, in order (None for those not needed).
+
+    reads/results name "x" (input 0), "x1" (input 1, ...), "y" (the op's output) or a
+    parameter's leaf name ("weight", "bias"). options: numbers, strings, tuples and
+    booleans only (they are written into generated code). needs: whether the function
+    takes `needs=` (a bool per result); otherwise it returns one gradient, for "x".
+    """
+
+    function: str
+    reads: tuple[str, ...]
+    results: tuple[str, ...] = ("x",)
+    options: tuple[tuple[str, Any], ...] = ()
+    needs: bool = False
+
+
 class Op:
     name: str
     signature: tuple[Arg, ...]
@@ -101,6 +119,21 @@ class Op:
 
     def triton_expr(self, attrs: Any, x: str) -> str | None:
         """For elementwise ops: a Triton expression of the float32 value `x` (else None)."""
+        return None
+
+    # ------------------------------------------------------------ backward
+    def derivative(self, attrs: Any, g: str, x: str, y: str) -> str | None:
+        """For elementwise ops: dL/dx as a Triton expression of the upstream gradient g and
+        the op's input x and/or output y (float32), or None."""
+        return None
+
+    def derivative_uses(self, attrs: Any) -> str:
+        """"output" when `derivative` needs only y, else "input"."""
+        return "input"
+
+    def grad_rule(self, attrs: Any) -> GradRule | None:
+        """How an anchor's backward runs: a launcher of cnnc/runtime/grad and what it reads
+        and returns (None: the op cannot be differentiated yet)."""
         return None
 
     # ------------------------------------------------------------ reporting

@@ -8,6 +8,8 @@ from .simplify import simplify
 __all__ = ["Kernel", "Plan", "View", "fold_batch_norm", "fuse", "plan", "simplify"]
 
 
-def plan(graph, training: bool) -> Plan:
-    """The passes in order: simplify -> fold batch norms -> fuse into kernels."""
-    return fuse(fold_batch_norm(simplify(graph, training), training), training)
+def plan(graph, training: bool, differentiable: bool = False) -> Plan:
+    """The passes in order: simplify -> fold batch norms -> fuse into kernels.
+    differentiable: the plan of a forward whose outputs carry an autograd graph."""
+    simple = fold_batch_norm(simplify(graph, training), training)
+    return fuse(simple, training, differentiable)

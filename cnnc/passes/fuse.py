@@ -17,6 +17,14 @@ Groups, in eval mode:
 - flatten as a free reshape, concat as a view its producers write into.
 In training mode batch norm is not folded: it runs as a kernel of its own that computes
 the batch statistics, with the following elementwise chain in its epilogue.
+
+Differentiable plans (the forward of a module whose outputs carry an autograd graph) fuse
+only what the backward can differentiate from the tensors a group keeps: its inputs and
+its output. An anchor's epilogue takes adds and scalar products, and last an activation
+whose derivative its output gives (relu, sigmoid, tanh, ...); a pool stays a kernel of its
+own (its backward reads its input, which a fused kernel never stores); an eval batch norm
+does not fold (its weight's gradient needs the conv's output). A pointwise group keeps
+its inputs and recomputes its chain in the backward, so it takes every elementwise op.
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ from .plan import Kernel, Plan, Refusal, View
 
 
 class _Fuser:
-    def __init__(self, graph: Graph, training: bool):
+    def __init__(self, graph: Graph, training: bool, differentiable: bool = False):
         self.graph = graph
         self.training = training
+        self.differentiable = differentiable
         self.plan = Plan(training, graph)
         self.producer: dict[int, Kernel | View] = {}  # node id -> the step computing it
 
@@ -102,7 +111,35 @@ class _Fuser:
             return f"{node.op} draws random numbers; it runs as a pointwise kernel"
         if node.shape != self.graph.node(value).shape:
             return "broadcasting makes the result larger than the kernel's output"
+        if self.differentiable and anchor.fusion != "epilogue":
+            reason = self.differentiable_refusal(step, node)
+            if reason is not None:
+                return reason
         return self.sole_consumer(value, node)
+
+    def differentiable_refusal(self, step: Kernel, node: Node) -> str | None:
+        """Whether an anchor kernel's backward can differentiate its epilogue with `node`
+        from the group's output alone (the values inside the epilogue are never stored)."""
+        chain = [self.graph.node(n) for n in step.epilogue]
+        if any(OPS[n.op].triton_expr(n.attrs, "v") is not None for n in chain):
+            return (f"in a differentiable forward an activation ends a fused epilogue: "
+                    f"{node.op}'s derivative would need the activation's input")
+        op = OPS[node.op]
+        if op.combine == "+":
+            return None
+        if op.combine == "*":
+            if sum(1 for i in node.inputs) == 1:
+                return None
+            return ("in a differentiable forward a product with a tensor does not join an "
+                    "epilogue: its gradient needs the kernel's value before it")
+        if op.triton_expr(node.attrs, "v") is None:
+            return f"in a differentiable forward {node.op} does not join an epilogue"
+        if op.derivative(node.attrs, "g", "x", "y") is not None \
+                and op.derivative_uses(node.attrs) == "output":
+            return None
+        what = "needs its input" if op.derivative(node.attrs, "g", "x", "y") else "is unknown"
+        return (f"in a differentiable forward {node.op} does not join the epilogue: its "
+                f"derivative {what}, and only the kernel's output is kept")
 
     def elementwise(self, node: Node) -> None:
         tensors = [i for i in dict.fromkeys(node.inputs)]
@@ -127,6 +164,11 @@ class _Fuser:
             self.refuse(bn, bn.inputs[0], "not folded: " + bn.meta.get(
                 "fold_refused", "run fold_batch_norm before fuse"))
             return False
+        if self.differentiable:
+            self.refuse(bn, value, "not folded in a differentiable forward: the gradient of "
+                        "its weight needs the conv's output, which a folded kernel never "
+                        "stores")
+            return False
         step.folded_bn = bn.id
         self.producer[bn.id] = step
         return True
@@ -141,6 +183,10 @@ class _Fuser:
         if reason is None and step.pool is not None:
             reason = "the conv already holds a pool"
         recompute = OPS[pool.op].recompute_factor(pool.attrs)
+        if reason is None and self.differentiable:
+            reason = ("not fused in a differentiable forward: the pool's backward reads the "
+                      "conv's output, which a fused kernel never stores; storing it would "
+                      "cost the memory traffic the fusion saves")
         if reason is None and recompute > 1:
             window = "x".join(map(str, pool.attrs.kernel_size))
             stride = "x".join(map(str, pool.attrs.stride))
@@ -163,6 +209,9 @@ class _Fuser:
                 or flat.shape[0] != pooled.shape[0]:
             return False
         reason = self.sole_consumer(flat.id, linear) or self.sole_consumer(pooled.id, flat)
+        if reason is None and self.differentiable:
+            reason = ("the linear's weight gradient reads the pooled values, which the fused "
+                      "kernel never stores")
         if reason is not None:
             self.refuse(linear, pooled.id, f"pool + flatten not fused: {reason}")
             return False
@@ -172,5 +221,5 @@ class _Fuser:
         return True
 
 
-def fuse(graph: Graph, training: bool = False) -> Plan:
-    return _Fuser(graph, training).run()
+def fuse(graph: Graph, training: bool = False, differentiable: bool = False) -> Plan:
+    return _Fuser(graph, training, differentiable).run()

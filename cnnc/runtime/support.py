@@ -287,3 +287,63 @@ def tile(size, cap):
         t *= 2
     return t
 
+
+
+DOUBLE_BACKWARD = ("cnnc: a compiled network's backward is not differentiable (no double "
+                   "backward: create_graph=True, torch.autograd.grad of a gradient, or "
+                   "gradient penalties). Differentiate cnnc.reference(...) for that")
+
+
+class CnncGroup(torch.autograd.Function):
+    """One fused kernel group as one differentiable unit.
+
+    apply(step, *tensors): step = (forward, backward, spec). forward(spec, *tensors) ->
+    (output, tensors to save, state); backward(state, grad, needs, *saved) -> one gradient
+    per tensor (None where not needed). Saved tensors go through ctx.save_for_backward, so
+    saved-tensor hooks, checkpointing and offloading see them.
+    """
+
+    @staticmethod
+    def forward(ctx, step, *tensors):
+        forward, backward, spec = step
+        out, saved, state = forward(spec, *tensors)
+        ctx.cnnc_backward, ctx.cnnc_state = backward, state
+        ctx.save_for_backward(*saved)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            raise RuntimeError(DOUBLE_BACKWARD)
+        grads = ctx.cnnc_backward(ctx.cnnc_state, grad, ctx.needs_input_grad[1:],
+                                  *ctx.saved_tensors)
+        return (None, *grads)
+
+
+def needs_graph(inputs, params):
+    """Whether a forward must record an autograd graph: grad mode is on and some input or
+    parameter requires a gradient (under no_grad and inference_mode: never)."""
+    if not torch.is_grad_enabled():
+        return False
+    return any(t.requires_grad for t in inputs) or any(t.requires_grad for t in params)
+
+
+def rng_state():
+    """The CPU generator's state before a launch that draws a dropout seed from it; the
+    backward restores it to draw the same seed (and so the same mask)."""
+    return torch.random.get_rng_state()
+
+
+def replayed_seed(state):
+    with torch.random.fork_rng(devices=[]):
+        torch.random.set_rng_state(state)
+        return int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+
+def add_grad(total, more):
+    """Gradients of one tensor used twice in a group: their sum (None: not needed)."""
+    if total is None:
+        return more
+    if more is None:
+        return total
+    return total + more

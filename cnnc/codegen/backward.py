@@ -1,0 +1,339 @@
+"""Differentiable forwards: each fused kernel group of a differentiable plan becomes one
+autograd unit (support.CnncGroup) with a generated forward and backward function.
+
+The forward function allocates the group's output, launches the group's kernel and names
+what the backward needs: the group's inputs that its backward reads and, where an
+activation ends its epilogue, its output. The backward function, in reverse:
+1. the epilogue chain (templates/chain_backward.py): one kernel giving the gradient of
+   the anchor's result and of every tensor the chain adds (a pointwise group recomputes
+   its whole chain from its inputs instead);
+2. the anchor: its Op's GradRule names a launcher of cnnc/runtime/grad and what it reads;
+3. gradients summed per input tensor, reduced over broadcast dims (grad_sum_to).
+
+Views stay PyTorch views (their backward is a view); a concat is torch.cat, whose backward
+gives the inputs narrow views of one buffer, no copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.graph import Graph
+from ..ops import OPS
+from ..passes.plan import Kernel, Plan, View
+from .kernel import EmitContext, EmittedKernel
+from .source import Source, text_literal
+from .templates import chain_backward
+
+GRAD_PREFIX = {"eval": "ge", "train": "gt"}  # forward kernels of the differentiable plans
+
+
+@dataclass
+class Group:
+    """One kernel step of a differentiable plan and the code of its autograd unit."""
+
+    kernel: Kernel
+    forward: EmittedKernel
+    chain: chain_backward.ChainGrads | None  # None: the gradient passes straight through
+    refs: list  # the unit's tensors, in order: ("value", node id) or ("param", name)
+    needs_y: bool
+    unsupported: str | None = None  # why it cannot be differentiated (raised at backward)
+
+    @property
+    def name(self) -> str:
+        return self.forward.name
+
+
+def plan_groups(plan: Plan, emitted: list[EmittedKernel], mode: str) -> list[Group]:
+    graph = plan.graph
+    groups = []
+    for kernel, code in zip(plan.kernels, emitted):
+        refs = list(dict.fromkeys((a.kind, a.ref) for a in code.arguments))
+        anchor = graph.node(kernel.anchor)
+        op = OPS[anchor.op]
+        pointwise = op.fusion == "epilogue"
+        unsupported = None
+        chain = None
+        ctx = EmitContext(graph, kernel, "b" + GRAD_PREFIX[mode][1])
+        try:
+            if pointwise or _needs_chain_kernel(graph, kernel):
+                chain = chain_backward.emit(ctx, recompute=pointwise)
+        except ValueError as e:
+            unsupported = str(e)
+        if not pointwise and op.grad_rule(anchor.attrs) is None:
+            unsupported = f"{anchor.op} has no backward yet"
+        if kernel.prologue or kernel.pool is not None or kernel.folded_bn is not None:
+            unsupported = "a fused prologue, pool or folded batch norm"
+        needs_y = (chain is not None and "y" in chain.reads) or (
+            not pointwise and "y" in (op.grad_rule(anchor.attrs) or _NO_RULE).reads)
+        groups.append(Group(kernel, code, chain, refs, needs_y, unsupported))
+    return groups
+
+
+class _NoRule:
+    reads = ()
+
+
+_NO_RULE = _NoRule()
+
+
+def _needs_chain_kernel(graph: Graph, kernel: Kernel) -> bool:
+    """An anchor's epilogue of adds alone passes the gradient on unchanged: no kernel."""
+    for n in kernel.epilogue:
+        node = graph.node(n)
+        if OPS[node.op].combine != "+":
+            return True
+    return False
+
+
+# ------------------------------------------------------------------ module-level functions
+
+
+def emit_group_functions(src: Source, graph: Graph, plan: Plan, groups: list[Group],
+                         layout_of) -> None:
+    """_fw_<kernel>(spec, *tensors) and _bw_<kernel>(state, g, needs, *saved) per group."""
+    for group in groups:
+        _emit_forward_function(src, plan.graph, group, layout_of(group.kernel.output))
+        src.line("")
+        src.line("")
+        _emit_backward_function(src, plan.graph, group, layout_of(group.kernel.output))
+        src.line("")
+        src.line("")
+
+
+def _var(i: int) -> str:
+    return f"a{i}"
+
+
+def _saved(graph: Graph, group: Group) -> list[str]:
+    """The variables the backward reads, in order (`y` last where needed)."""
+    names = []
+    for i, ref in enumerate(group.refs):
+        if _reads(graph, group, ref):
+            names.append(_var(i))
+    return names + (["y"] if group.needs_y else [])
+
+
+def _reads(graph: Graph, group: Group, ref) -> bool:
+    kind, what = ref
+    anchor = graph.node(group.kernel.anchor)
+    op = OPS[anchor.op]
+    if group.chain is not None and op.fusion == "epilogue":
+        wanted = [r if isinstance(r, tuple) else ("value", r) for r in group.chain.reads]
+        return ref in wanted
+    rule = op.grad_rule(anchor.attrs)
+    if rule is None:
+        return False
+    for read in rule.reads:
+        if read == "x" and ref == ("value", anchor.inputs[0]):
+            return True
+        if read.startswith("x") and read[1:].isdigit() \
+                and ref == ("value", anchor.inputs[int(read[1:])]):
+            return True
+        leaf = _param(anchor, read)
+        if leaf is not None and ref == ("param", leaf):
+            return True
+    return False
+
+
+def _param(anchor, leaf: str) -> str | None:
+    for spec in anchor.params:
+        if spec.name == leaf:
+            return anchor.param_name(spec)
+    return None
+
+
+def _emit_forward_function(src: Source, graph: Graph, group: Group, layout: str) -> None:
+    args = [_var(i) for i in range(len(group.refs))]
+    dropout = group.chain is not None and group.chain.seed
+    with src.indent(f"def _fw_{group.name}(spec, {', '.join(args)}):"):
+        src.line(f"out = torch.empty(spec[0], device=spec[1], dtype=spec[2]{layout})")
+        if dropout:
+            src.line("state = rng_state()  # the launch draws dropout's seed from it")
+        call = [_var(group.refs.index((a.kind, a.ref))) for a in group.forward.arguments]
+        src.line(f"{group.forward.launcher}({', '.join(['out', *call])})")
+        saved = [s if s != "y" else "out" for s in _saved(graph, group)]
+        tup = "(" + ", ".join(saved) + ("," if len(saved) == 1 else "") + ")"
+        src.line(f"return out, {tup}, {'state' if dropout else 'None'}")
+
+
+def _emit_backward_function(src: Source, graph: Graph, group: Group, layout: str) -> None:
+    saved = _saved(graph, group)
+    n = len(group.refs)
+    with src.indent(f"def _bw_{group.name}(state, g, needs, {', '.join(saved)}):"
+                    if saved else f"def _bw_{group.name}(state, g, needs):"):
+        if group.unsupported is not None:
+            node = graph.node(group.kernel.anchor)
+            where = f" (line {node.loc.line})" if node.loc is not None else ""
+            src.line(f"raise NotImplementedError({text_literal('cnnc cannot differentiate ' + node.op + where + ' yet: ' + group.unsupported)})")
+            return
+        src.line(f"d = [None] * {n}")
+        with src.indent("with LAUNCH_LOCK:"):
+            _emit_backward_body(src, graph, group, layout)
+        src.line("return tuple(d)")
+
+
+def _ref_index(group: Group, ref) -> int | None:
+    return group.refs.index(ref) if ref in group.refs else None
+
+
+def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) -> None:
+    kernel = group.kernel
+    anchor = graph.node(kernel.anchor)
+    op = OPS[anchor.op]
+    chain = group.chain
+    pointwise = op.fusion == "epilogue"
+    if chain is None:
+        src.line("g_anchor = g")
+        # an epilogue of adds: each added tensor's gradient is g itself (reduced to it)
+        for n in kernel.epilogue:
+            for i in graph.node(n).inputs:
+                j = _ref_index(group, ("value", i))
+                if j is not None and i not in kernel.nodes:
+                    _accumulate(src, j, "g")
+    else:
+        like = "y" if "y" in chain.reads else None
+        alloc = (f"torch.empty_like({like})" if like else
+                 f"torch.empty(g.shape, device=g.device, dtype=g.dtype{layout})")
+        src.line(f"g_anchor = {alloc}")
+        buffers = []
+        for k, key in enumerate(chain.outputs):
+            src.line(f"buf{k} = torch.empty_like(g_anchor"
+                     f"{', dtype=torch.float32' if isinstance(key, tuple) else ''})")
+            buffers.append(f"buf{k}")
+        reads = []
+        for r in chain.reads:
+            if r == "y":
+                reads.append("y")
+            else:
+                reads.append(_var(_ref_index(group, r if isinstance(r, tuple) else
+                                             ("value", r))))
+        seed = ["seed=replayed_seed(state)"] if chain.seed else []
+        del seed  # the seed is a kernel argument: passed positionally below
+        args = ["g_anchor", "g", *reads, *buffers]
+        if chain.seed:
+            src.line("seed = replayed_seed(state)")
+        src.line(f"{chain.kernel.launcher}({', '.join(args)})" if not chain.seed else
+                 f"{chain.kernel.launcher}({', '.join(args)}, seed)")
+        for k, key in enumerate(chain.outputs):
+            if isinstance(key, tuple):  # (batch norm node, leaf): per-channel sums
+                bn, leaf = key
+                j = _ref_index(group, ("param", _param(graph.node(bn), leaf)))
+                if j is not None:
+                    rank = len(graph.node(kernel.output).shape)
+                    shape = "(1, -1" + ", 1" * (rank - 2) + ")"
+                    src.line(f"if needs[{j}]:")
+                    src.line(f"    d[{j}] = grad_sum_to(buf{k}, {_channel_shape(graph, bn, rank)})"
+                             f".reshape({_var(j)}.shape).to({_var(j)}.dtype)")
+                    del shape
+            else:
+                j = _ref_index(group, ("value", key))
+                if j is not None:
+                    _accumulate(src, j, f"buf{k}")
+        if pointwise:
+            j = _ref_index(group, ("value", chain.start))
+            if j is not None:
+                _accumulate(src, j, "g_anchor")
+            return
+    _emit_anchor_backward(src, graph, group, anchor, op)
+
+
+def _channel_shape(graph: Graph, bn: int, rank: int) -> str:
+    channels = graph.node(bn).shape[1]
+    return "(1, " + str(channels) + ", 1" * (rank - 2) + ")" if rank > 1 else f"({channels},)"
+
+
+def _accumulate(src: Source, j: int, grad: str) -> None:
+    src.line(f"if needs[{j}]:")
+    src.line(f"    d[{j}] = add_grad(d[{j}], grad_sum_to({grad}, {_var(j)}.shape))")
+
+
+def _emit_anchor_backward(src: Source, graph: Graph, group: Group, anchor, op) -> None:
+    rule = op.grad_rule(anchor.attrs)
+    reads = []
+    for read in rule.reads:
+        if read == "y":
+            reads.append("y")
+        elif read == "x" or (read.startswith("x") and read[1:].isdigit()):
+            position = 0 if read == "x" else int(read[1:])
+            j = _ref_index(group, ("value", anchor.inputs[position]))
+            reads.append(_var(j))
+        else:
+            leaf = _param(anchor, read)
+            j = _ref_index(group, ("param", leaf)) if leaf is not None else None
+            reads.append(_var(j) if j is not None else "None")
+    targets = []
+    for result in rule.results:
+        if result == "x" or (result.startswith("x") and result[1:].isdigit()):
+            position = 0 if result == "x" else int(result[1:])
+            targets.append(_ref_index(group, ("value", anchor.inputs[position])))
+        else:
+            leaf = _param(anchor, result)
+            targets.append(_ref_index(group, ("param", leaf)) if leaf is not None else None)
+    options = "".join(f", {k}={_option(v)}" for k, v in rule.options)
+    if rule.needs:
+        needs = ", ".join(f"needs[{j}]" if j is not None else "False" for j in targets)
+        src.line(f"grads = {rule.function}(g_anchor, {', '.join(reads)}{options}, "
+                 f"needs=({needs}{',' if len(targets) == 1 else ''}))")
+        for k, j in enumerate(targets):
+            if j is not None:
+                src.line(f"if needs[{j}]:")
+                src.line(f"    d[{j}] = add_grad(d[{j}], grads[{k}])")
+    else:
+        j = targets[0]
+        if j is not None:
+            src.line(f"if needs[{j}]:")
+            src.line(f"    d[{j}] = add_grad(d[{j}], {rule.function}(g_anchor, "
+                     f"{', '.join(reads)}{options}))")
+
+
+def _option(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return text_literal(value)
+    if isinstance(value, tuple):
+        inner = ", ".join(_option(v) for v in value)
+        return f"({inner},)" if len(value) == 1 else f"({inner})"
+    raise TypeError(f"cannot emit {value!r}")
+
+
+# ------------------------------------------------------------------ the forward method
+
+
+def emit_grad_method(src: Source, mode: str, plan: Plan, groups: list[Group], values,
+                     index: dict[str, int], inputs: list[str]) -> None:
+    """_grad_<mode>(P, S, device, dtype, inputs): the plan's steps as autograd units."""
+    graph = plan.graph
+    by_kernel = {id(g.kernel): g for g in groups}
+    with src.indent(f"def _grad_{mode}(self, P, S, device, dtype, {', '.join(inputs)}):"):
+        for step in plan.steps:
+            if isinstance(step, View):
+                node = graph.node(step.node)
+                name = f"v{node.id}"
+                if step.kind == "reshape":
+                    src.line(f"{name} = {values.names[node.inputs[0]]}.reshape("
+                             f"{values.shape(node.id)})")
+                else:
+                    parts = ", ".join(values.names[i] for i in node.inputs)
+                    src.line(f"{name} = torch.cat([{parts}], {node.attrs.dim})")
+                values.names[node.id] = name
+                continue
+            group = by_kernel[id(step)]
+            tensors = []
+            for kind, ref in group.refs:
+                tensors.append(values.names[ref] if kind == "value" else f"P[{index[ref]}]")
+            name = f"v{step.output}"
+            spec = f"({values.shape(step.output)}, device, dtype)"
+            src.line(f"{name} = CnncGroup.apply((_fw_{group.name}, _bw_{group.name}, {spec}), "
+                     f"{', '.join(tensors)})")
+            values.names[step.output] = name
+        outs = [values.names[o] for o in graph.outputs]
+        src.line("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
+    src.line("")
+    src.line("@staticmethod")
+    with src.indent(f"def _shapes_grad_{mode}(sizes):"):
+        shapes = ", ".join(values.table)
+        src.line(f"return ({shapes}{',' if len(values.table) == 1 else ''})")
