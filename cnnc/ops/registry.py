@@ -103,6 +103,18 @@ class Op:
         """For elementwise ops: a Triton expression of the float32 value `x` (else None)."""
         return None
 
+    def derivative(self, attrs: Any, g: str, x: str, y: str) -> str | None:
+        """For elementwise ops: a Triton expression of dL/dinput from the upstream gradient
+        `g`, the op's input `x` and output `y` (float32 values; it reads only the one
+        `derivative_uses` names), with PyTorch autograd's values at kinks and for NaN.
+        None: no derivative (yet)."""
+        return None
+
+    def derivative_uses(self, attrs: Any) -> str:
+        """What `derivative` reads besides g: "output" (y only, so the forward keeps its
+        output, which the next op may keep anyway) or "input" (x only)."""
+        return "input"
+
     # ------------------------------------------------------------ reporting
     def macs(self, attrs: Any, inputs: list[TensorInfo], out: Shape) -> int:
         """Multiply-accumulates per unit of batch."""
