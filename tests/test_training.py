@@ -74,12 +74,12 @@ def _compare_step(net, ref, x, mode="train"):
     mine = dict(net.named_parameters())
     for name, p in ref.named_parameters():
         _close(mine[name].grad, p.grad, name)
-    theirs = dict(ref.named_buffers())
-    for name, b in net.named_buffers():
+    mine = dict(net.named_buffers())
+    for name, b in ref.named_buffers():
         if b.is_floating_point():
-            _close(b, theirs[name], name)
+            _close(mine[name], b, name)
         else:
-            assert torch.equal(b, theirs[name]), name
+            assert torch.equal(mine[name], b), name
 
 
 @pytest.mark.parametrize("path,network,shape", [

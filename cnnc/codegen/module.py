@@ -41,11 +41,16 @@ class Emitted:
 
 
 def _support_source() -> str:
-    from ..runtime import grad
-
     text = inspect.getsource(support)
     tuning = inspect.getsource(tuner)
-    parts = [text[text.index(SUPPORT_MARKER):], tuning[tuning.index(TUNER_MARKER):]]
+    return text[text.index(SUPPORT_MARKER):] + "\n\n" + tuning[tuning.index(TUNER_MARKER):]
+
+
+def _grad_source() -> str:
+    """The backward kernels' families (cnnc/runtime/grad), after the generated runtime."""
+    from ..runtime import grad
+
+    parts = []
     for family in grad.FAMILIES:
         source = inspect.getsource(importlib.import_module(f"{grad.__name__}.{family}"))
         parts.append(source[source.index(grad.GRAD_MARKER):])
@@ -107,6 +112,9 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str,
     src.extend(helpers.RUNTIME.strip("\n").splitlines())
     src.line("LAUNCH_LOCK = launch_lock(INTERPRET)")
     src.line("")
+    if groups:
+        src.extend(_grad_source().rstrip("\n").splitlines())
+        src.line("")
     used = set().union(*(k.helpers for k in kernels)) if kernels else set()
     for helper in sorted(used):
         src.extend(helpers.JIT[helper].strip("\n").splitlines())
