@@ -126,7 +126,7 @@ def conv_cases(draw):
         pads=tuple(draw(st.tuples(st.integers(0, 2), st.integers(0, 2))) for _ in range(dims)),
         mode=draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"])),
         bias=draw(st.booleans()), needs=draw(NEEDS), x_layout=draw(LAYOUTS),
-        dy_layout=draw(LAYOUTS), w_layout=draw(st.sampled_from(["contiguous", "channels_last"])))
+        dy_layout=draw(LAYOUTS), w_layout=draw(LAYOUTS))
     for size, k, d, (left, right) in zip(case["sizes"], case["kernel"], case["dilation"],
                                          case["pads"]):
         assume(size + left + right >= d * (k - 1) + 1)
@@ -181,12 +181,13 @@ def _fixed_case(**changes):
     return case
 
 
-@pytest.mark.parametrize("mode", ["zeros", "circular"])
-def test_conv_split_weight_gradient(monkeypatch, mode):
+@pytest.mark.parametrize("changes", [dict(mode="zeros"), dict(mode="circular"),
+                                     dict(mode="replicate", groups=4, c_in=4, c_out=8)])
+def test_conv_split_weight_gradient(monkeypatch, changes):
     """The GPU's split reduction (fp32 atomics of partial sums), forced under the
-    interpreter: fp32 and bf16 (whose atomic buffer is cast back)."""
+    interpreter: fp32 and bf16 (whose atomic buffer is cast back); grouped and depthwise."""
     monkeypatch.setattr(grad_conv_module, "_CONV_FORCE_SPLITS", 3)
-    case = _fixed_case(mode=mode, sizes=(6, 7), batch=2, dims=2)
+    case = _fixed_case(sizes=(6, 7), **changes)
     x, w, b = conv_tensors(case)
     dy, refs = conv_reference(x, w, b, case)
     check_grads(run_conv(case, dy, x, w), refs, case["needs"], True, (x, w, b))
@@ -247,8 +248,7 @@ def transpose_cases(draw):
                 kernel=draw(ints(1, 3)), stride=draw(ints(1, 3)), dilation=draw(ints(1, 2)),
                 padding=draw(ints(0, 2)), output_padding=draw(ints(0, 2)),
                 bias=draw(st.booleans()), needs=draw(NEEDS), x_layout=draw(LAYOUTS),
-                dy_layout=draw(LAYOUTS), w_layout=draw(st.sampled_from(["contiguous",
-                                                                       "channels_last"])))
+                dy_layout=draw(LAYOUTS), w_layout=draw(LAYOUTS))
     for size, k, s, d, p, op in zip(case["sizes"], case["kernel"], case["stride"],
                                     case["dilation"], case["padding"],
                                     case["output_padding"]):
@@ -281,13 +281,15 @@ def test_conv_transpose_gradients_match_autograd(case):
     check_grads(run_transpose(case, dy, x, w), refs, case["needs"], case["bias"], (x, w, b))
 
 
-def test_conv_transpose_bfloat16_and_float64():
-    case = dict(dims=2, groups=2, stride=(2, 1), padding=(1, 0), output_padding=(1, 0),
+@pytest.mark.parametrize("groups, c_out", [(2, 6), (4, 4)])  # grouped; depthwise
+def test_conv_transpose_bfloat16_and_float64(groups, c_out):
+    case = dict(dims=2, groups=groups, stride=(2, 1), padding=(1, 0), output_padding=(1, 0),
                 dilation=(1, 2), bias=True, needs=(True, True, True))
-    x, w, b = torch.randn(2, 4, 3, 4), torch.randn(4, 3, 3, 2), torch.randn(6)
+    x, w = torch.randn(2, 4, 3, 4), torch.randn(4, c_out // groups, 3, 2)
+    b = torch.randn(c_out)
     for dtype in (torch.bfloat16, torch.float64):
         xr, wr, br = (t.to(dtype).float().requires_grad_() for t in (x, w, b))
-        y = F.conv_transpose2d(xr, wr, br, (2, 1), (1, 0), (1, 0), 2, (1, 2))
+        y = F.conv_transpose2d(xr, wr, br, (2, 1), (1, 0), (1, 0), groups, (1, 2))
         dy = torch.randn(y.shape).to(dtype)
         refs = torch.autograd.grad(y, (xr, wr, br), dy.float())
         ours = run_transpose(case, dy, x.to(dtype), w.to(dtype))

@@ -37,7 +37,8 @@ def linear_cases(draw):
     return dict(lead=lead, n_in=draw(st.integers(1, 9)), n_out=draw(st.integers(1, 9)),
                 order=draw(st.permutations(range(len(lead)))), x_strided=draw(st.booleans()),
                 dy_order=draw(st.permutations(range(len(lead)))), bias=draw(st.booleans()),
-                needs=draw(NEEDS), w_transposed=draw(st.booleans()))
+                needs=draw(NEEDS),
+                w_layout=draw(st.sampled_from(["contiguous", "transposed", "strided"])))
 
 
 def reference(x, w, b, dy):
@@ -62,8 +63,10 @@ def tensors(case, dtype=torch.float32):
     x = torch.randn(*case["lead"], case["n_in"], dtype=dtype)
     x = arranged(x, case["order"], case["x_strided"])
     w = torch.randn(case["n_out"], case["n_in"], dtype=dtype)
-    if case["w_transposed"]:
+    if case["w_layout"] == "transposed":
         w = w.t().contiguous().t()
+    elif case["w_layout"] == "strided":
+        w = arranged(w, (0,), True)
     b = torch.randn(case["n_out"], dtype=dtype) if case["bias"] else None
     dy = arranged(torch.randn(*case["lead"], case["n_out"], dtype=dtype), case["dy_order"],
                   False)
@@ -96,7 +99,7 @@ def test_linear_bfloat16_and_split(monkeypatch, splits):
     sums by fp32 atomics, cast back to bf16."""
     monkeypatch.setattr(grad_linear_module, "_LINEAR_FORCE_SPLITS", splits)
     case = dict(lead=[3, 7], n_in=20, n_out=18, order=(1, 0), x_strided=False,
-                dy_order=(0, 1), bias=True, needs=(True, True, True), w_transposed=False)
+                dy_order=(0, 1), bias=True, needs=(True, True, True), w_layout="contiguous")
     x, w, b, dy = tensors(case)
     check(grad_linear(dy, x, w), reference(x, w, b, dy), case["needs"], True, x, w)
     low = [t.bfloat16() for t in (x, w, b, dy)]

@@ -78,11 +78,14 @@ def _conv_dx_kernel(
         D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
         P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr,
         TRANSPOSED: tl.constexpr, MODE: tl.constexpr, ATOMIC: tl.constexpr,
+        DEPTHWISE: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
         ACC: tl.constexpr):
     """out[n, g*C_G + c, pos] = sum over taps and r < R_G of a[n, g*R_G + r, .] * w[.]:
-    a conv's data gradient (TRANSPOSED, one stride phase per program) or a plain conv."""
+    a conv's data gradient (TRANSPOSED, one stride phase per program) or a plain conv.
+    DEPTHWISE (one output channel per group): columns are the groups (C_G of them), each
+    a multiply-accumulate over its R_G channels, not a dot padded to 16 columns."""
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_g = tl.program_id(2)
@@ -146,18 +149,25 @@ def _conv_dx_kernel(
                      & (o0 < A0) & (o1 < A1) & (o2 < A2))
         if use:
             a_tap = a_row + o0 * sa0 + o1 * sa1 + o2 * sa2
-            w_tap = w_col + k0 * sw0 + k1 * sw1 + k2 * sw2
-            for c0 in range(0, R_G, BLOCK_K):
-                rr = c0 + tl.arange(0, BLOCK_K)
-                r_mask = rr < R_G
-                a = tl.load(a_ptr + a_tap[:, None] + ((g * R_G + rr) * sa_c)[None, :],
-                            mask=valid[:, None] & r_mask[None, :], other=0.0)
-                b = tl.load(w_ptr + w_tap[None, :] + (rr * sw_r)[:, None],
-                            mask=r_mask[:, None] & c_mask[None, :], other=0.0)
-                if UPCAST:  # the interpreter's bfloat16 dot is unreliable
-                    a = a.to(tl.float32)
-                    b = b.to(tl.float32)
-                acc += tl.dot(a, b, input_precision=DOT_PRECISION)
+            w_tap = k0 * sw0 + k1 * sw1 + k2 * sw2
+            if DEPTHWISE:
+                for r in range(0, R_G):
+                    a = tl.load(a_ptr + a_tap[:, None] + ((cols * R_G + r) * sa_c)[None, :],
+                                mask=valid[:, None] & c_mask[None, :], other=0.0)
+                    wv = tl.load(w_ptr + cols * sw_g + r * sw_r + w_tap, mask=c_mask, other=0.0)
+                    acc += a.to(ACC) * wv.to(ACC)[None, :]
+            else:
+                for c0 in range(0, R_G, BLOCK_K):
+                    rr = c0 + tl.arange(0, BLOCK_K)
+                    r_mask = rr < R_G
+                    a = tl.load(a_ptr + a_tap[:, None] + ((g * R_G + rr) * sa_c)[None, :],
+                                mask=valid[:, None] & r_mask[None, :], other=0.0)
+                    b = tl.load(w_ptr + (w_col + w_tap)[None, :] + (rr * sw_r)[:, None],
+                                mask=r_mask[:, None] & c_mask[None, :], other=0.0)
+                    if UPCAST:  # the interpreter's bfloat16 dot is unreliable
+                        a = a.to(tl.float32)
+                        b = b.to(tl.float32)
+                    acc += tl.dot(a, b, input_precision=DOT_PRECISION)
     if TRANSPOSED:
         i0, _ = _conv_remap(p0 - P0, T0, MODE)
         i1, _ = _conv_remap(p1 - P1, T1, MODE)
@@ -187,16 +197,18 @@ def _conv_dw_kernel(
         D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
         P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr,
         MODE: tl.constexpr, COMPUTE_W: tl.constexpr, FUSE_BIAS: tl.constexpr,
-        ATOMIC: tl.constexpr,
+        ATOMIC: tl.constexpr, DEPTHWISE: tl.constexpr, M_PER_X: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
         ACC: tl.constexpr):
     """dw[g*M_G + m, c, k] = sum over (n, o) in this split's chunk of g[n, g*M_G + m, o] *
-    x_pad[n, g*C_G + c, o * S + k * D - P]; db[g*M_G + m] = sum of g (column tile 0)."""
+    x_pad[n, g*C_G + c, o * S + k * D - P]; db[g*M_G + m] = sum of g (column tile 0).
+    DEPTHWISE (C_G == 1): rows are every output channel, m reading x channel m // M_PER_X,
+    so a row's products are summed (a 3-d tile), not a dot of a 16-row tile of one row."""
     pid = tl.program_id(0)
     grp = tl.program_id(1)
     split = tl.program_id(2)
-    J: tl.constexpr = K0 * K1 * K2 * C_G
+    J = K0 * K1 * K2 * C_G
     tiles_n = tl.cdiv(J, BLOCK_N)
     pid_m = pid // tiles_n
     pid_n = pid % tiles_n
@@ -211,6 +223,7 @@ def _conv_dw_kernel(
     k0 = tap // (K1 * K2)
     g_col = (grp * M_G + m) * sg_c
     x_col = (grp * C_G + c) * sx_c
+    x_ch = (m // M_PER_X) * sx_c  # DEPTHWISE: each row's own input channel
     total = N * G0 * G1 * G2
     start = split * CHUNK
     end = tl.minimum(start + CHUNK, total)
@@ -235,13 +248,18 @@ def _conv_dw_kernel(
             i0, v0 = _conv_remap(o0[:, None] * S0 + (k0 * D0 - P0)[None, :], X0, MODE)
             i1, v1 = _conv_remap(o1[:, None] * S1 + (k1 * D1 - P1)[None, :], X1, MODE)
             i2, v2 = _conv_remap(o2[:, None] * S2 + (k2 * D2 - P2)[None, :], X2, MODE)
-            b = tl.load(x_ptr + (n * sx_n)[:, None] + x_col[None, :]
-                        + i0 * sx0 + i1 * sx1 + i2 * sx2,
-                        mask=r_mask[:, None] & j_mask[None, :] & v0 & v1 & v2, other=0.0)
-            if UPCAST:  # the interpreter's bfloat16 dot is unreliable
-                a = a.to(tl.float32)
-                b = b.to(tl.float32)
-            acc += tl.dot(a, b, input_precision=DOT_PRECISION)
+            inside = r_mask[:, None] & j_mask[None, :] & v0 & v1 & v2
+            pos = (n * sx_n)[:, None] + i0 * sx0 + i1 * sx1 + i2 * sx2
+            if DEPTHWISE:
+                b = tl.load(x_ptr + x_ch[:, None, None] + pos[None, :, :],
+                            mask=m_mask[:, None, None] & inside[None, :, :], other=0.0)
+                acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC), axis=1)
+            else:
+                b = tl.load(x_ptr + x_col[None, :] + pos, mask=inside, other=0.0)
+                if UPCAST:  # the interpreter's bfloat16 dot is unreliable
+                    a = a.to(tl.float32)
+                    b = b.to(tl.float32)
+                acc += tl.dot(a, b, input_precision=DOT_PRECISION)
     rows = grp * M_G + m
     if COMPUTE_W:
         out = (dw_ptr + (rows * sw_m)[:, None]
@@ -278,33 +296,17 @@ def _conv_3(values, fill):
     return [fill] * (3 - len(values)) + list(values)
 
 
-def _conv_precision(t):
-    if t.dtype == torch.float32 and not INTERPRET and allows_tf32("conv"):
-        return "tf32"
-    return "ieee"
-
-
-def _conv_upcast(t):
-    return INTERPRET and t.dtype == torch.bfloat16
-
-
-def _conv_acc(t):
-    """The accumulator: float32, float64 for float64 tensors."""
-    return tl.float64 if t.dtype == torch.float64 else tl.float32
-
-
-def _conv_wide(*tensors):
-    """int64 indices where a tensor can reach 2**31 elements, and in the interpreter (its
-    int32 overflow checks cost more than the kernels)."""
-    return INTERPRET or any(t.numel() >= 2**31 - 2**20 for t in tensors)
-
-
-def _conv_launch(kernel, grid, *args, **meta):
-    if INTERPRET:
-        meta.update(num_warps=4, num_stages=1)
-    else:
-        meta.update(num_warps=4, num_stages=3)
-    kernel[grid](*args, **meta)
+def _conv_meta(t, *tensors):
+    """Launch options: TF32 where PyTorch's convs use it; the interpreter's bfloat16 dot
+    done in fp32; int64 indices where a tensor nears 2**31 elements, and in the
+    interpreter (its int32 overflow checks cost more than the kernels); an fp64
+    accumulator for fp64, fp32 otherwise."""
+    tf32 = t.dtype == torch.float32 and not INTERPRET and allows_tf32("conv")
+    return dict(DOT_PRECISION="tf32" if tf32 else "ieee",
+                UPCAST=INTERPRET and t.dtype == torch.bfloat16,
+                WIDE=INTERPRET or any(u.numel() >= 2**31 - 2**20 for u in tensors),
+                ACC=tl.float64 if t.dtype == torch.float64 else tl.float32,
+                num_warps=4, num_stages=1 if INTERPRET else 3)
 
 
 def _conv_accumulator(like, atomic):
@@ -350,23 +352,25 @@ def _conv_data(a, w, out_like, *, w_strides, groups, c_g, r_g, kernel, stride, d
     if a.numel() == 0:
         out.zero_()
         return _conv_finish(out, out_like)
-    o_sizes, o_strides = _conv_spatial(out)
+    _, o_strides = _conv_spatial(out)
     N = a.shape[0]
     rows = N * Q[0] * Q[1] * Q[2]
     if INTERPRET:
-        bm, bn, bk = tile(rows, 1024), tile(c_g, 512), tile(r_g, 512)
+        bm, bk = tile(rows, 1024), tile(r_g, 512)
     else:
-        bm, bn, bk = tile(rows, 64), tile(c_g, 64), tile(r_g, 32)
-    grid = (triton.cdiv(rows, bm), triton.cdiv(c_g, bn), groups * phases)
-    _conv_launch(
-        _conv_dx_kernel, grid, a, w, out, N, *a_sizes, *t_sizes, *Q, *lo, *hi,
+        bm, bk = tile(rows, 64), tile(r_g, 32)
+    depthwise = c_g == 1  # columns: the groups, one channel each
+    columns, programs = (groups, 1) if depthwise else (c_g, groups)
+    bn = tile(columns, 512 if INTERPRET else 64)
+    grid = (triton.cdiv(rows, bm), triton.cdiv(columns, bn), programs * phases)
+    _conv_dx_kernel[grid](
+        a, w, out, N, *a_sizes, *t_sizes, *Q, *lo, *hi,
         a.stride(0), a.stride(1), *a_strides, *w_strides,
         out.stride(0), out.stride(1), *o_strides,
-        C_G=c_g, R_G=r_g, K0=K[0], K1=K[1], K2=K[2], S0=S[0], S1=S[1], S2=S[2],
+        C_G=columns, R_G=r_g, K0=K[0], K1=K[1], K2=K[2], S0=S[0], S1=S[1], S2=S[2],
         D0=D[0], D1=D[1], D2=D[2], P0=P[0], P1=P[1], P2=P[2],
-        TRANSPOSED=transposed, MODE=_CONV_MODES[mode], ATOMIC=atomic,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DOT_PRECISION=_conv_precision(a),
-        UPCAST=_conv_upcast(a), WIDE=_conv_wide(a, w, out), ACC=_conv_acc(a))
+        TRANSPOSED=transposed, MODE=_CONV_MODES[mode], ATOMIC=atomic, DEPTHWISE=depthwise,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **_conv_meta(a, a, w, out))
     return _conv_finish(out, out_like)
 
 
@@ -394,12 +398,18 @@ def _conv_weight(g, x, w, *, groups, m_g, c_g, kernel, stride, dilation, pads, m
     N = g.shape[0]
     total = N * g_sizes[0] * g_sizes[1] * g_sizes[2]
     columns = K[0] * K[1] * K[2] * c_g
-    if INTERPRET:
+    depthwise = compute_w and c_g == 1 and groups > 1
+    per_x, programs = m_g, groups
+    if depthwise:  # rows: every output channel, one program axis
+        m_g, programs = m_g * groups, 1
+        bm, bn, bk = (tile(m_g, 64), tile(columns, 32), tile(total, 256)) if INTERPRET else (
+            tile(m_g, 32), tile(columns, 16), 16)
+    elif INTERPRET:
         bm, bn, bk = tile(m_g, 256), tile(columns, 256), tile(total, 2048)
     else:
         bm, bn, bk = tile(m_g, 64), tile(columns, 64), tile(total, 32)
     tiles = triton.cdiv(m_g, bm) * triton.cdiv(columns, bn)
-    splits = _conv_splits(tiles * groups, total, bk, g.device)
+    splits = _conv_splits(tiles * programs, total, bk, g.device)
     chunk = max(bk, triton.cdiv(triton.cdiv(total, splits), bk) * bk)
     splits = max(1, triton.cdiv(total, chunk))
     atomic = splits > 1
@@ -410,19 +420,18 @@ def _conv_weight(g, x, w, *, groups, m_g, c_g, kernel, stride, dilation, pads, m
             if t is not None:
                 t.zero_()
     else:
-        w_strides = w.stride() if compute_w else (0, 0, 0, 0, 0)
+        w_strides = dw.stride() if compute_w else (0, 0, 0, 0, 0)  # dw's: w may be sparse
         _, w_sp = _conv_spatial(dw) if compute_w else (None, [0, 0, 0])
-        _conv_launch(
-            _conv_dw_kernel, (tiles, groups, splits), g, x, dw if compute_w else g,
+        _conv_dw_kernel[(tiles, programs, splits)](
+            g, x, dw if compute_w else g,
             db if db is not None else g, N, chunk, *g_sizes, *x_sizes,
             g.stride(0), g.stride(1), *g_strides, x.stride(0), x.stride(1), *x_strides,
             w_strides[0], w_strides[1], *w_sp, db.stride(0) if db is not None else 0,
             M_G=m_g, C_G=c_g, K0=K[0], K1=K[1], K2=K[2], S0=S[0], S1=S[1], S2=S[2],
             D0=D[0], D1=D[1], D2=D[2], P0=P[0], P1=P[1], P2=P[2],
             MODE=_CONV_MODES[mode], COMPUTE_W=compute_w, FUSE_BIAS=db is not None,
-            ATOMIC=atomic, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-            DOT_PRECISION=_conv_precision(g), UPCAST=_conv_upcast(g),
-            WIDE=_conv_wide(g, x, w), ACC=_conv_acc(g))
+            ATOMIC=atomic, DEPTHWISE=depthwise, M_PER_X=per_x, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+            **_conv_meta(g, g, x, w))
     if dw is not None:
         dw = _conv_finish(dw, w)
     if db is not None:

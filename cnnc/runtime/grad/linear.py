@@ -248,7 +248,7 @@ def grad_linear(dy, x, w, *, needs=(True, True, True), has_bias=True):
             _linear_dw_kernel[(tiles, splits)](
                 dy, x, dw if need_w else dy, db if need_b else dy, rows, sizes[1],
                 sizes[2], n_out, columns, chunk, *y_strides, dy.stride(-1), *x_strides,
-                x.stride(-1), w.stride(0), w.stride(1), 1,
+                x.stride(-1), *(dw.stride() if need_w else (0, 0)), 1,
                 COMPUTE_W=need_w, FUSE_BIAS=need_b, ATOMIC=atomic,
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **_linear_meta(dy, dy, x, w))
         if dw is not None:
