@@ -4,6 +4,7 @@ autograd's machinery (saved-tensor hooks, no_grad, torch.compile) sees ordinary 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -257,3 +258,18 @@ def test_the_standalone_file_trains_without_cnnc(tmp_path):
                           cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "trained" in done.stdout
+
+
+def test_summary_training_counts_a_step_next_to_eager(capsys):
+    from cnnc.cli import main
+
+    assert main(["summary", "examples/lenet5.cnn", "--training", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    mine = re.search(r"cnnc: +(\d+) kernels, (.+) saved for backward", out)
+    eager = re.search(r"PyTorch eager: +(\d+) compute ops, (.+) saved for backward", out)
+    assert mine and eager, out
+    net, ref = _pair("examples/lenet5.cnn")
+    x = torch.randn(2, 1, 28, 28)
+    assert int(mine.group(1)) == cnnc_step_cost(net, [x]).kernels
+    assert int(eager.group(1)) == eager_step_cost(ref, [x]).kernels
+    assert "max_pool2d" in out and "pool's backward reads" in out  # the trade-off, stated

@@ -313,6 +313,10 @@ def emit_grad_method(src: Source, mode: str, plan: Plan, groups: list[Group], va
                 if step.kind == "reshape":
                     src.line(f"{name} = {values.names[node.inputs[0]]}.reshape("
                              f"{values.shape(node.id)})")
+                elif step.kind == "strided":  # permute, transpose, chunk, split: torch views
+                    source = graph.node(node.inputs[0])
+                    src.line(f"{name} = " + OPS[node.op].view_expr(
+                        node.attrs, values.names[source.id], source.shape))
                 else:
                     parts = ", ".join(values.names[i] for i in node.inputs)
                     src.line(f"{name} = torch.cat([{parts}], {node.attrs.dim})")
