@@ -154,7 +154,8 @@ def _emit_forward_function(src: Source, graph: Graph, group: Group, layout: str)
         src.line(f"{group.forward.launcher}({', '.join(['out', *call])})")
         saved = [s if s != "y" else "out" for s in _saved(graph, group)]
         tup = "(" + ", ".join(saved) + ("," if len(saved) == 1 else "") + ")"
-        src.line(f"return out, {tup}, {'state' if dropout else 'None'}")
+        shapes = "(" + "".join(f"{a}.shape, " for a in args) + ")"
+        src.line(f"return out, {tup}, ({shapes}, {'state' if dropout else 'None'})")
 
 
 def _emit_backward_function(src: Source, graph: Graph, group: Group, layout: str) -> None:
@@ -211,7 +212,7 @@ def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) ->
                                              ("value", r))))
         args = ["g_anchor", "g", *reads, *buffers]
         if chain.seed:  # the forward's seed, drawn again from the generator's saved state
-            src.line("seed = replayed_seed(state)")
+            src.line("seed = replayed_seed(state[1])")
             args.append("seed")
         src.line(f"{chain.kernel.launcher}({', '.join(args)})")
         for k, key in enumerate(chain.outputs):
@@ -222,7 +223,7 @@ def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) ->
                     rank = len(graph.node(kernel.output).shape)
                     src.line(f"if needs[{j}]:")
                     src.line(f"    d[{j}] = grad_sum_to(buf{k}, {_channel_shape(graph, bn, rank)})"
-                             f".reshape({_var(j)}.shape).to({_var(j)}.dtype)")
+                             f".reshape(state[0][{j}]).to(g.dtype)")
             else:
                 j = _ref_index(group, ("value", key))
                 if j is not None:
@@ -242,7 +243,7 @@ def _channel_shape(graph: Graph, bn: int, rank: int) -> str:
 
 def _accumulate(src: Source, j: int, grad: str) -> None:
     src.line(f"if needs[{j}]:")
-    src.line(f"    d[{j}] = add_grad(d[{j}], grad_sum_to({grad}, {_var(j)}.shape))")
+    src.line(f"    d[{j}] = add_grad(d[{j}], grad_sum_to({grad}, state[0][{j}]))")
 
 
 def _emit_anchor_backward(src: Source, graph: Graph, group: Group, anchor, op) -> None:
