@@ -36,10 +36,10 @@ _POOL_TILE = 16384 if INTERPRET else 1024  # elements of a [rows, columns] tile
 
 
 @triton.jit
-def _pool_window_start(o, I, O, S, P, ADAPTIVE: tl.constexpr):
+def _pool_window_start(o, IN, OUT, S, P, ADAPTIVE: tl.constexpr):
     """Where output o's window starts along a dim (before padding is clipped)."""
     if ADAPTIVE:
-        return (o * I) // O
+        return (o * IN) // OUT
     else:
         return o * S - P
 
@@ -76,7 +76,7 @@ def _pool_argmax_kernel(
         end_h = ((oh + 1) * IH + OH - 1) // OH
         end_w = ((ow + 1) * IW + OW - 1) // OW
     best = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    NONE = KD * KH * KW  # no element yet (every window holds at least one)
+    NONE = KD * KH * KW  # no element yet
     best_k = tl.full((BLOCK_M,), NONE, tl.int32)
     nan_k = tl.full((BLOCK_M,), -1, tl.int32)
     for k0 in range(0, KD * KH * KW, BLOCK_K):
@@ -119,34 +119,36 @@ def _pool_argmax_kernel(
         i_d = start_d + kd * DD
         i_h = start_h + kh * DH
         i_w = start_w + kw * DW
-    tl.store(am_ptr + offs_m, (i_d * IH + i_h) * IW + i_w, mask=m_mask)
+    # A window wholly in the padding (dilation can skip the input) takes no gradient.
+    am = tl.where(k == NONE, -1, (i_d * IH + i_h) * IW + i_w)
+    tl.store(am_ptr + offs_m, am, mask=m_mask)
 
 
 @triton.jit
-def _pool_candidates(i, I, O, S, P, K, DIL, ADAPTIVE: tl.constexpr):
+def _pool_candidates(i, IN, OUT, S, P, K, DIL, ADAPTIVE: tl.constexpr):
     """The first and last output whose window can hold input index i along a dim."""
     if ADAPTIVE:
-        lo = (i * O) // I
-        hi = ((i + 1) * O + I - 1) // I - 1
+        lo = (i * OUT) // IN
+        hi = ((i + 1) * OUT + IN - 1) // IN - 1
     else:
         a = i + P - (K - 1) * DIL
         lo = tl.where(a > 0, (a + S - 1) // S, 0)  # no division of a negative number
-        hi = tl.minimum((i + P) // S, O - 1)
+        hi = tl.minimum((i + P) // S, OUT - 1)
     return lo, hi
 
 
 @triton.jit
-def _pool_divisor_dim(o, I, O, S, P, K, ADAPTIVE: tl.constexpr, INCLUDE_PAD: tl.constexpr):
+def _pool_divisor_dim(o, IN, OUT, S, P, K, ADAPTIVE: tl.constexpr, INCLUDE_PAD: tl.constexpr):
     """Output o's window size along a dim, as PyTorch divides by it."""
     if ADAPTIVE:
-        return ((o + 1) * I + O - 1) // O - (o * I) // O
+        return ((o + 1) * IN + OUT - 1) // OUT - (o * IN) // OUT
     else:
         start = o * S - P
-        end = tl.minimum(start + K, I + P)
+        end = tl.minimum(start + K, IN + P)
         if INCLUDE_PAD:
             return end - start
         else:
-            return tl.minimum(end, I) - tl.maximum(start, 0)
+            return tl.minimum(end, IN) - tl.maximum(start, 0)
 
 
 @triton.jit

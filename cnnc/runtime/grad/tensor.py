@@ -206,12 +206,12 @@ def _tensor_cubic(t, A: tl.constexpr):
 
 
 @triton.jit
-def _tensor_tap(o, I, O, ratio, t: tl.constexpr, MODE: tl.constexpr, ALIGN: tl.constexpr):
+def _tensor_tap(o, IN, OUT, ratio, t: tl.constexpr, MODE: tl.constexpr, ALIGN: tl.constexpr):
     """Input index and weight of tap t of output index o along a dim. MODE 0: nearest
     (ATen's nearest_idx); 1: linear; 2: cubic."""
     if MODE == 0:
-        src = tl.minimum(tl.floor(o.to(tl.float32) * ratio).to(o.dtype), I - 1)
-        src = tl.where(O == I, o, tl.where(O == 2 * I, o // 2, src))
+        src = tl.minimum(tl.floor(o.to(tl.float32) * ratio).to(o.dtype), IN - 1)
+        src = tl.where(OUT == IN, o, tl.where(OUT == 2 * IN, o // 2, src))
         return src, 1.0
     else:
         if ALIGN:
@@ -220,17 +220,17 @@ def _tensor_tap(o, I, O, ratio, t: tl.constexpr, MODE: tl.constexpr, ALIGN: tl.c
             real = ratio * (o.to(tl.float32) + 0.5) - 0.5
         if MODE == 1:
             real = tl.maximum(real, 0.0)
-        i0 = tl.minimum(tl.floor(real).to(o.dtype), I - 1)
+        i0 = tl.minimum(tl.floor(real).to(o.dtype), IN - 1)
         lam = tl.minimum(tl.maximum(real - i0.to(tl.float32), 0.0), 1.0)
         if MODE == 1:
-            same = O == I  # ATen's backward copies when the sizes agree
+            same = OUT == IN  # ATen's backward copies when the sizes agree
             if t == 0:
                 return tl.where(same, o, i0), tl.where(same, 1.0, 1.0 - lam)
             else:
-                i1 = i0 + (i0 < I - 1).to(o.dtype)
+                i1 = i0 + (i0 < IN - 1).to(o.dtype)
                 return tl.where(same, o, i1), tl.where(same, 0.0, lam)
         else:
-            idx = tl.minimum(tl.maximum(i0 - 1 + t, 0), I - 1)
+            idx = tl.minimum(tl.maximum(i0 - 1 + t, 0), IN - 1)
             if t == 0:
                 w = _tensor_cubic(lam + 1.0, -0.75)
             elif t == 1:
