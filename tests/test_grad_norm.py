@@ -125,3 +125,23 @@ def test_no_aten_compute_in_batch_norm_backward(mode):
             grad_batch_norm_eval(dy, x, w, rm, rv, eps=1e-5)
     assert rec.calls, "the recorder saw nothing"
     assert not [c for c in rec.calls if BANNED.search(c)], rec.calls
+
+
+def test_float64_gradcheck():
+    x = torch.randn(3, 2, 2, 3, dtype=torch.float64).to(memory_format=torch.channels_last)
+    w = torch.rand(2, dtype=torch.float64) + 0.5
+    b = torch.randn(2, dtype=torch.float64)
+
+    class BatchNorm(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, w, b):  # PyTorch's forward: the numerical reference
+            ctx.save_for_backward(x, w)
+            return F.batch_norm(x, None, None, w, b, training=True, eps=1e-5)
+
+        @staticmethod
+        def backward(ctx, dy):
+            x, w = ctx.saved_tensors
+            return grad_batch_norm(dy, x, w, eps=1e-5)
+
+    args = tuple(t.requires_grad_() for t in (x, w, b))
+    assert torch.autograd.gradcheck(BatchNorm.apply, args, fast_mode=True)

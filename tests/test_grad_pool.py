@@ -176,3 +176,40 @@ def test_no_aten_compute_in_pool_backward():
         grad_adaptive_max_pool(dy, x, output_size=(3, 3))
     assert rec.calls, "the recorder saw nothing"
     assert not [c for c in rec.calls if BANNED.search(c)], rec.calls
+
+
+def _function(forward, backward):
+    """forward (PyTorch's, the numerical reference) with cnnc's backward, for gradcheck."""
+
+    class Pool(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return forward(x)
+
+        @staticmethod
+        def backward(ctx, dy):
+            return backward(dy, ctx.saved_tensors[0])
+
+    return Pool.apply
+
+
+@pytest.mark.parametrize("kind", ["max", "avg", "adaptive_avg", "adaptive_max"])
+def test_float64_gradcheck(kind):
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64).to(memory_format=torch.channels_last)
+    F = torch.nn.functional
+    cases = {
+        "max": (lambda t: F.max_pool2d(t, 3, 2, 1, 2, ceil_mode=True),
+                lambda dy, t: grad_max_pool(dy, t, kernel_size=(3, 3), stride=(2, 2),
+                                            padding=(1, 1), dilation=(2, 2), ceil_mode=True)),
+        "avg": (lambda t: F.avg_pool2d(t, 3, 2, 1, True, False, None),
+                lambda dy, t: grad_avg_pool(dy, t, kernel_size=(3, 3), stride=(2, 2),
+                                            padding=(1, 1), ceil_mode=True,
+                                            count_include_pad=False, divisor_override=None)),
+        "adaptive_avg": (lambda t: F.adaptive_avg_pool2d(t, (3, 3)),
+                         lambda dy, t: grad_adaptive_avg_pool(dy, t, output_size=(3, 3))),
+        "adaptive_max": (lambda t: F.adaptive_max_pool2d(t, (3, 3)),
+                         lambda dy, t: grad_adaptive_max_pool(dy, t, output_size=(3, 3))),
+    }
+    fn = _function(*cases[kind])
+    assert torch.autograd.gradcheck(fn, (x.requires_grad_(),), fast_mode=True)

@@ -254,3 +254,38 @@ def test_copied_text_defines_and_runs_every_launcher(tmp_path):
     got = copied.grad_batch_norm(x, x * 2, None, eps=1e-5)[0]
     assert torch.equal(got, norm.grad_batch_norm(x, x * 2, None, eps=1e-5)[0])
     assert torch.equal(copied.grad_sum_to(x, (3, 1, 1)), grad_sum_to(x, (3, 1, 1)))
+
+
+def _function(forward, backward):
+    """forward (PyTorch's, the numerical reference) with cnnc's backward, for gradcheck."""
+
+    class Checked(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = forward(x)
+            ctx.save_for_backward(x, y)
+            return y
+
+        @staticmethod
+        def backward(ctx, dy):
+            return backward(dy, *ctx.saved_tensors)
+
+    return Checked.apply
+
+
+@pytest.mark.parametrize("kind", ["softmax", "log_softmax", "bicubic", "sum_to"])
+def test_float64_gradcheck(kind):
+    x = torch.randn(2, 3, 3, 4, dtype=torch.float64)
+    F = torch.nn.functional
+    cases = {
+        "softmax": (lambda t: F.softmax(t, 1), lambda dy, t, y: grad_softmax(dy, y, dim=1)),
+        "log_softmax": (lambda t: F.log_softmax(t, -1),
+                        lambda dy, t, y: grad_log_softmax(dy, y, dim=-1)),
+        "bicubic": (lambda t: F.interpolate(t, scale_factor=1.5, mode="bicubic"),
+                    lambda dy, t, y: grad_upsample(dy, t, scale_factor=1.5, size=None,
+                                                   mode="bicubic", align_corners=None)),
+        "sum_to": (lambda t: t.expand(2, 2, 3, 3, 4).clone(),
+                   lambda dy, t, y: grad_sum_to(dy, t.shape)),
+    }
+    fn = _function(*cases[kind])
+    assert torch.autograd.gradcheck(fn, (x.requires_grad_(),), fast_mode=True)
