@@ -91,7 +91,8 @@ def _norm_sum_kernel(
     chunk = tl.program_id(1)
     cmask = cs < C
     if PASS == 2:
-        mean = _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, R, MEAN_GIVEN, ACC)
+        if READ_X:
+            mean = _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, R, MEAN_GIVEN, ACC)
     s_a = tl.zeros((BLOCK_C,), ACC)
     s_b = tl.zeros((BLOCK_C,), ACC)
     s_c = tl.zeros((BLOCK_C,), ACC)
@@ -247,8 +248,10 @@ def grad_batch_norm(dy, x, weight, *, eps, needs=(True, True, True), mean=None, 
 def grad_batch_norm_eval(dy, x, weight, running_mean, running_var, *, eps,
                          needs=(True, True, True)):
     """(dx, dweight, dbias) of eval-mode batch norm (running statistics are constants):
-    dx = dy * weight / sqrt(running_var + eps). x and running_mean serve dweight only
-    (either may be None when it is not needed)."""
+    dx = dy * weight / sqrt(running_var + eps). x gives dx its layout and, with
+    running_mean, serves dweight (both may be None when dweight is not needed)."""
     need_dw = needs[1] and weight is not None
-    return _norm_launch(dy, x if need_dw else None, weight, running_mean if need_dw else None,
-                        running_var, 1, eps, needs, train=False)
+    if need_dw and (x is None or running_mean is None):
+        raise ValueError("eval batch norm's weight gradient needs x and running_mean")
+    return _norm_launch(dy, x, weight, running_mean if need_dw else None, running_var, 1, eps,
+                        needs, train=False)
