@@ -25,12 +25,12 @@ import torch
 import triton
 import triton.language as tl
 
-from .tensor import _tensor_acc
+from .tensor import _tensor_acc, _tensor_index_64
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # ---- cnnc backward kernels (copied into generated files) ----
-_NORM_TILE = 16384 if INTERPRET else 2048  # elements of a [rows, channels] tile
+_NORM_TILE = 65536 if INTERPRET else 2048  # elements of a [rows, channels] tile
 _NORM_CHANNELS = 256 if INTERPRET else 32  # channels of a tile, at most
 
 
@@ -83,12 +83,16 @@ def _norm_sum_kernel(
     x_ptr, dy_ptr, mean_ptr, p1_ptr, out_ptr, R, C, S2, S3, S4, ROWS_PER, CHUNKS,
     sx0, sx1, sx2, sx3, sx4, sy0, sy1, sy2, sy3, sy4,
     PASS: tl.constexpr, MEAN_GIVEN: tl.constexpr, VARIANCE: tl.constexpr,
-    READ_X: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    READ_X: tl.constexpr, ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """Pass 1: out[chunk, c] = sum x. Pass 2: out[0|1|2, chunk, c] = sum dy, sum dy*xc,
     sum xc**2 (the last only with VARIANCE; xc only with READ_X)."""
     cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     chunk = tl.program_id(1)
+    if INDEX_64:
+        cs = cs.to(tl.int64)
+        chunk = chunk.to(tl.int64)
     cmask = cs < C
     if PASS == 2:
         if READ_X:
@@ -129,10 +133,14 @@ def _norm_apply_kernel(
     sx0, sx1, sx2, sx3, sx4, sy0, sy1, sy2, sy3, sy4, sd0, sd1, sd2, sd3, sd4,
     TRAIN: tl.constexpr, MEAN_GIVEN: tl.constexpr, INVSTD_FROM: tl.constexpr,
     AFFINE: tl.constexpr, DX: tl.constexpr, DW: tl.constexpr, DB: tl.constexpr,
-    SUMS: tl.constexpr, ACC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    SUMS: tl.constexpr, ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     chunk = tl.program_id(1)
+    if INDEX_64:
+        cs = cs.to(tl.int64)
+        chunk = chunk.to(tl.int64)
     cmask = cs < C
     invstd = _norm_invstd(invstd_ptr, p2_ptr, cs, cmask, C, CHUNKS, R, eps, INVSTD_FROM, ACC)
     if SUMS:
@@ -209,6 +217,7 @@ def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train):
     rows_per = triton.cdiv(max(R, 1), chunks)
     chunks = triton.cdiv(max(R, 1), rows_per)
     acc = _tensor_acc(dy, *(t for t in (x, weight, mean, invstd) if t is not None))
+    wide = _tensor_index_64(dy)
     work = dict(dtype=torch.float64 if acc == tl.float64 else torch.float32, device=dy.device)
     mean_given = mean is not None
     read_x = train or need_dw
@@ -220,20 +229,20 @@ def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train):
         p1 = torch.empty((chunks, C), **work)
         _norm_sum_kernel[(c_blocks, chunks)](
             x, dy, p1, p1, p1, *common, *xs, *_norm_strides(dy), PASS=1, MEAN_GIVEN=False,
-            VARIANCE=False, READ_X=True, ACC=acc, BLOCK_R=block_r, BLOCK_C=block_c)
+            VARIANCE=False, READ_X=True, ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
     if train or need_dw or need_db:
         p2 = torch.empty((3 if variance else 2, chunks, C), **work)
         _norm_sum_kernel[(c_blocks, chunks)](
             x if read_x else dy, dy, mean if mean_given else p1, p1, p2, *common, *xs,
             *_norm_strides(dy), PASS=2, MEAN_GIVEN=mean_given, VARIANCE=variance,
-            READ_X=read_x, ACC=acc, BLOCK_R=block_r, BLOCK_C=block_c)
+            READ_X=read_x, ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
     _norm_apply_kernel[(c_blocks, chunks if need_dx else 1)](
         x if x is not None else dy, dy, weight if affine else p2, mean if mean_given else p1,
         invstd if invstd is not None else p2, p1, p2, dx if need_dx else p2,
         dw if need_dw else p2, db if need_db else p2, *common, eps, *xs, *_norm_strides(dy),
         *(_norm_strides(dx) if need_dx else (0,) * 5), TRAIN=train, MEAN_GIVEN=mean_given,
         INVSTD_FROM=invstd_from, AFFINE=affine, DX=need_dx, DW=need_dw, DB=need_db,
-        SUMS=train or need_dw or need_db, ACC=acc, BLOCK_R=block_r, BLOCK_C=block_c)
+        SUMS=train or need_dw or need_db, ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
     return dx, dw, db
 
 

@@ -28,13 +28,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .tensor import _tensor_acc
+from .tensor import _tensor_acc, _tensor_index_64
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # ---- cnnc backward kernels (copied into generated files) ----
 # Tiles: the interpreter pays per program and per operation, a GPU per register.
-_POOL_TILE = 16384 if INTERPRET else 1024  # elements of a [rows, columns] tile
+_POOL_TILE = 65536 if INTERPRET else 1024  # elements of a [rows, columns] tile
 
 
 @triton.jit
@@ -242,7 +242,7 @@ def _pool_launch(dy, x, window, stride, padding, dilation, *, is_max, adaptive,
         return dx
     if dy.numel() == 0:
         return dx.zero_()
-    index_64 = max(x.numel(), dy.numel()) >= 2**31
+    index_64 = _tensor_index_64(x, dy)
     am = dx  # unused unless is_max
     if is_max:
         am = torch.empty(dy.shape, dtype=torch.int64 if index_64 else torch.int32,

@@ -27,7 +27,7 @@ import triton.language as tl
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # ---- cnnc backward kernels (copied into generated files) ----
-_TENSOR_TILE = 16384 if INTERPRET else 1024  # elements of a tile
+_TENSOR_TILE = 65536 if INTERPRET else 1024  # elements of a tile
 
 
 def _tensor_pad5(values, fill):
@@ -39,7 +39,9 @@ def _tensor_pad5(values, fill):
 
 
 def _tensor_index_64(*tensors):
-    return max(t.numel() for t in tensors) >= 2**31
+    """Index in int64: where a tensor has 2**31 elements or more, and always under the
+    interpreter, whose overflow checks of int32 arithmetic cost more than the kernels."""
+    return INTERPRET or max(t.numel() for t in tensors) >= 2**31
 
 
 def _tensor_acc(*tensors):
@@ -94,16 +96,19 @@ def _tensor_copy(src, dst):
 @triton.jit
 def _tensor_dropout_kernel(dy_ptr, dx_ptr, TOTAL, D1, D2, D3, D4, s0, s1, s2, s3, s4,
                            d0, d1, d2, d3, d4, seed, p, scale, ACC: tl.constexpr,
-                           BLOCK: tl.constexpr):
+                           INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
     # int32 flat indices, as the forward's pointwise kernel draws its numbers with.
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < TOTAL
-    g = tl.load(dy_ptr + _tensor_offsets(offs, D1, D2, D3, D4, s0, s1, s2, s3, s4),
+    index = offs
+    if INDEX_64:
+        index = offs.to(tl.int64)
+    g = tl.load(dy_ptr + _tensor_offsets(index, D1, D2, D3, D4, s0, s1, s2, s3, s4),
                 mask=mask, other=0.0).to(ACC)
     keep = tl.rand(seed, offs) >= p
     # A product, as the forward's: an inf or NaN gradient where dropped stays NaN.
     dx = g * tl.where(keep, scale, 0.0)
-    tl.store(dx_ptr + _tensor_offsets(offs, D1, D2, D3, D4, d0, d1, d2, d3, d4),
+    tl.store(dx_ptr + _tensor_offsets(index, D1, D2, D3, D4, d0, d1, d2, d3, d4),
              dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -117,7 +122,7 @@ def grad_dropout(dy, *, p, seed):
     _tensor_dropout_kernel[(triton.cdiv(dy.numel(), _TENSOR_TILE),)](
         dy, dx, dy.numel(), *sizes[1:], *_tensor_pad5(dy.stride(), 0),
         *_tensor_pad5(dx.stride(), 0), seed, float(p), scale, ACC=_tensor_acc(dy),
-        BLOCK=_TENSOR_TILE)
+        INDEX_64=_tensor_index_64(dy), BLOCK=_TENSOR_TILE)
     return dx
 
 
