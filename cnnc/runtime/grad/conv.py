@@ -296,6 +296,12 @@ def _conv_3(values, fill):
     return [fill] * (3 - len(values)) + list(values)
 
 
+def _conv_huge(t):
+    """Whether an offset into t's storage (a view's too) can reach 2**31 elements (less a
+    tile's worth that a last tile reaches past the end)."""
+    return t.untyped_storage().nbytes() >= t.element_size() * (2**31 - 2**20)
+
+
 def _conv_meta(t, *tensors):
     """Launch options: TF32 where PyTorch's convs use it; the interpreter's bfloat16 dot
     done in fp32; int64 indices where a tensor nears 2**31 elements, and in the
@@ -304,7 +310,7 @@ def _conv_meta(t, *tensors):
     tf32 = t.dtype == torch.float32 and not INTERPRET and allows_tf32("conv")
     return dict(DOT_PRECISION="tf32" if tf32 else "ieee",
                 UPCAST=INTERPRET and t.dtype == torch.bfloat16,
-                WIDE=INTERPRET or any(u.numel() >= 2**31 - 2**20 for u in tensors),
+                WIDE=INTERPRET or any(_conv_huge(u) for u in tensors),
                 ACC=tl.float64 if t.dtype == torch.float64 else tl.float32,
                 num_warps=4, num_stages=1 if INTERPRET else 3)
 

@@ -161,7 +161,8 @@ def _linear_precision(t):
 def _linear_meta(t, *tensors):
     """Precision, bf16 upcast (interpreter), int64 indices (large tensors, and the
     interpreter, whose int32 overflow checks cost more than the kernels), accumulator."""
-    wide = INTERPRET or any(u.numel() >= 2**31 - 2**20 for u in tensors)
+    wide = INTERPRET or any(  # an offset into a storage (a view's too) can reach 2**31
+        u.untyped_storage().nbytes() >= u.element_size() * (2**31 - 2**20) for u in tensors)
     return dict(DOT_PRECISION=_linear_precision(t),
                 UPCAST=INTERPRET and t.dtype == torch.bfloat16, WIDE=wide,
                 ACC=tl.float64 if t.dtype == torch.float64 else tl.float32,
