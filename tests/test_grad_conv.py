@@ -236,6 +236,19 @@ def test_conv_gradcheck_float64(mode):
     assert torch.autograd.gradcheck(lambda *t: _ConvFn.apply(*t, case), (x, w, b), fast_mode=True)
 
 
+def test_conv_empty_batch():
+    """A batch of 0: an empty input gradient, zero weight and bias gradients (PyTorch's)."""
+    case = _fixed_case(batch=0)
+    x, w, b = conv_tensors(case)
+    dy, refs = conv_reference(x, w, b, case)
+    check_grads(run_conv(case, dy, x, w), refs, case["needs"], True, (x, w, b))
+    case = dict(stride=(2, 1), padding=(1, 0), output_padding=(1, 0), dilation=(1, 2),
+                groups=2, needs=(True, True, True), bias=True)
+    ours = run_transpose(case, torch.randn(0, 6, 5, 5), torch.randn(0, 4, 3, 4),
+                         torch.randn(4, 3, 3, 2))
+    assert ours[0].shape == (0, 4, 3, 4) and not ours[1].any() and not ours[2].any()
+
+
 # ---------------------------------------------------------------- conv_transpose
 @st.composite
 def transpose_cases(draw):

@@ -159,6 +159,8 @@ def _conv_dx_kernel(
             else:
                 for c0 in range(0, R_G, BLOCK_K):
                     rr = c0 + tl.arange(0, BLOCK_K)
+                    if WIDE:
+                        rr = rr.to(tl.int64)
                     r_mask = rr < R_G
                     a = tl.load(a_ptr + a_tap[:, None] + ((g * R_G + rr) * sa_c)[None, :],
                                 mask=valid[:, None] & r_mask[None, :], other=0.0)
@@ -214,6 +216,9 @@ def _conv_dw_kernel(
     pid_n = pid % tiles_n
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if WIDE:
+        m = m.to(tl.int64)
+        j = j.to(tl.int64)
     m_mask = m < M_G
     j_mask = j < J
     c = j % C_G
