@@ -18,8 +18,9 @@ one position, so those go through fp32 atomic adds into a zeroed fp32 buffer (th
 to the input's dtype by `_conv_cast_kernel` when that is not fp32).
 
 Data gradient of a conv_transpose (the same kernel, not TRANSPOSED): a plain conv of dy
-with the transpose's weight (rows are input positions of the transpose, the reduction its
-output channels), since output_padding < stride leaves exactly x's size.
+with the transpose's weight, rows at x's positions (output_padding only lengthened y),
+the reduction over the transpose's output channels. Depthwise (one channel per group),
+the columns are the groups and each tap is a multiply-accumulate, not a dot.
 
 Weight gradient (`_conv_dw_kernel`): an implicit GEMM dw[co, c, k] = sum over (n, o) of
 dy[n, co, o] * x_pad[n, c, o * stride + k * dilation]; rows are a group's output channels,
@@ -31,10 +32,12 @@ directly). The bias gradient, a sum of dy over (n, o), rides along in the progra
 the first column tile (the same dy tiles); without a weight gradient the same kernel runs
 with COMPUTE_W off as a plain reduction. For conv_transpose the roles of x and dy swap
 (dw[ci, co, k] = sum over (n, i) of x[n, ci, i] * dy[n, co, i * stride + k * d - pad]),
-so its bias gradient (a sum of dy) is that reduction, a second launch.
+so its bias gradient (a sum of dy) is that reduction, a second launch. Depthwise, rows
+are every output channel and a 3-d tile is summed instead of a dot of one-row tiles.
 
 Kernels accumulate in fp32 and return gradients in the dtype and memory format of the
-tensor they are for. float64 runs where Triton's tl.dot takes it (the interpreter does).
+tensor they are for. float64 accumulates in fp64: it runs in the interpreter (gradcheck)
+and compiles for sm_90 (fp64 dots), untested on a GPU.
 """
 
 import os

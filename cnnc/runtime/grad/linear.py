@@ -10,8 +10,8 @@ partial sums with fp32 atomics into a zeroed buffer (one split, stored directly,
 the interpreter). The bias gradient, the sum of dy over the rows, rides in the programs
 of the first column tile (the same dy tiles); without a weight gradient the kernel runs
 with COMPUTE_W off as a plain reduction. Two launches at most, plus a cast where an fp32
-atomic buffer serves a bf16/fp16 gradient. Accumulation is fp32 (fp64 for fp64 tensors,
-which run where tl.dot takes them: the interpreter does).
+atomic buffer serves a bf16/fp16 gradient. Accumulation is fp32 (fp64 for fp64 tensors:
+they run in the interpreter, gradcheck, and compile for sm_90, untested on a GPU).
 """
 
 import os
