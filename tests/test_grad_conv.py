@@ -126,7 +126,7 @@ def conv_cases(draw):
         pads=tuple(draw(st.tuples(st.integers(0, 2), st.integers(0, 2))) for _ in range(dims)),
         mode=draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"])),
         bias=draw(st.booleans()), needs=draw(NEEDS), x_layout=draw(LAYOUTS),
-        dy_layout=draw(LAYOUTS), w_layout=draw(LAYOUTS))
+        dy_layout=draw(LAYOUTS | st.just("broadcast")), w_layout=draw(LAYOUTS))
     for size, k, d, (left, right) in zip(case["sizes"], case["kernel"], case["dilation"],
                                          case["pads"]):
         assume(size + left + right >= d * (k - 1) + 1)
@@ -144,7 +144,9 @@ def conv_reference(x, w, b, case, dy_layout="contiguous", dy=None):
     mode = "constant" if case["mode"] == "zeros" else case["mode"]
     y = CONV[case["dims"]](F.pad(x, pad_arg_for_F(case["pads"]), mode=mode), w, b,
                            case["stride"], 0, case["dilation"], case["groups"])
-    if dy is None:
+    if dy is None and dy_layout == "broadcast":  # as the backward of y.sum() * c gives
+        dy = torch.randn(1, y.shape[1], *[1] * (y.dim() - 2)).expand(y.shape)
+    elif dy is None:
         dy = laid_out(torch.randn(y.shape, dtype=y.dtype), dy_layout)
     wrt = [x, w] + ([b] if b is not None else [])
     grads = torch.autograd.grad(y, wrt, dy)
@@ -232,6 +234,19 @@ def test_conv_gradcheck_float64(mode):
                        dilation=(1, 2), pads=((1, 0), (2, 1)))
     x, w, b = (t.double().requires_grad_() for t in conv_tensors(case))
     assert torch.autograd.gradcheck(lambda *t: _ConvFn.apply(*t, case), (x, w, b), fast_mode=True)
+
+
+def test_conv_empty_batch():
+    """A batch of 0: an empty input gradient, zero weight and bias gradients (PyTorch's)."""
+    case = _fixed_case(batch=0)
+    x, w, b = conv_tensors(case)
+    dy, refs = conv_reference(x, w, b, case)
+    check_grads(run_conv(case, dy, x, w), refs, case["needs"], True, (x, w, b))
+    case = dict(stride=(2, 1), padding=(1, 0), output_padding=(1, 0), dilation=(1, 2),
+                groups=2, needs=(True, True, True), bias=True)
+    ours = run_transpose(case, torch.randn(0, 6, 5, 5), torch.randn(0, 4, 3, 4),
+                         torch.randn(4, 3, 3, 2))
+    assert ours[0].shape == (0, 4, 3, 4) and not ours[1].any() and not ours[2].any()
 
 
 # ---------------------------------------------------------------- conv_transpose
@@ -329,3 +344,66 @@ def test_conv_copy_after_marker_works(tmp_path):
     check_grads(run_conv(case, dy, x, w, namespace["grad_conv"]), refs, case["needs"], True,
                 (x, w, b))
     assert callable(namespace["grad_conv_transpose"])
+
+
+SM90_SCRIPT = r'''
+import json, os, sys
+os.environ["TRITON_INTERPRET"] = "0"
+import torch
+import cnnc  # noqa: F401
+import cnnc.runtime.grad.conv as C
+import cnnc.runtime.grad.linear as L
+from cnnc.runtime.aot import Launch, _compiling_for, _describe
+
+with _compiling_for(90) as jit_function:
+    def record(fn, grid):
+        def launch(*args, **kwargs):
+            entry = Launch(fn.__name__, fn.__name__, tuple(grid), 0)
+            try:
+                _describe(entry, fn.warmup(*args, grid=grid, **kwargs))
+            except Exception as e:
+                entry.error = f"{type(e).__name__}: {e}"[-300:]
+            print(json.dumps(dict(vars(entry), dtype=str(args[0].dtype))), flush=True)
+        return launch
+    jit_function.__getitem__ = record
+    C._CONV_FORCE_SPLITS = L._LINEAR_FORCE_SPLITS = 2
+    cl = torch.channels_last
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.empty(8, 64, 28, 28, dtype=dtype).to(memory_format=cl)
+        dy = torch.empty(8, 64, 14, 14, dtype=dtype).to(memory_format=cl)
+        for groups in (1, 64):
+            w = torch.empty(64, 64 // groups, 3, 3, dtype=dtype).to(memory_format=cl)
+            C.grad_conv(dy, x, w, stride=(2, 2), pads=((1, 1), (1, 1)), dilation=(1, 1),
+                        groups=groups, padding_mode="reflect" if groups == 1 else "zeros")
+        C.grad_conv(dy, x, w, stride=(2, 2), pads=((1, 1), (1, 1)), dilation=(1, 1),
+                    groups=64, padding_mode="zeros", needs=(False, False, True))
+        C.grad_conv_transpose(torch.empty(8, 32, 56, 56, dtype=dtype), x,
+                              torch.empty(64, 32, 4, 4, dtype=dtype), stride=(2, 2),
+                              padding=(1, 1), output_padding=(0, 0), dilation=(1, 1), groups=1)
+        L.grad_linear(torch.empty(256, 64, dtype=dtype), torch.empty(256, 128, dtype=dtype),
+                      torch.empty(64, 128, dtype=dtype))
+'''
+
+
+def test_backward_kernels_compile_for_sm90():
+    """Every kernel variant (stride phases, mode atomics, depthwise, split weight gradient,
+    bias alone, transpose, casts, linear) with its GPU tiles, compiled for sm_90 without a
+    GPU: Triton's compiler accepts it, and the bf16 ones (training's dtype) neither spill
+    nor miss the tensor cores."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    done = subprocess.run([sys.executable, "-c", SM90_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    launches = [json.loads(line) for line in done.stdout.splitlines()]
+    kernels = {entry["function"] for entry in launches}
+    assert kernels == {"_conv_dx_kernel", "_conv_dw_kernel", "_conv_cast_kernel",
+                       "_linear_dx_kernel", "_linear_dw_kernel", "_linear_cast_kernel"}
+    assert not [entry for entry in launches if entry["error"]]
+    bf16 = [entry for entry in launches if entry["dtype"] == "torch.bfloat16"]
+    assert not [entry for entry in bf16 if entry["spill_bytes"]]
+    assert all(entry["tensor_cores"] for entry in bf16 if entry["has_dot"])

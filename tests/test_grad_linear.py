@@ -109,6 +109,11 @@ def test_linear_bfloat16_and_split(monkeypatch, splits):
     check([g.float() for g in ours], refs, case["needs"], True, x, w, rtol=2e-2, atol=2e-2)
 
 
+def test_linear_empty_batch():
+    x, w, b, dy = torch.randn(0, 2, 5), torch.randn(4, 5), torch.randn(4), torch.randn(0, 2, 4)
+    check(grad_linear(dy, x, w), reference(x, w, b, dy), (True, True, True), True, x, w)
+
+
 class _LinearFn(torch.autograd.Function):
     """PyTorch's forward, cnnc's backward: what gradcheck differentiates numerically."""
 

@@ -1,40 +1,40 @@
 """Backward of conv1d/2d/3d (every padding mode) and conv_transpose1d/2d/3d, in Triton.
+Every kernel is written once for 3 spatial dims; lower ranks pad the front dims with size
+1 (stride 0).
 
-Every kernel is written once for 3 spatial dims; 1-d and 2-d problems pad the front dims
-with size 1 (stride 0), so one text serves every rank.
+Conv data gradient (`_conv_dx_kernel`, TRANSPOSED): an implicit GEMM over dy. Rows are
+positions p of the *padded* input, columns a group's input channels, the reduction runs
+over taps (outside) and the group's output channels (inside): dx_pad[n, c, p] = sum over
+k, co with p = o * stride + k * dilation of dy[n, co, o] * w[co, c, k]. Stride is handled
+by phases, not inserted zeros or masked taps: grid axis 2 enumerates the stride**dims
+residues r of p, a program holds rows p = lo + r + q * stride of one residue, and a tap k
+reaches them only when stride divides lo + r - k * dilation, a test on scalars, so every
+other tap is skipped (no load, no dot) and o = (p - k * dilation) / stride is exact. Zero
+padding takes only the real input's rows (lo = the left pad) and stores dx. Reflect,
+replicate and circular padding take every padded row and add it onto the input position
+it read: several rows land on one position, so they use fp32 atomic adds into a zeroed
+fp32 buffer (cast to the input's dtype by `_conv_cast_kernel` when that is not fp32).
+Depthwise (one input channel per group), the columns are the groups and each tap is a
+multiply-accumulate, not a dot padded to 16 columns.
 
-Data gradient of a conv (`_conv_dx_kernel`, TRANSPOSED): an implicit GEMM whose rows are
-positions p of the *padded* input, columns the input channels of a group, and whose
-reduction runs over taps (outside) and the group's output channels (inside): dxp[n, c, p]
-= sum over k, co with p = o * stride + k * dilation of dy[n, co, o] * w[co, c, k]. Stride
-is handled by phases, not by inserted zeros or masked taps: grid axis 2 enumerates the
-stride**dims residues r of p, each program holds rows p = lo + r + q * stride of one
-residue, and a tap k contributes to that residue only when stride divides r + lo - k * d,
-a test on scalars, so a program skips every tap that does not divide (no load, no dot) and
-o = (p - k * d) / stride is exact. Zero padding needs only the real input's rows (lo = the
-left pad) and stores dx directly. Reflect, replicate and circular padding take every
-padded row and add each onto the input position it was read from: several rows land on
-one position, so those go through fp32 atomic adds into a zeroed fp32 buffer (then cast
-to the input's dtype by `_conv_cast_kernel` when that is not fp32).
-
-Data gradient of a conv_transpose (the same kernel, not TRANSPOSED): a plain conv of dy
-with the transpose's weight (rows are input positions of the transpose, the reduction its
-output channels), since output_padding < stride leaves exactly x's size.
+Conv_transpose data gradient (the same kernel, not TRANSPOSED): a plain conv of dy with
+the transpose's weight, rows at x's positions (output_padding only lengthened y).
 
 Weight gradient (`_conv_dw_kernel`): an implicit GEMM dw[co, c, k] = sum over (n, o) of
 dy[n, co, o] * x_pad[n, c, o * stride + k * dilation]; rows are a group's output channels,
-columns the flattened (tap, channel) pairs of the weight, the reduction runs over batch x
-output positions. That reduction is split over grid axis 2 on a GPU, so that a long one
-(a large batch, a small weight) still fills the machine: each split's partial sums go to
-fp32 atomic adds (a zeroed buffer; one split under the interpreter, which stores
-directly). The bias gradient, a sum of dy over (n, o), rides along in the programs of
-the first column tile (the same dy tiles); without a weight gradient the same kernel runs
-with COMPUTE_W off as a plain reduction. For conv_transpose the roles of x and dy swap
-(dw[ci, co, k] = sum over (n, i) of x[n, ci, i] * dy[n, co, i * stride + k * d - pad]),
-so its bias gradient (a sum of dy) is that reduction, a second launch.
+columns the weight's flattened (tap, channel) pairs, the reduction runs over batch x
+output positions. On a GPU that reduction is split over grid axis 2 so that a long one
+(a large batch, a small weight) fills the machine, the splits adding partial sums with
+fp32 atomics into a zeroed buffer (one split, stored directly, under the interpreter).
+The bias gradient, a sum of dy, rides in the programs of the first column tile (the same
+dy tiles); without a weight gradient the kernel runs with COMPUTE_W off as a reduction.
+For conv_transpose x and dy swap roles (dw[ci, co, k] = sum over (n, i) of x[n, ci, i] *
+dy[n, co, i * stride + k * dilation - pad]), so its bias gradient is a second launch.
+Depthwise, rows are every output channel and a 3-d tile is summed instead of a dot.
 
-Kernels accumulate in fp32 and return gradients in the dtype and memory format of the
-tensor they are for. float64 runs where Triton's tl.dot takes it (the interpreter does).
+Accumulation is fp32; gradients come back in the dtype and memory format of their
+tensor. float64 accumulates in fp64: it runs in the interpreter (gradcheck) and compiles
+for sm_90 (fp64 dots), untested on a GPU.
 """
 
 import os
@@ -159,6 +159,8 @@ def _conv_dx_kernel(
             else:
                 for c0 in range(0, R_G, BLOCK_K):
                     rr = c0 + tl.arange(0, BLOCK_K)
+                    if WIDE:
+                        rr = rr.to(tl.int64)
                     r_mask = rr < R_G
                     a = tl.load(a_ptr + a_tap[:, None] + ((g * R_G + rr) * sa_c)[None, :],
                                 mask=valid[:, None] & r_mask[None, :], other=0.0)
@@ -214,6 +216,9 @@ def _conv_dw_kernel(
     pid_n = pid % tiles_n
     m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    if WIDE:
+        m = m.to(tl.int64)
+        j = j.to(tl.int64)
     m_mask = m < M_G
     j_mask = j < J
     c = j % C_G
@@ -296,6 +301,12 @@ def _conv_3(values, fill):
     return [fill] * (3 - len(values)) + list(values)
 
 
+def _conv_huge(t):
+    """Whether an offset into t's storage (a view's too) can reach 2**31 elements (less a
+    tile's worth that a last tile reaches past the end)."""
+    return t.untyped_storage().nbytes() >= t.element_size() * (2**31 - 2**20)
+
+
 def _conv_meta(t, *tensors):
     """Launch options: TF32 where PyTorch's convs use it; the interpreter's bfloat16 dot
     done in fp32; int64 indices where a tensor nears 2**31 elements, and in the
@@ -304,7 +315,7 @@ def _conv_meta(t, *tensors):
     tf32 = t.dtype == torch.float32 and not INTERPRET and allows_tf32("conv")
     return dict(DOT_PRECISION="tf32" if tf32 else "ieee",
                 UPCAST=INTERPRET and t.dtype == torch.bfloat16,
-                WIDE=INTERPRET or any(u.numel() >= 2**31 - 2**20 for u in tensors),
+                WIDE=INTERPRET or any(_conv_huge(u) for u in tensors),
                 ACC=tl.float64 if t.dtype == torch.float64 else tl.float32,
                 num_warps=4, num_stages=1 if INTERPRET else 3)
 

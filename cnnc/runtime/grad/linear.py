@@ -10,8 +10,8 @@ partial sums with fp32 atomics into a zeroed buffer (one split, stored directly,
 the interpreter). The bias gradient, the sum of dy over the rows, rides in the programs
 of the first column tile (the same dy tiles); without a weight gradient the kernel runs
 with COMPUTE_W off as a plain reduction. Two launches at most, plus a cast where an fp32
-atomic buffer serves a bf16/fp16 gradient. Accumulation is fp32 (fp64 for fp64 tensors,
-which run where tl.dot takes them: the interpreter does).
+atomic buffer serves a bf16/fp16 gradient. Accumulation is fp32 (fp64 for fp64 tensors:
+they run in the interpreter, gradcheck, and compile for sm_90, untested on a GPU).
 """
 
 import os
@@ -161,7 +161,8 @@ def _linear_precision(t):
 def _linear_meta(t, *tensors):
     """Precision, bf16 upcast (interpreter), int64 indices (large tensors, and the
     interpreter, whose int32 overflow checks cost more than the kernels), accumulator."""
-    wide = INTERPRET or any(u.numel() >= 2**31 - 2**20 for u in tensors)
+    wide = INTERPRET or any(  # an offset into a storage (a view's too) can reach 2**31
+        u.untyped_storage().nbytes() >= u.element_size() * (2**31 - 2**20) for u in tensors)
     return dict(DOT_PRECISION=_linear_precision(t),
                 UPCAST=INTERPRET and t.dtype == torch.bfloat16, WIDE=wide,
                 ACC=tl.float64 if t.dtype == torch.float64 else tl.float32,
