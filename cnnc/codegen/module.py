@@ -19,6 +19,7 @@ from .. import __version__
 from ..errors import CompileError
 from ..ir.graph import Graph
 from ..ir.shapes import Sym
+from ..ops import OPS
 from ..passes.plan import Kernel, Plan, View
 from ..runtime import support, tuner
 from ..runtime.inputs import input_specs, parameter_specs
@@ -464,6 +465,12 @@ def _emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
 
 def _emit_view(src: Source, graph: Graph, step: View, values: _Values) -> None:
     node = graph.node(step.node)
+    if step.kind == "strided":  # permute, transpose, a chunk or split result: torch's view
+        source = graph.node(node.inputs[0])
+        expr = OPS[node.op].view_expr(node.attrs, values.names[source.id], source.shape)
+        src.line(f"v{node.id} = {expr}")
+        values.names[node.id] = f"v{node.id}"
+        return
     if step.kind == "reshape":
         source = values.names[node.inputs[0]]
         name = f"v{node.id}"

@@ -3,6 +3,10 @@
 An op with several results is one IR node per result: every node holds the same
 arguments and its own `index` (not a user argument). `results` gives every result's
 shape, `infer` the node's own, `reference` computes the node's own piece.
+
+chunk and split launch nothing: each result is a narrow view of the input (`view =
+"strided"`), which the consumers' kernels read through its strides; in a channels-last
+tensor a channel slice is such a view. channel_shuffle is an index-map copy kernel.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class ChannelShuffleAttrs:
 class SeveralResults(Op):
     """An op whose call gives a tuple of tensors: sizes along one dim, one node each."""
 
+    fusion = "view"
+    view = "strided"
+
     def sizes(self, attrs, size: int, x: TensorInfo) -> list[int]:
         raise NotImplementedError
 
@@ -77,6 +84,13 @@ class SeveralResults(Op):
                 f"{self.name}() gives {len(shapes)} results; there is no result {attrs.index}"
             )
         return shapes[attrs.index]
+
+    def view_expr(self, attrs, x: str, shape: Shape) -> str:
+        """The generated forward's expression of this result: a narrow view of `x`."""
+        dim = attrs.dim % len(shape)
+        sizes = self.sizes(attrs, shape[dim], TensorInfo(shape, "input"))
+        offset = sum(sizes[:attrs.index])
+        return f"{x}.narrow({dim}, {offset}, {sizes[attrs.index]})"
 
     def explain(self, attrs, inputs, out) -> list[str]:
         x = inputs[0]
@@ -143,6 +157,9 @@ class ChannelShuffle(Op):
     """ShuffleNet's shuffle: view channels as [groups, C/groups], transpose, flatten."""
 
     name = "channel_shuffle"
+    fusion = "anchor"
+    template = "channel_shuffle"
+    epilogue_slot = True
     attrs_type = ChannelShuffleAttrs
     signature = (Arg("input", Tensor()), Arg("groups", Int(1)))
 
