@@ -372,6 +372,10 @@ class _Values:
         for node in graph.input_nodes():
             self.names[node.id] = input_variable(node.attrs.name)
         self.in_place = in_place_concat_inputs(graph, plan) if plan is not None else {}
+        # concat -> the channel_shuffle whose output holds its pieces (a "shuffle" View)
+        self.shuffled = {graph.node(s.node).inputs[0]: s.node for s in
+                         (plan.steps if plan is not None else [])
+                         if isinstance(s, View) and s.kind == "shuffle"}
 
     def dim(self, node_id: int, index: int) -> str:
         """One dim of a node's shape: a number, or (batch-dependent) a run-time expression."""
@@ -395,6 +399,19 @@ class _Values:
             self.table.append(text)
         return f"S[{self.table.index(text)}]"
 
+    def piece(self, concat: int, value: int, offset) -> str:
+        """Where a concat's input `value` lies: a narrow slice of the concat's output, or
+        a strided slice of the channel_shuffle output the concat is folded into."""
+        node = self.graph.node(concat)
+        dim = node.attrs.dim % len(node.shape)
+        if concat in self.shuffled:
+            shuffle = self.graph.node(self.shuffled[concat])
+            pieces = [self.graph.node(i).shape[1] for i in node.inputs]
+            slices = OPS[shuffle.op].concat_slices(shuffle.attrs, node.shape[1], pieces)
+            start, stop, step = slices[node.inputs.index(value)]
+            return f"{self.allocate(shuffle.id)}[:, {start}:{stop}:{step}]"
+        return f"{self.allocate(concat)}.narrow({dim}, {offset}, {self.dim(value, dim)})"
+
     def allocate(self, node_id: int) -> str:
         """Emit the allocation of a node's output (or a slice of a concat) and name it."""
         if node_id in self.names:
@@ -402,9 +419,7 @@ class _Values:
         name = f"v{node_id}"
         if node_id in self.in_place:
             concat, dim, offset = self.in_place[node_id]
-            parent = self.allocate(concat)
-            size = self.graph.node(node_id).shape[dim]
-            self.src.line(f"{name} = {parent}.narrow({dim}, {offset}, {size})")
+            self.src.line(f"{name} = {self.piece(concat, node_id, offset)}")
         else:
             rank = len(self.graph.node(node_id).shape)
             layout = ""
@@ -477,12 +492,16 @@ def _emit_view(src: Source, graph: Graph, step: View, values: _Values) -> None:
         src.line(f"{name} = {source}.reshape({values.shape(node.id)})")
         values.names[node.id] = name
         return
-    out = values.allocate(node.id)
+    if step.kind == "shuffle":  # its concat's inputs were written into its slices
+        values.allocate(node.id)
+        return
+    if node.id not in values.shuffled:
+        values.allocate(node.id)
     dim = node.attrs.dim % len(node.shape)
     offset = "0"
     for value in node.inputs:
         size_text = values.dim(value, dim)
         if values.in_place.get(value, (None,))[0] != node.id:
-            src.line(f"copy_into({out}.narrow({dim}, {offset}, {size_text}), "
+            src.line(f"copy_into({values.piece(node.id, value, offset)}, "
                      f"{values.names[value]})")
         offset = f"{offset} + {size_text}" if offset != "0" else size_text

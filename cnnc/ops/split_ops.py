@@ -181,6 +181,22 @@ class ChannelShuffle(Op):
     def reference(self, attrs: ChannelShuffleAttrs, xs, p, training):
         return F.channel_shuffle(xs[0], attrs.groups)
 
+    def concat_slices(self, attrs: ChannelShuffleAttrs, channels: int,
+                      pieces: list[int]) -> list[tuple[int, int, int]] | None:
+        """After a concat of `pieces` channels: where each piece lies in the shuffled
+        output, as (start, stop, step) channel slices, or None where a piece spans two
+        groups (it would need two slices). Shuffled channel k * G + g holds concat channel
+        g * C/G + k, so a piece inside group g is every G-th channel from k0 * G + g."""
+        per, g_count = channels // attrs.groups, attrs.groups
+        slices, offset = [], 0
+        for size in pieces:
+            g, k0 = divmod(offset, per)
+            if (offset + size - 1) // per != g:
+                return None
+            slices.append((k0 * g_count + g, (k0 + size - 1) * g_count + g + 1, g_count))
+            offset += size
+        return slices
+
     def explain(self, attrs: ChannelShuffleAttrs, inputs, out) -> list[str]:
         c, g = inputs[0].shape[1], attrs.groups
         per = c // g
