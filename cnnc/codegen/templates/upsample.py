@@ -6,7 +6,8 @@ ratio r fixed at compile time (`ratio`):
 
 - align_corners: r = (in - 1) / (out - 1) (0 for one output), src = r * o;
 - otherwise r = float32(1 / scale_factor) where a scale_factor is given, else in / out;
-  nearest: src = o * r; the interpolating modes: src = r * (o + 0.5) - 0.5.
+  nearest: src = o * r; the interpolating modes: src = r * (o + 0.5) - 0.5, rounded once
+  (a fused multiply-add, as the compiled ATen kernels compute it).
 
 nearest reads i = min(floor(o * r), in - 1); 2-d inputs go through ATen's `nearest_idx`,
 which first treats two sizes exactly: out == in copies (i = o), out == 2 * in halves
@@ -64,8 +65,11 @@ def tap_lines(src: Source, d: str, size: int, out_size: int, r: float, corners: 
         src.line(f"w{d}_0 = 1.0")
         src.line(f"w{d}_1 = 0.0")
         return 2
+    # One rounding for r * (o + 0.5) - 0.5: compilers contract ATen's expression into a
+    # fused multiply-add (CPU builds with FMA, and nvcc), which decides whether a source
+    # coordinate just above an input row is that row (a weight of exactly 0) or not.
     where = (f"{o}.to(tl.float32) * {number(r)}" if corners
-             else f"({o}.to(tl.float32) + 0.5) * {number(r)} - 0.5")
+             else f"tl.fma({o}.to(tl.float32) + 0.5, {number(r)}, -0.5)")
     src.line(f"src{d} = {where}")
     if not cubic:
         src.line(f"src{d} = tl.where(src{d} < 0.0, 0.0, src{d})")
