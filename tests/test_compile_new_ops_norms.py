@@ -72,9 +72,9 @@ def layer_norm_cases(draw):
 def test_layer_norm_with_its_epilogue(case):
     shape, k, eps, affine, act, seed, special = case
     normalized = tuple(shape[-k:])
+    call = f"layer_norm({normalized}, eps={eps}, elementwise_affine={str(affine).lower()})"
     src = (f"network n {{\n input x: {dims_text(['N', *shape])}\n"
-           f" y = x -> layer_norm({normalized}, eps={eps}, elementwise_affine={str(affine).lower()})"
-           f" -> {act}\n output y\n}}")
+           f" y = x -> {call} -> {act}\n output y\n}}")
     x = plant(torch.randn((BATCH, *shape), generator=torch.Generator().manual_seed(seed)),
               special)
 

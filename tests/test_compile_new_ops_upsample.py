@@ -80,12 +80,13 @@ def test_upsample_is_f_interpolate(case):
 def test_decoder_upsampling_of_a_channels_last_conv_output(mode, corners):
     """A segmentation decoder's step: a conv (channels-last output) upsampled by 2 and by a
     size, the bicubic taps reaching past the border (clamped, as PyTorch clamps them)."""
+    how = f'mode="{mode}", align_corners={str(corners).lower()}'
     src = f"""
 network n {{
     input x: [N, 3, 5, 4]
     a = x -> conv2d(4, 1)
-    y = a -> upsample(mode="{mode}", align_corners={str(corners).lower()})
-    z = a -> upsample(size=(7, 9), scale_factor=none, mode="{mode}", align_corners={str(corners).lower()})
+    y = a -> upsample({how})
+    z = a -> upsample(size=(7, 9), scale_factor=none, {how})
     output y, z
 }}
 """
