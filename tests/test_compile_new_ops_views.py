@@ -207,3 +207,28 @@ network n {
         with torch.no_grad():
             assert_same(net(x), ref(x))
     assert not any(op in ("split", "transpose") for r in net.plan for op in r["ops"])
+
+
+@pytest.mark.parametrize("view, copies", [
+    ("permute((0, 2, 3, 1))", False),  # channels-last memory in NHWC order: a view
+    ("transpose(2, 3)", True),
+    ("chunk(2)", True),  # half the channels of each pixel: not one stride
+])
+def test_a_reshape_of_a_strided_view_copies_only_where_torch_must(view, copies):
+    """Where the strided view cannot be reshaped in place, one Triton copy (listed in the
+    plan) makes it contiguous; otherwise the reshape stays free."""
+    bind = "v, w" if view.startswith("chunk") else "v"
+    src = f"""
+network n {{
+    input x: [N, 3, 4, 5]
+    a = x -> conv2d(4, 1)
+    {bind} = a -> {view}
+    y = v -> reshape((-1, 8)) -> relu
+    output y
+}}
+"""
+    net, got, expected = run_both(src, [torch.randn(BATCH, 3, 4, 5)])
+    assert_same(got, expected)
+    kinds = launches(net)
+    assert kinds.count("copy_into") == int(copies), kinds
+    assert len(kinds) == 2 + int(copies), kinds

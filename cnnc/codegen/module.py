@@ -19,11 +19,10 @@ from .. import __version__
 from ..errors import CompileError
 from ..ir.graph import Graph
 from ..ir.shapes import Sym
-from ..ops import OPS
 from ..passes.plan import Kernel, Plan, View
 from ..runtime import support, tuner
 from ..runtime.inputs import input_specs, parameter_specs
-from . import helpers
+from . import helpers, views
 from .kernel import EmitContext, EmittedKernel, safe_file_name
 from .source import Source, number, python_name, shown, text_literal
 from .templates import TEMPLATES
@@ -209,6 +208,9 @@ def _launch_table(graph: Graph, plan: Plan, emitted: list[EmittedKernel]) -> lis
     for step in plan.steps:
         if isinstance(step, Kernel):
             rows.append(row(code_of[id(step)].name, [graph.node(n) for n in step.nodes]))
+        elif step.kind == "reshape" and views.reshape_copies(graph, plan, step.node,
+                                                             _read_flat(graph, plan)):
+            rows.append(row("copy_into", [graph.node(step.node)]))
         elif step.kind == "concat":
             concat = graph.node(step.node)
             for value in concat.inputs:
@@ -372,10 +374,7 @@ class _Values:
         for node in graph.input_nodes():
             self.names[node.id] = input_variable(node.attrs.name)
         self.in_place = in_place_concat_inputs(graph, plan) if plan is not None else {}
-        # concat -> the channel_shuffle whose output holds its pieces (a "shuffle" View)
-        self.shuffled = {graph.node(s.node).inputs[0]: s.node for s in
-                         (plan.steps if plan is not None else [])
-                         if isinstance(s, View) and s.kind == "shuffle"}
+        self.shuffled = views.shuffled_concats(graph, plan)
 
     def dim(self, node_id: int, index: int) -> str:
         """One dim of a node's shape: a number, or (batch-dependent) a run-time expression."""
@@ -399,19 +398,6 @@ class _Values:
             self.table.append(text)
         return f"S[{self.table.index(text)}]"
 
-    def piece(self, concat: int, value: int, offset) -> str:
-        """Where a concat's input `value` lies: a narrow slice of the concat's output, or
-        a strided slice of the channel_shuffle output the concat is folded into."""
-        node = self.graph.node(concat)
-        dim = node.attrs.dim % len(node.shape)
-        if concat in self.shuffled:
-            shuffle = self.graph.node(self.shuffled[concat])
-            pieces = [self.graph.node(i).shape[1] for i in node.inputs]
-            slices = OPS[shuffle.op].concat_slices(shuffle.attrs, node.shape[1], pieces)
-            start, stop, step = slices[node.inputs.index(value)]
-            return f"{self.allocate(shuffle.id)}[:, {start}:{stop}:{step}]"
-        return f"{self.allocate(concat)}.narrow({dim}, {offset}, {self.dim(value, dim)})"
-
     def allocate(self, node_id: int) -> str:
         """Emit the allocation of a node's output (or a slice of a concat) and name it."""
         if node_id in self.names:
@@ -419,7 +405,7 @@ class _Values:
         name = f"v{node_id}"
         if node_id in self.in_place:
             concat, dim, offset = self.in_place[node_id]
-            self.src.line(f"{name} = {self.piece(concat, node_id, offset)}")
+            self.src.line(f"{name} = {views.piece(self, concat, node_id, offset)}")
         else:
             rank = len(self.graph.node(node_id).shape)
             layout = ""
@@ -481,13 +467,11 @@ def _emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
 def _emit_view(src: Source, graph: Graph, step: View, values: _Values) -> None:
     node = graph.node(step.node)
     if step.kind == "strided":  # permute, transpose, a chunk or split result: torch's view
-        source = graph.node(node.inputs[0])
-        expr = OPS[node.op].view_expr(node.attrs, values.names[source.id], source.shape)
-        src.line(f"v{node.id} = {expr}")
-        values.names[node.id] = f"v{node.id}"
-        return
+        return views.emit_strided(src, graph, node.id, values)
     if step.kind == "reshape":
         source = values.names[node.inputs[0]]
+        if views.reshape_copies(graph, values.plan, node.id, _read_flat(graph, values.plan)):
+            source = views.emit_reshape_copy(src, graph, node.id, values)
         name = f"v{node.id}"
         src.line(f"{name} = {source}.reshape({values.shape(node.id)})")
         values.names[node.id] = name
@@ -502,6 +486,6 @@ def _emit_view(src: Source, graph: Graph, step: View, values: _Values) -> None:
     for value in node.inputs:
         size_text = values.dim(value, dim)
         if values.in_place.get(value, (None,))[0] != node.id:
-            src.line(f"copy_into({values.piece(node.id, value, offset)}, "
+            src.line(f"copy_into({views.piece(values, node.id, value, offset)}, "
                      f"{values.names[value]})")
         offset = f"{offset} + {size_text}" if offset != "0" else size_text
