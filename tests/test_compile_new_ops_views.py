@@ -232,3 +232,33 @@ network n {{
     kinds = launches(net)
     assert kinds.count("copy_into") == int(copies), kinds
     assert len(kinds) == 2 + int(copies), kinds
+
+
+def test_a_value_twice_in_a_shuffled_concat_lands_in_both_places():
+    src = """
+network n {
+    input x: [N, 3, 2, 2]
+    a = x -> conv2d(2, 1)
+    y = concat(a, a) -> channel_shuffle(2)
+    output y
+}
+"""
+    net, got, expected = run_both(src, [torch.randn(BATCH, 3, 2, 2)])
+    assert_same(got, expected)
+    assert launches(net).count("copy_into") == 1, launches(net)
+
+
+def test_a_kernel_output_twice_in_a_concat_is_copied_into_the_second_slice():
+    """A sibling defect: the producer writes the first slice in place; the second one used
+    to be left unwritten (an uninitialised slice of the output)."""
+    src = """
+network n {
+    input x: [N, 3, 2, 2]
+    a = x -> conv2d(2, 1)
+    y = concat(a, a)
+    output y
+}
+"""
+    net, got, expected = run_both(src, [torch.randn(BATCH, 3, 2, 2)])
+    assert_same(got, expected)
+    assert launches(net) == ["k0_conv2d", "copy_into"]

@@ -213,8 +213,9 @@ def _launch_table(graph: Graph, plan: Plan, emitted: list[EmittedKernel]) -> lis
             rows.append(row("copy_into", [graph.node(step.node)]))
         elif step.kind == "concat":
             concat = graph.node(step.node)
-            for value in concat.inputs:
-                if in_place.get(value, (None,))[0] != concat.id:
+            for position, value in enumerate(concat.inputs):
+                if in_place.get(value, (None,))[0] != concat.id \
+                        or concat.inputs.index(value) != position:
                     rows.append(row("copy_into", [concat]))
     return rows
 
@@ -405,7 +406,8 @@ class _Values:
         name = f"v{node_id}"
         if node_id in self.in_place:
             concat, dim, offset = self.in_place[node_id]
-            self.src.line(f"{name} = {views.piece(self, concat, node_id, offset)}")
+            position = self.graph.node(concat).inputs.index(node_id)  # in place: once
+            self.src.line(f"{name} = {views.piece(self, concat, position)}")
         else:
             rank = len(self.graph.node(node_id).shape)
             layout = ""
@@ -481,11 +483,8 @@ def _emit_view(src: Source, graph: Graph, step: View, values: _Values) -> None:
         return
     if node.id not in values.shuffled:
         values.allocate(node.id)
-    dim = node.attrs.dim % len(node.shape)
-    offset = "0"
-    for value in node.inputs:
-        size_text = values.dim(value, dim)
-        if values.in_place.get(value, (None,))[0] != node.id:
-            src.line(f"copy_into({views.piece(values, node.id, value, offset)}, "
+    for position, value in enumerate(node.inputs):
+        if values.in_place.get(value, (None,))[0] != node.id \
+                or node.inputs.index(value) != position:
+            src.line(f"copy_into({views.piece(values, node.id, position)}, "
                      f"{values.names[value]})")
-        offset = f"{offset} + {size_text}" if offset != "0" else size_text

@@ -29,9 +29,9 @@ def shuffled_concats(graph: Graph, plan: Plan | None) -> dict[int, int]:
             if isinstance(s, View) and s.kind == "shuffle"}
 
 
-def piece(values, concat: int, value: int, offset) -> str:
-    """Where a concat's input `value` lies: a narrow slice of the concat's output, or a
-    strided channel slice of the channel_shuffle output the concat is folded into."""
+def piece(values, concat: int, position: int) -> str:
+    """Where the concat's input at `position` lies: a narrow slice of the concat's output,
+    or a strided channel slice of the channel_shuffle output the concat is folded into."""
     graph = values.graph
     node = graph.node(concat)
     dim = node.attrs.dim % len(node.shape)
@@ -39,9 +39,11 @@ def piece(values, concat: int, value: int, offset) -> str:
         shuffle = graph.node(values.shuffled[concat])
         pieces = [graph.node(i).shape[1] for i in node.inputs]
         slices = OPS[shuffle.op].concat_slices(shuffle.attrs, node.shape[1], pieces)
-        start, stop, step = slices[node.inputs.index(value)]
+        start, stop, step = slices[position]
         return f"{values.allocate(shuffle.id)}[:, {start}:{stop}:{step}]"
-    return f"{values.allocate(concat)}.narrow({dim}, {offset}, {values.dim(value, dim)})"
+    offset = " + ".join(values.dim(i, dim) for i in node.inputs[:position]) or "0"
+    size = values.dim(node.inputs[position], dim)
+    return f"{values.allocate(concat)}.narrow({dim}, {offset}, {size})"
 
 
 def emit_strided(src: Source, graph: Graph, node_id: int, values) -> None:

@@ -84,6 +84,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     def columns() -> None:
         """cols (this chunk's positions in the row), cmask, each dim's index, `offs`."""
         src.line("cols = d0 + tl.arange(0, BLOCK_D)")
+        with src.indent("if INDEX_64:"):
+            src.line("cols = cols.to(tl.int64)")
         src.line("cmask = cols < D")
         src.line("rest = cols")
         for d in reversed(col_dims if group else col_dims[1:]):
