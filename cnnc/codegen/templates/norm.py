@@ -3,12 +3,13 @@
 A row is what one mean and variance cover: for layer_norm one position of the leading
 dims (its values are the last len(normalized_shape) dims), for group_norm one (batch item,
 group) pair (its values are the group's C / G channels at every position). One program per
-row. The values are read through the input's strides (channels-last too), in chunks of
-BLOCK_D, three times: the mean, then the variance as the mean of squared deviations from
-it (two passes, in float32: no cancellation of E[x^2] - E[x]^2), then
-y = (x - mean) * rstd, rstd = 1 / sqrt(var + eps), times the weight plus the bias, then the
-fused elementwise chain, stored through the output's strides. An inf or NaN in a row makes
-its whole row NaN, as in PyTorch.
+row. The values are read through the input's strides, in chunks of BLOCK_D (for a 4-d or
+5-d group_norm the group's channels vary fastest: adjacent in channels-last), three
+times: the mean, then the variance as the mean of squared deviations from it (two passes
+in float32: no cancellation of E[x^2] - E[x]^2), then y = (x - mean) * rstd with
+rstd = 1 / sqrt(var + eps), times the weight plus the bias, then the fused elementwise
+chain, stored through the output's strides. An inf or NaN in a row makes its whole row
+NaN, as in PyTorch.
 """
 
 from __future__ import annotations
@@ -88,10 +89,20 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("cols = cols.to(tl.int64)")
         src.line("cmask = cols < D")
         src.line("rest = cols")
-        for d in reversed(col_dims if group else col_dims[1:]):
-            src.line(f"i{d} = rest % S{d}")
-            src.line(f"rest = rest // S{d}")
-        src.line("i1 = g * CG + rest" if group else f"i{col_dims[0]} = rest")
+        if group and rank in (4, 5):
+            # channels-last (how the module stores 4-d and 5-d values): the group's
+            # channels of one position are adjacent, so they vary fastest
+            src.line("i1 = g * CG + rest % CG")
+            src.line("rest = rest // CG")
+            for d in reversed(col_dims[1:]):
+                src.line(f"i{d} = rest % S{d}")
+                src.line(f"rest = rest // S{d}")
+            src.line(f"i{col_dims[0]} = rest")
+        else:
+            for d in reversed(col_dims if group else col_dims[1:]):
+                src.line(f"i{d} = rest % S{d}")
+                src.line(f"rest = rest // S{d}")
+            src.line("i1 = g * CG + rest" if group else f"i{col_dims[0]} = rest")
         src.line("x_offs = " + " + ".join(f"i{d} * sx{d}" for d in range(rank)))
         src.line("x = tl.load(x_ptr + x_offs, mask=cmask, other=0.0).to(tl.float32)")
 
