@@ -80,6 +80,8 @@ class PReLU(Op):
 
     name = "prelu"
     attrs_type = PReLUAttrs
+    fusion = "epilogue"  # fused like an activation; the epilogue loads its slope
+    channel_slope = "weight"  # the parameter the epilogue reads at the channel index
     signature = (
         Arg("input", Tensor()),
         Arg("num_parameters", Int(1), 1),
@@ -101,6 +103,10 @@ class PReLU(Op):
 
     def params(self, attrs: PReLUAttrs, inputs) -> tuple[ParamSpec, ...]:
         return (ParamSpec("weight", (attrs.num_parameters,), init=("fill", attrs.init)),)
+
+    def triton_expr(self, attrs: PReLUAttrs, x: str, slope: str = "slope") -> str:
+        # ATen's x > 0 ? x : w * x (NaN takes the product and stays NaN).
+        return f"tl.where({x} > 0.0, {x}, {slope} * {x})"
 
     def reference(self, attrs: PReLUAttrs, xs, p, training):
         return F.prelu(xs[0], p["weight"])

@@ -1,7 +1,8 @@
 """layer_norm and group_norm: per-sample statistics, as nn.LayerNorm and nn.GroupNorm.
 
 Unlike batch_norm they never mix batch items, so they compute the same in training and
-evaluation, and have no running buffers.
+evaluation, and have no running buffers. Both run as the "norm" kernel (one program per
+row of statistics), with the following elementwise chain in its epilogue.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def _affine_params(shape: tuple[int, ...]) -> tuple[ParamSpec, ...]:
 
 class LayerNorm(Op):
     name = "layer_norm"
+    fusion = "anchor"
+    template = "norm"
+    epilogue_slot = True
     attrs_type = LayerNormAttrs
     signature = (
         Arg("input", Tensor()),
@@ -101,6 +105,9 @@ class LayerNorm(Op):
 
 class GroupNorm(Op):
     name = "group_norm"
+    fusion = "anchor"
+    template = "norm"
+    epilogue_slot = True
     attrs_type = GroupNormAttrs
     signature = (
         Arg("input", Tensor()),
