@@ -153,11 +153,15 @@ def test_no_grad_and_inference_mode_record_nothing():
     with torch.no_grad():
         assert net(x).grad_fn is None
         forward_only = len(net.plan)
+        assert len(net.plan) == 5
     with torch.inference_mode():
         assert net(x).grad_fn is None
     assert net(x).grad_fn is not None
-    assert len(net.plan) >= forward_only  # the differentiable forward fuses no more
+    assert len(net.grad_plan) >= forward_only  # the differentiable forward fuses no more
     assert net.backward_plan, "the backward plan lists the gradient kernels"
+    pools = [row for row in net.grad_plan if row["ops"] == ["max_pool2d"]]
+    assert len(pools) == 2, net.grad_plan  # a pool's backward reads its input: not fused
+    assert [row["ops"] for row in net.plan][0] == ["conv2d", "relu", "max_pool2d"]
 
 
 def test_double_backward_is_a_clear_error_naming_cnnc():

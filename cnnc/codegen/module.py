@@ -303,13 +303,18 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict, groups: dict)
         src.line("")
         src.line("@property")
         with src.indent("def plan(self):"):
-            src.line('"""The kernel launches of one forward pass in the current mode (with '
-                     'grad enabled and')
-            src.line('parameters that require grad: the differentiable forward)."""')
-            if groups:
-                with src.indent("if needs_graph((), current_tensors(self._slots)):"):
-                    src.line("return PLAN_GRAD_TRAIN if self.training else PLAN_GRAD_EVAL")
+            src.line('"""The kernel launches of one forward pass in the current mode, as under '
+                     'no_grad."""')
             src.line("return PLAN_TRAIN if self.training else PLAN_EVAL")
+        src.line("")
+        src.line("@property")
+        with src.indent("def grad_plan(self):"):
+            src.line('"""The launches of a forward that records an autograd graph (grad '
+                     'enabled, some')
+            src.line('parameter or input requiring grad): it fuses only what its backward '
+                     'can differentiate."""')
+            src.line("return PLAN_GRAD_TRAIN if self.training else PLAN_GRAD_EVAL" if groups
+                     else "return self.plan")
         src.line("")
         src.line("@property")
         with src.indent("def backward_plan(self):"):

@@ -181,6 +181,14 @@ class ChannelShuffle(Op):
     def reference(self, attrs: ChannelShuffleAttrs, xs, p, training):
         return F.channel_shuffle(xs[0], attrs.groups)
 
+    differentiable_view = True  # a differentiable forward writes it as torch views
+
+    def view_expr(self, attrs: ChannelShuffleAttrs, x: str, shape: Shape) -> str:
+        """Views and one copy, whose backward autograd knows (the inverse shuffle)."""
+        channels = shape[1]
+        return (f"{x}.unflatten(1, ({attrs.groups}, {channels // attrs.groups}))"
+                f".transpose(1, 2).flatten(1, 2)")
+
     def concat_slices(self, attrs: ChannelShuffleAttrs, channels: int,
                       pieces: list[int]) -> list[tuple[int, int, int]] | None:
         """After a concat of `pieces` channels: where each piece lies in the shuffled

@@ -60,12 +60,15 @@ class _Fuser:
         op = OPS[node.op]
         if op.fusion == "view":
             return self.add(View(op.view, node.id))
+        if self.differentiable and op.differentiable_view:
+            return self.add(View("strided", node.id))
         if op.uses_batch_statistics(node.attrs, self.training):
             # batch statistics: a kernel of its own (without running stats, eval too)
             return self.add(Kernel(op.statistics_template, node.id))
         if op.folds_into_producer and self.try_fold(node):
             return
-        if getattr(op, "concat_slices", None) and self.try_concat_view(node):
+        if getattr(op, "concat_slices", None) and not self.differentiable \
+                and self.try_concat_view(node):
             return
         if op.fusion == "epilogue":
             return self.elementwise(node)
