@@ -216,13 +216,13 @@ def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) ->
             args.append("seed")
         src.line(f"{chain.kernel.launcher}({', '.join(args)})")
         for k, key in enumerate(chain.outputs):
-            if isinstance(key, tuple):  # (batch norm node, leaf): per-channel sums
-                bn, leaf = key
-                j = _ref_index(group, ("param", _param(graph.node(bn), leaf)))
+            if isinstance(key, tuple):  # (node, leaf): per-channel (or one) sums
+                owner, leaf = key
+                j = _ref_index(group, ("param", _param(graph.node(owner), leaf)))
                 if j is not None:
-                    rank = len(graph.node(kernel.output).shape)
+                    shape = _sum_shape(graph, owner, leaf, kernel)
                     src.line(f"if needs[{j}]:")
-                    src.line(f"    d[{j}] = grad_sum_to(buf{k}, {_channel_shape(graph, bn, rank)})"
+                    src.line(f"    d[{j}] = grad_sum_to(buf{k}, {shape})"
                              f".reshape(state[0][{j}]).to(g.dtype)")
             else:
                 j = _ref_index(group, ("value", key))
@@ -236,9 +236,14 @@ def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) ->
     _emit_anchor_backward(src, graph, group, anchor, op)
 
 
-def _channel_shape(graph: Graph, bn: int, rank: int) -> str:
-    channels = graph.node(bn).shape[1]
-    return "(1, " + str(channels) + ", 1" * (rank - 2) + ")" if rank > 1 else f"({channels},)"
+def _sum_shape(graph: Graph, owner: int, leaf: str, kernel: Kernel) -> str:
+    """The shape a parameter's per-element gradient sums to: its channels along dim 1
+    (a batch norm's weight, a prelu's slopes), or one value."""
+    rank = len(graph.node(kernel.output).shape)
+    spec = next(s for s in graph.node(owner).params if s.name == leaf)
+    if spec.shape == (1,) or rank < 2:
+        return "(" + "1, " * rank + ")"
+    return "(1, " + str(spec.shape[0]) + ", 1" * (rank - 2) + ")"
 
 
 def _accumulate(src: Source, j: int, grad: str) -> None:

@@ -108,6 +108,12 @@ class PReLU(Op):
         # ATen's x > 0 ? x : w * x (NaN takes the product and stays NaN).
         return f"tl.where({x} > 0.0, {x}, {slope} * {x})"
 
+    def slope_derivatives(self, attrs: PReLUAttrs, g: str, x: str, slope: str) -> tuple:
+        """(dL/dx, dL/dslope per element) as Triton expressions: PyTorch's, x = 0 on the
+        slope's side (its gradient takes x there, which is 0)."""
+        return (f"tl.where({x} > 0, {g}, {slope} * {g})",
+                f"tl.where({x} > 0, 0.0, {x} * {g})")
+
     def reference(self, attrs: PReLUAttrs, xs, p, training):
         return F.prelu(xs[0], p["weight"])
 

@@ -17,7 +17,7 @@ from ..ir.graph import ParamSpec
 from ..ir.shapes import Shape, Sym, format_shape
 from ..ir.values import tuple_text
 from .common import channels_of
-from .registry import Op, TensorInfo, register
+from .registry import GradRule, Op, TensorInfo, register
 from .signature import Arg, Bool, Float, Int, Tensor
 from .size_kinds import Sizes
 
@@ -86,6 +86,10 @@ class LayerNorm(Op):
     def params(self, attrs: LayerNormAttrs, inputs) -> tuple[ParamSpec, ...]:
         return _affine_params(attrs.normalized_shape) if attrs.elementwise_affine else ()
 
+    def grad_rule(self, attrs: LayerNormAttrs) -> GradRule:
+        return GradRule("grad_layer_norm", ("x", "weight"), ("x", "weight", "bias"), (
+            ("normalized_shape", attrs.normalized_shape), ("eps", attrs.eps)), needs=True)
+
     def reference(self, attrs: LayerNormAttrs, xs, p, training):
         return F.layer_norm(xs[0], attrs.normalized_shape, p.get("weight"), p.get("bias"),
                             attrs.eps)
@@ -144,6 +148,10 @@ class GroupNorm(Op):
 
     def params(self, attrs: GroupNormAttrs, inputs) -> tuple[ParamSpec, ...]:
         return _affine_params((inputs[0].shape[1],)) if attrs.affine else ()
+
+    def grad_rule(self, attrs: GroupNormAttrs) -> GradRule:
+        return GradRule("grad_group_norm", ("x", "weight"), ("x", "weight", "bias"), (
+            ("num_groups", attrs.num_groups), ("eps", attrs.eps)), needs=True)
 
     def reference(self, attrs: GroupNormAttrs, xs, p, training):
         return F.group_norm(xs[0], attrs.num_groups, p.get("weight"), p.get("bias"), attrs.eps)
