@@ -30,11 +30,7 @@ NAMES = list(MODELS)
 # CompileError naming one of the listed operators (test_needing_kernels_is_refused...),
 # and their compiled tests here and in test_compile_examples.py / test_gpu.py are strict
 # xfails. When the kernels land those xfails pass, which fails them: delete the entry.
-NEEDS_KERNELS = {
-    "ShuffleNetV2_x0_5": ("chunk", "channel_shuffle"),
-    "ShuffleNetV2_x1_0": ("chunk", "channel_shuffle"),
-    "UNet": ("upsample",),  # bilinear; the nearest-neighbour template is all there is
-}
+NEEDS_KERNELS: dict[str, tuple[str, ...]] = {}  # network -> the operators it waits for
 
 
 def needs_kernels_mark(network: str) -> list[pytest.MarkDecorator]:
@@ -127,14 +123,3 @@ def test_compiled_matches_the_twin_in_eval_mode(name, tmp_path, monkeypatch):
     net.load_state_dict(twin.state_dict())
     x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     assert_same(net(x), twin(x), rtol=1e-4)
-
-
-@pytest.mark.parametrize("network", sorted(NEEDS_KERNELS))
-def test_needing_kernels_is_refused_naming_the_operator(network, tmp_path, monkeypatch):
-    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
-    (path,) = {p for p, n in CNN_EXAMPLES.values() if n == network}
-    with pytest.raises(cnnc.CompileError) as caught:
-        cnnc.compile(path, network)
-    message = str(caught.value)
-    assert any(f"cannot generate a kernel for {op} " in message
-               for op in NEEDS_KERNELS[network]), message
