@@ -181,3 +181,13 @@ def test_prelu_slopes_are_read_at_every_launch():
     with torch.no_grad():
         net.state_dict()["y.weight"].copy_(torch.tensor([0.5, -1.0, 2.0]))
         assert_same(net(x), F.prelu(x, torch.tensor([0.5, -1.0, 2.0])))
+
+
+def test_layer_norm_reads_a_4d_weight_by_its_strides():
+    """A 4-d normalized_shape's weight and bias are stored channels-last, as every 4-d
+    parameter is; the kernel must not read them as if contiguous."""
+    src = "network n {\n input x: [N, 2, 3, 4, 2]\n y = x -> layer_norm((2, 3, 4, 2))\n output y\n}"
+    x = torch.randn(BATCH, 2, 3, 4, 2)
+    ops = check_modes(src, x, lambda p: F.layer_norm(x, (2, 3, 4, 2), p["y.weight"],
+                                                     p["y.bias"]))
+    assert ops == [["layer_norm"]]

@@ -57,6 +57,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     b.group("input, (weight, bias,) output", ["x_ptr"] + (["w_ptr", "b_ptr"] if affine else [])
             + ["out_ptr"], ["x"] + (["w", "b"] if affine else []) + ["out"])
     b.group("epilogue operands", epi.params(), operand_call)
+    if affine and not group:
+        # The module may store a 4-d or 5-d weight channels-last: read it by its strides.
+        b.group("weight and bias strides", [f"sw{d}" for d in col_dims]
+                + [f"sb{d}" for d in col_dims], ["*w.stride()", "*b.stride()"])
     b.group("input and output strides", [f"sx{d}" for d in range(rank)]
             + [f"so{d}" for d in range(rank)], ["*x.stride()", "*out.stride()"])
     consts = {f"S{d}": shape[d] for d in range(1, rank)} | {"D": D}
@@ -125,9 +129,12 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         columns()
         src.line("acc = (x - mean) * rstd")
         if affine:
-            at = "i1" if group else "cols"  # per channel, or per normalised position
-            src.line(f"acc = acc * tl.load(w_ptr + {at}, mask=cmask, other=1.0).to(tl.float32)"
-                     f" + tl.load(b_ptr + {at}, mask=cmask, other=0.0).to(tl.float32)")
+            # per channel, or per normalised position
+            w_at = "i1" if group else " + ".join(f"i{d} * sw{d}" for d in col_dims)
+            b_at = "i1" if group else " + ".join(f"i{d} * sb{d}" for d in col_dims)
+            src.line(f"acc = acc * tl.load(w_ptr + {w_at}, mask=cmask, other=1.0)"
+                     f".to(tl.float32) + tl.load(b_ptr + {b_at}, mask=cmask, other=0.0)"
+                     ".to(tl.float32)")
         src.extend(epi.lines("acc", lambda d: f"i{d}", "cmask", rank))
         o_offs = " + ".join(f"i{d} * so{d}" for d in range(rank))
         src.line(f"tl.store(out_ptr + {o_offs}, acc.to(out_ptr.dtype.element_ty), mask=cmask)")
