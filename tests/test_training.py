@@ -4,6 +4,7 @@ autograd's machinery (saved-tensor hooks, no_grad, torch.compile) sees ordinary 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -285,3 +286,76 @@ def test_summary_training_counts_a_step_next_to_eager(capsys):
     assert int(mine.group(1)) == cnnc_step_cost(net, [x]).kernels
     assert int(eager.group(1)) == eager_step_cost(ref, [x]).kernels
     assert "max_pool2d" in out and "pool's backward reads" in out  # the trade-off, stated
+
+
+# Every example network, in float64 (so that a batch norm over a handful of values — a
+# 1x1 map at batch 2 — compares exactly), at the reduced sizes of test_compile_examples.
+# The ImageNet-sized ones take minutes each under the interpreter: they run when
+# CNNC_HEAVY_TESTS=1 (the closing note of each session that changes training says so).
+HEAVY = ("AlexNet", "VGG16", "ResNet18", "ResNet50", "MobileNetV2", "EfficientNetB0",
+         "DenseNet121", "ShuffleNetV2_x1_0")
+
+
+def _example_cases():
+    from test_compile_examples import EXAMPLES
+
+    from cnnc.frontend import load_program
+
+    for path in EXAMPLES:
+        for net in load_program(path).networks:
+            heavy = net.name in HEAVY and os.environ.get("CNNC_HEAVY_TESTS") != "1"
+            marks = [pytest.mark.skip(reason="minutes under the interpreter: "
+                                      "CNNC_HEAVY_TESTS=1 runs it")] if heavy else []
+            yield pytest.param(path, net.name, marks=marks, id=f"{path.stem}:{net.name}")
+
+
+@pytest.mark.parametrize("path,network", list(_example_cases()))
+def test_every_example_trains_like_the_reference_in_float64(path, network, monkeypatch):
+    from test_compile_examples import reduced_source
+
+    from compile_helpers import inputs_for
+
+    monkeypatch.chdir(path.parent)
+    source = reduced_source(path, network)
+    torch.manual_seed(8)
+    net = cnnc.compile(source=source, network=network, dtype=torch.float64)
+    ref = cnnc.reference(source=source, network=network).double()
+    ref.load_state_dict(net.state_dict())
+    net.train()
+    ref.train()
+    xs = [x.double() for x in inputs_for(ref, batch=2)]
+    mine = [x.clone().requires_grad_(True) for x in xs]
+    theirs = [x.clone().requires_grad_(True) for x in xs]
+    ya, yb = net(*mine), ref(*theirs)
+    ya, yb = (ya if isinstance(ya, tuple) else (ya,)), (yb if isinstance(yb, tuple) else (yb,))
+    weights = [torch.randn_like(y) for y in yb]
+    sum((y * w).sum() for y, w in zip(ya, weights)).backward()
+    sum((y * w).sum() for y, w in zip(yb, weights)).backward()
+    for a, b in zip(ya, yb):
+        _close(a.detach(), b.detach(), "output")
+    for a, b in zip(mine, theirs):
+        _close(a.grad, b.grad, "input gradient")
+    params = dict(net.named_parameters())
+    for name, p in ref.named_parameters():
+        _close(params[name].grad, p.grad, name)
+    buffers = dict(net.named_buffers())
+    for name, b in ref.named_buffers():
+        assert torch.equal(buffers[name], b) if not b.is_floating_point() else True, name
+        if b.is_floating_point():
+            _close(buffers[name], b, name)
+
+
+def test_gradcheck_in_float64():
+    net = cnnc.compile(source="""
+network Tiny {
+    input x: [N, 2, 5, 5]
+    y = x -> conv2d(3, 3, padding=1, padding_mode="reflect") -> batch_norm -> relu
+          -> max_pool2d(2, ceil_mode=true) -> flatten -> linear(4) -> log_softmax(1)
+    output y
+}
+""", dtype=torch.float64).train()
+    x = torch.randn(3, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(9)
+    # batch norm in training mode updates its running statistics at every call; gradcheck
+    # calls the network many times, which is fine: the output does not read them.
+    assert torch.autograd.gradcheck(net, (x,), eps=1e-6, atol=1e-5, rtol=1e-4)
