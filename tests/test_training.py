@@ -288,10 +288,10 @@ def test_summary_training_counts_a_step_next_to_eager(capsys):
     assert "max_pool2d" in out and "pool's backward reads" in out  # the trade-off, stated
 
 
-# Every example network, in float64 (so that a batch norm over a handful of values — a
-# 1x1 map at batch 2 — compares exactly), at the reduced sizes of test_compile_examples.
-# The ImageNet-sized ones take minutes each under the interpreter: they run when
-# CNNC_HEAVY_TESTS=1 (the closing note of each session that changes training says so).
+# Every example network in train mode. The ImageNet-sized ones run at 64 px (their last
+# batch norms then see 2x2 maps, 8 values a channel at batch 2: over fewer, normalising
+# amplifies float32 rounding past 1e-4, in PyTorch's own float32 too) and take minutes
+# each under the interpreter: they run when CNNC_HEAVY_TESTS=1.
 HEAVY = ("AlexNet", "VGG16", "ResNet18", "ResNet50", "MobileNetV2", "EfficientNetB0",
          "DenseNet121", "ShuffleNetV2_x1_0")
 
@@ -310,21 +310,24 @@ def _example_cases():
 
 
 @pytest.mark.parametrize("path,network", list(_example_cases()))
-def test_every_example_trains_like_the_reference_in_float64(path, network, monkeypatch):
-    from test_compile_examples import reduced_source
+def test_every_example_trains_like_the_reference(path, network, monkeypatch):
+    from test_compile_examples import REDUCED, reduced_source
 
     from compile_helpers import inputs_for
 
     monkeypatch.chdir(path.parent)
     # dropout draws its own random numbers (test_dropout_mask_... checks it): off here
-    source = re.sub(r"dropout\([^)]*\)", "dropout(0.0)", reduced_source(path, network))
+    source = reduced_source(path, network)
+    if REDUCED.get(network, 0) >= 32:
+        source = re.sub(r"(input \w+: \[N, 3, )\d+, \d+\]", r"\g<1>64, 64]", source)
+    source = re.sub(r"dropout\([^)]*\)", "dropout(0.0)", source)
     torch.manual_seed(8)
-    net = cnnc.compile(source=source, network=network, dtype=torch.float64)
-    ref = cnnc.reference(source=source, network=network).double()
+    net = cnnc.compile(source=source, network=network)
+    ref = cnnc.reference(source=source, network=network)
     ref.load_state_dict(net.state_dict())
     net.train()
     ref.train()
-    xs = [x.double() for x in inputs_for(ref, batch=2)]
+    xs = inputs_for(ref, batch=2)
     mine = [x.clone().requires_grad_(True) for x in xs]
     theirs = [x.clone().requires_grad_(True) for x in xs]
     ya, yb = net(*mine), ref(*theirs)
@@ -364,19 +367,3 @@ network D {{
     assert torch.equal(x.grad, torch.where(kept, torch.tensor(scale * 3.0), 0.0))
     if 0 < p < 1:
         assert 0 < kept.float().mean() < 1
-
-
-def test_gradcheck_in_float64():
-    net = cnnc.compile(source="""
-network Tiny {
-    input x: [N, 2, 5, 5]
-    y = x -> conv2d(3, 3, padding=1, padding_mode="reflect") -> batch_norm -> relu
-          -> max_pool2d(2, ceil_mode=true) -> flatten -> linear(4) -> log_softmax(1)
-    output y
-}
-""", dtype=torch.float64).train()
-    x = torch.randn(3, 2, 5, 5, dtype=torch.float64, requires_grad=True)
-    torch.manual_seed(9)
-    # batch norm in training mode updates its running statistics at every call; gradcheck
-    # calls the network many times, which is fine: the output does not read them.
-    assert torch.autograd.gradcheck(net, (x,), eps=1e-6, atol=1e-5, rtol=1e-4)
