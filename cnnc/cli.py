@@ -61,6 +61,13 @@ def cmd_summary(args) -> int:
     for name in _networks(args.file, args.network, args.include):
         graph = load(args.file, name, include_dirs=args.include)
         render(summarize(graph, args.batch), args.explain, console)
+        if args.training:
+            from .report.training import training_lines
+
+            with _progress(console, f"running one training step of {name}"):
+                lines = training_lines(args.file, name, args.batch, args.include)
+            for line in lines:
+                console.print(line, highlight=False, markup=False)
     return 0
 
 
@@ -318,6 +325,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="show the lecture's arithmetic: output sizes and parameters of each "
                    "conv, pool and linear, receptive field and jump of every layer, what a "
                    "fully connected layer would cost next to each conv, activation memory")
+    p.add_argument("--training", action="store_true",
+                   help="also run one training step (forward + backward) and count its "
+                   "kernels and the bytes saved for backward, next to PyTorch eager's")
     p = command("compile", cmd_compile,
                 "write one Python file with the Triton kernels and an nn.Module class")
     p.add_argument("-o", "--output", required=True, metavar="OUT.py",

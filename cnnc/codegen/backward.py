@@ -51,7 +51,7 @@ def plan_groups(plan: Plan, emitted: list[EmittedKernel], mode: str) -> list[Gro
         refs = list(dict.fromkeys((a.kind, a.ref) for a in code.arguments))
         anchor = graph.node(kernel.anchor)
         op = OPS[anchor.op]
-        pointwise = op.fusion == "epilogue"
+        pointwise = kernel.kind == "pointwise"
         unsupported = None
         chain = None
         ctx = EmitContext(graph, kernel, "b" + GRAD_PREFIX[mode][1])
@@ -118,7 +118,7 @@ def _reads(graph: Graph, group: Group, ref) -> bool:
     kind, what = ref
     anchor = graph.node(group.kernel.anchor)
     op = OPS[anchor.op]
-    if group.chain is not None and op.fusion == "epilogue":
+    if group.chain is not None and group.kernel.kind == "pointwise":
         wanted = [r if isinstance(r, tuple) else ("value", r) for r in group.chain.reads]
         return ref in wanted
     rule = op.grad_rule(anchor.attrs)
@@ -165,7 +165,8 @@ def _emit_backward_function(src: Source, graph: Graph, group: Group, layout: str
         if group.unsupported is not None:
             node = graph.node(group.kernel.anchor)
             where = f" (line {node.loc.line})" if node.loc is not None else ""
-            src.line(f"raise NotImplementedError({text_literal('cnnc cannot differentiate ' + node.op + where + ' yet: ' + group.unsupported)})")
+            message = f"cnnc cannot differentiate {node.op}{where} yet: {group.unsupported}"
+            src.line(f"raise NotImplementedError({text_literal(message)})")
             return
         src.line(f"d = [None] * {n}")
         with src.indent("with LAUNCH_LOCK:"):
@@ -182,7 +183,7 @@ def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) ->
     anchor = graph.node(kernel.anchor)
     op = OPS[anchor.op]
     chain = group.chain
-    pointwise = op.fusion == "epilogue"
+    pointwise = kernel.kind == "pointwise"
     if chain is None:
         src.line("g_anchor = g")
         # an epilogue of adds: each added tensor's gradient is g itself (reduced to it)
@@ -208,24 +209,20 @@ def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) ->
             else:
                 reads.append(_var(_ref_index(group, r if isinstance(r, tuple) else
                                              ("value", r))))
-        seed = ["seed=replayed_seed(state)"] if chain.seed else []
-        del seed  # the seed is a kernel argument: passed positionally below
         args = ["g_anchor", "g", *reads, *buffers]
-        if chain.seed:
+        if chain.seed:  # the forward's seed, drawn again from the generator's saved state
             src.line("seed = replayed_seed(state)")
-        src.line(f"{chain.kernel.launcher}({', '.join(args)})" if not chain.seed else
-                 f"{chain.kernel.launcher}({', '.join(args)}, seed)")
+            args.append("seed")
+        src.line(f"{chain.kernel.launcher}({', '.join(args)})")
         for k, key in enumerate(chain.outputs):
             if isinstance(key, tuple):  # (batch norm node, leaf): per-channel sums
                 bn, leaf = key
                 j = _ref_index(group, ("param", _param(graph.node(bn), leaf)))
                 if j is not None:
                     rank = len(graph.node(kernel.output).shape)
-                    shape = "(1, -1" + ", 1" * (rank - 2) + ")"
                     src.line(f"if needs[{j}]:")
                     src.line(f"    d[{j}] = grad_sum_to(buf{k}, {_channel_shape(graph, bn, rank)})"
                              f".reshape({_var(j)}.shape).to({_var(j)}.dtype)")
-                    del shape
             else:
                 j = _ref_index(group, ("value", key))
                 if j is not None:
@@ -337,3 +334,46 @@ def emit_grad_method(src: Source, mode: str, plan: Plan, groups: list[Group], va
     with src.indent(f"def _shapes_grad_{mode}(sizes):"):
         shapes = ", ".join(values.table)
         src.line(f"return ({shapes}{',' if len(values.table) == 1 else ''})")
+
+
+# ------------------------------------------------------------------ plan tables
+
+
+def _row(graph: Graph, kernels: list[str], nodes: list[int]) -> dict:
+    found = [graph.node(n) for n in nodes]
+    return {"kernels": kernels, "layers": list(dict.fromkeys(n.layer for n in found)),
+            "ops": [n.op for n in found],
+            "lines": sorted({n.loc.line for n in found if n.loc is not None})}
+
+
+def forward_table(plan: Plan, groups: list[Group]) -> list[dict]:
+    """The differentiable forward's launches: one per group, one torch.cat per concat."""
+    graph = plan.graph
+    by_kernel = {id(g.kernel): g for g in groups}
+    rows = []
+    for step in plan.steps:
+        if isinstance(step, Kernel):
+            row = _row(graph, [], step.nodes)
+            rows.append({"kernel": by_kernel[id(step)].name, **row})
+        elif step.kind == "concat":
+            rows.append({"kernel": "torch.cat", **_row(graph, [], [step.node])})
+    for row in rows:
+        del row["kernels"]
+    return rows
+
+
+def backward_table(plan: Plan, groups: list[Group]) -> list[dict]:
+    """The backward's launches, in the order they run: per group (last first) its chain
+    kernel and its anchor's backward launcher (which may launch a few kernels)."""
+    graph = plan.graph
+    rows = []
+    for group in reversed(groups):
+        kernels = []
+        if group.chain is not None:
+            kernels.append(group.chain.kernel.name)
+        anchor = graph.node(group.kernel.anchor)
+        op = OPS[anchor.op]
+        if group.kernel.kind != "pointwise" and op.grad_rule(anchor.attrs) is not None:
+            kernels.append(op.grad_rule(anchor.attrs).function)
+        rows.append({"group": group.name, **_row(graph, kernels, group.kernel.nodes)})
+    return rows

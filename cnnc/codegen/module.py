@@ -41,11 +41,16 @@ class Emitted:
 
 
 def _support_source() -> str:
-    from ..runtime import grad
-
     text = inspect.getsource(support)
     tuning = inspect.getsource(tuner)
-    parts = [text[text.index(SUPPORT_MARKER):], tuning[tuning.index(TUNER_MARKER):]]
+    return text[text.index(SUPPORT_MARKER):] + "\n\n" + tuning[tuning.index(TUNER_MARKER):]
+
+
+def _grad_source() -> str:
+    """The backward kernels' families (cnnc/runtime/grad), after the generated runtime."""
+    from ..runtime import grad
+
+    parts = []
     for family in grad.FAMILIES:
         source = inspect.getsource(importlib.import_module(f"{grad.__name__}.{family}"))
         parts.append(source[source.index(grad.GRAD_MARKER):])
@@ -107,6 +112,9 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str,
     src.extend(helpers.RUNTIME.strip("\n").splitlines())
     src.line("LAUNCH_LOCK = launch_lock(INTERPRET)")
     src.line("")
+    if groups:
+        src.extend(_grad_source().rstrip("\n").splitlines())
+        src.line("")
     used = set().union(*(k.helpers for k in kernels)) if kernels else set()
     for helper in sorted(used):
         src.extend(helpers.JIT[helper].strip("\n").splitlines())
@@ -135,6 +143,11 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str,
     src.line(f"INPUTS = {_literal(input_specs(graph))}")
     src.line(f"PLAN_EVAL = {_literal(launches['eval'])}")
     src.line(f"PLAN_TRAIN = {_literal(launches['train'])}")
+    for mode, (plan, mode_groups) in groups.items():
+        src.line(f"PLAN_GRAD_{mode.upper()} = "
+                 f"{_literal(backward.forward_table(plan, mode_groups))}")
+        src.line(f"BACKWARD_{mode.upper()} = "
+                 f"{_literal(backward.backward_table(plan, mode_groups))}")
     src.line("")
     src.line("")
     name = class_name(graph.name, module_names(src.text()))
@@ -286,13 +299,27 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict, groups: dict)
         src.line("")
         src.line("@property")
         with src.indent("def plan(self):"):
-            src.line('"""The kernel launches of one forward pass in the current mode."""')
+            src.line('"""The kernel launches of one forward pass in the current mode (with '
+                     'grad enabled and')
+            src.line('parameters that require grad: the differentiable forward)."""')
+            if groups:
+                with src.indent("if needs_graph((), current_tensors(self._slots)):"):
+                    src.line("return PLAN_GRAD_TRAIN if self.training else PLAN_GRAD_EVAL")
             src.line("return PLAN_TRAIN if self.training else PLAN_EVAL")
+        src.line("")
+        src.line("@property")
+        with src.indent("def backward_plan(self):"):
+            src.line('"""The backward of the current mode\'s differentiable forward: per '
+                     'kernel group, last')
+            src.line('first, the kernels that compute its gradients."""')
+            src.line("return BACKWARD_TRAIN if self.training else BACKWARD_EVAL" if groups
+                     else "return []")
         src.line("")
         with src.indent(f"def forward(self, {', '.join(params)}):"):
             src.line("# Only the inputs are named here: an input may be called P, torch, ...")
             src.line(f"return self._cnnc_forward({', '.join(params)})")
         src.line("")
+        src.line("@opaque_to_dynamo")
         with src.indent("def _cnnc_forward(self, *inputs):"):
             src.line("refuse_tracing()")
             src.line('anchor = self._buffers["_anchor"]')

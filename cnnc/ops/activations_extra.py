@@ -111,15 +111,36 @@ class PReLU(Op):
                 f"for x < 0, starting at {attrs.init:g}"]
 
 
+def softplus_grad(g: str, x: str, y: str, a: SoftplusAttrs) -> str:
+    # PyTorch's softplus_backward: g where beta*x > threshold, else g * z / (z + 1) with
+    # z = exp(beta*x) (which overflows to NaN past float32's range, as PyTorch's does).
+    z = f"tl.exp({x} * {_num(a.beta)})"
+    return f"tl.where({x} * {_num(a.beta)} > {_num(a.threshold)}, {g}, {g} * {z} / ({z} + 1.0))"
+
+
+def mish_grad(g: str, x: str, y: str, a: NoAttrs) -> str:
+    # PyTorch's mish_backward: g * (t + x * sigmoid(x) * (1 - t*t)), t = tanh(softplus(x)).
+    t = _tanh(_softplus_expr(x, "1.0"))
+    return f"({g} * ({t} + {x} * (1.0 / (1.0 + tl.exp(-{x}))) * (1.0 - {t} * {t})))"
+
+
+def hardtanh_grad(g: str, x: str, y: str, a: HardtanhAttrs) -> str:
+    # PyTorch's hardtanh_backward: 0 at and beyond both bounds, which y shows as well as x.
+    lo, hi = _num(a.min_val), _num(a.max_val)
+    return f"tl.where(({y} <= {lo}) | ({y} >= {hi}), 0.0, {g})"
+
+
 register(
     Activation(
         "softplus", lambda x, a: F.softplus(x, a.beta, a.threshold), softplus_expr,
         SoftplusAttrs, Arg("beta", FLOAT32, 1), Arg("threshold", FLOAT32, 20),
+        grad=softplus_grad,
     ),
-    Activation("mish", lambda x, a: F.mish(x), mish_expr),
+    Activation("mish", lambda x, a: F.mish(x), mish_expr, grad=mish_grad),
     Hardtanh(
         "hardtanh", lambda x, a: F.hardtanh(x, a.min_val, a.max_val), hardtanh_expr,
         HardtanhAttrs, Arg("min_val", FLOAT32, -1), Arg("max_val", FLOAT32, 1),
+        grad=hardtanh_grad, uses="output",
     ),
     PReLU(),
 )

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ..ir.shapes import Shape
 from .common import check_rank, spatial_of
-from .registry import Op, TensorInfo, register
+from .registry import GradRule, Op, TensorInfo, register
 from .signature import Arg, SizesOrNone, Tensor
 
 
@@ -37,6 +37,11 @@ class AdaptivePool(Op):
         (x,) = inputs
         check_rank(self.name, x, self.dims)
         return (*x.shape[:2], *adaptive_sizes(attrs, spatial_of(self.name, x)))
+
+    def grad_rule(self, attrs: AdaptivePoolAttrs) -> GradRule:
+        # output_size may hold None (the input's size): the launcher reads dy's shape
+        return GradRule(f"grad_adaptive_{self.kind}_pool", ("x",), ("x",),
+                        (("output_size", attrs.output_size),))
 
     def reference(self, attrs: AdaptivePoolAttrs, xs, p, training):
         size = adaptive_sizes(attrs, tuple(xs[0].shape[2:]))

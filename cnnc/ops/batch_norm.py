@@ -10,7 +10,7 @@ from ..errors import ShapeError
 from ..ir.graph import ParamSpec
 from ..ir.shapes import Shape
 from .common import channels_of
-from .registry import Op, TensorInfo, register
+from .registry import GradRule, Op, TensorInfo, register
 from .signature import Arg, Bool, Float, Optional, Tensor
 
 
@@ -61,6 +61,12 @@ class BatchNorm(Op):
                 ParamSpec("num_batches_tracked", (), trainable=False, dtype="long"),
             ]
         return tuple(specs)
+
+    def grad_rule(self, attrs: BatchNormAttrs) -> GradRule:
+        """With batch statistics (training, or no running statistics); in eval a batch
+        norm with running statistics is an affine in an elementwise chain."""
+        return GradRule("grad_batch_norm", ("x", "weight"), ("x", "weight", "bias"),
+                        (("eps", attrs.eps),), needs=True)
 
     def reference(self, attrs: BatchNormAttrs, xs, p, training):
         # nn.modules.batchnorm._BatchNorm.forward, step for step.

@@ -13,7 +13,7 @@ from ..ir.shapes import Shape, format_shape
 from ..ir.values import Array
 from . import arithmetic
 from .common import channels_of, check_rank, spatial_of
-from .registry import Op, TensorInfo, register
+from .registry import GradRule, Op, TensorInfo, register
 from .signature import Arg, Bool, Choice, Either, Filter, Int, Ints, Optional, Tensor
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -170,6 +170,12 @@ class Conv(Op):
         return tuple(specs)
 
     # ------------------------------------------------------------ numerics
+    def grad_rule(self, attrs: ConvAttrs) -> GradRule:
+        return GradRule("grad_conv", ("x", "weight"), ("x", "weight", "bias"), (
+            ("stride", attrs.stride), ("pads", conv_pads(attrs)),
+            ("dilation", attrs.dilation), ("groups", attrs.groups),
+            ("padding_mode", attrs.padding_mode), ("has_bias", attrs.bias)), needs=True)
+
     def reference(self, attrs: ConvAttrs, xs, p, training):
         (x,) = xs
         pads = conv_pads(attrs)

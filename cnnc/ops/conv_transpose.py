@@ -12,7 +12,7 @@ from ..ir.graph import ParamSpec
 from ..ir.shapes import Shape
 from . import arithmetic
 from .common import channels_of, check_rank, spatial_of
-from .registry import Op, TensorInfo, register
+from .registry import GradRule, Op, TensorInfo, register
 from .signature import Arg, Bool, Int, Ints, Tensor
 
 
@@ -91,6 +91,12 @@ class ConvTranspose(Op):
             fan_in = math.prod(weight[1:])  # PyTorch takes weight.size(1) * kernel for fan_in
             specs.append(ParamSpec("bias", (attrs.out_channels,), init=("uniform", fan_in ** -0.5)))
         return tuple(specs)
+
+    def grad_rule(self, attrs: ConvTransposeAttrs) -> GradRule:
+        return GradRule("grad_conv_transpose", ("x", "weight"), ("x", "weight", "bias"), (
+            ("stride", attrs.stride), ("padding", attrs.padding),
+            ("output_padding", attrs.output_padding), ("dilation", attrs.dilation),
+            ("groups", attrs.groups), ("has_bias", attrs.bias)), needs=True)
 
     def reference(self, attrs: ConvTransposeAttrs, xs, p, training):
         return self._fn(

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from ..errors import ShapeError
 from ..ir.graph import ParamSpec
 from ..ir.shapes import Shape, Sym, per_sample_numel
-from .registry import Op, TensorInfo, register
+from .registry import GradRule, Op, TensorInfo, register
 from .signature import Arg, Bool, Int, Tensor
 
 
@@ -51,6 +51,10 @@ class Linear(Op):
         if attrs.bias:
             specs.append(ParamSpec("bias", (attrs.out_features,), init=("uniform", fan_in ** -0.5)))
         return tuple(specs)
+
+    def grad_rule(self, attrs: LinearAttrs) -> GradRule:
+        return GradRule("grad_linear", ("x", "weight"), ("x", "weight", "bias"),
+                        (("has_bias", attrs.bias),), needs=True)
 
     def reference(self, attrs, xs, p, training):
         return F.linear(xs[0], p["weight"], p.get("bias"))

@@ -10,7 +10,7 @@ from ..errors import ShapeError
 from ..ir.shapes import Shape
 from . import arithmetic
 from .common import check_rank, spatial_of
-from .registry import Op, TensorInfo, register
+from .registry import GradRule, Op, TensorInfo, register
 from .signature import INT32_MAX, Arg, Bool, Int, Ints, Optional, Tensor
 
 
@@ -118,6 +118,12 @@ class MaxPool(Pool):
         )
         self._fn = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}[dims]
 
+    def grad_rule(self, attrs: MaxPoolAttrs) -> GradRule:
+        return GradRule("grad_max_pool", ("x",), ("x",), (
+            ("kernel_size", attrs.kernel_size), ("stride", attrs.stride),
+            ("padding", attrs.padding), ("dilation", attrs.dilation),
+            ("ceil_mode", attrs.ceil_mode)))
+
     def reference(self, attrs: MaxPoolAttrs, xs, p, training):
         return self._fn(
             xs[0], attrs.kernel_size, attrs.stride, attrs.padding, attrs.dilation,
@@ -153,6 +159,13 @@ class AvgPool(Pool):
                     help="PyTorch's avg_pool3d needs every input size to be at least the "
                     "window, whatever the padding: use a smaller window",
                 )
+
+    def grad_rule(self, attrs: AvgPoolAttrs) -> GradRule:
+        return GradRule("grad_avg_pool", ("x",), ("x",), (
+            ("kernel_size", attrs.kernel_size), ("stride", attrs.stride),
+            ("padding", attrs.padding), ("ceil_mode", attrs.ceil_mode),
+            ("count_include_pad", attrs.count_include_pad),
+            ("divisor_override", attrs.divisor_override)))
 
     def reference(self, attrs: AvgPoolAttrs, xs, p, training):
         x = xs[0]

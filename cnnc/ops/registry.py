@@ -123,12 +123,15 @@ class Op:
 
     # ------------------------------------------------------------ backward
     def derivative(self, attrs: Any, g: str, x: str, y: str) -> str | None:
-        """For elementwise ops: dL/dx as a Triton expression of the upstream gradient g and
-        the op's input x and/or output y (float32), or None."""
+        """For elementwise ops: a Triton expression of dL/dinput from the upstream gradient
+        `g`, the op's input `x` and output `y` (float32 values; it reads only the one
+        `derivative_uses` names), with PyTorch autograd's values at kinks and for NaN.
+        None: no derivative (yet)."""
         return None
 
     def derivative_uses(self, attrs: Any) -> str:
-        """"output" when `derivative` needs only y, else "input"."""
+        """What `derivative` reads besides g: "output" (y only, so the forward keeps its
+        output, which the next op may keep anyway) or "input" (x only)."""
         return "input"
 
     def grad_rule(self, attrs: Any) -> GradRule | None:

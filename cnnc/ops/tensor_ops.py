@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..errors import ShapeError
 from ..ir.shapes import Shape, multiply_dims, per_sample_numel
 from .common import LAYOUT, normalize_dim, spatial_of
-from .registry import Op, TensorInfo, register
+from .registry import GradRule, Op, TensorInfo, register
 from .signature import (
     INT64_MAX,
     Arg,
@@ -104,6 +104,9 @@ class Softmax(Op):
     def infer(self, attrs, inputs):
         normalize_dim(self.name, attrs.dim, len(inputs[0].shape), "dim")
         return inputs[0].shape
+
+    def grad_rule(self, attrs: SoftmaxAttrs) -> GradRule:
+        return GradRule(f"grad_{self.name}", ("y",), ("x",), (("dim", attrs.dim),))
 
     def reference(self, attrs, xs, p, training):
         return self._fn(xs[0], dim=attrs.dim)
@@ -225,6 +228,14 @@ class Upsample(Op):
             raise ShapeError(f"upsample() scale_factor {s!r} leaves no output from {x}",
                              arg="scale_factor")
         return n
+
+    def grad_rule(self, attrs: UpsampleAttrs) -> GradRule:
+        scale = attrs.scale_factor
+        if isinstance(scale, DefaultScale):
+            scale = 2 if attrs.size is None else None
+        return GradRule("grad_upsample", ("x",), ("x",), (
+            ("size", attrs.size), ("scale_factor", scale), ("mode", attrs.mode),
+            ("align_corners", attrs.align_corners)))
 
     def reference(self, attrs: UpsampleAttrs, xs, p, training):
         x = xs[0]

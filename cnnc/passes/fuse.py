@@ -111,7 +111,7 @@ class _Fuser:
             return f"{node.op} draws random numbers; it runs as a pointwise kernel"
         if node.shape != self.graph.node(value).shape:
             return "broadcasting makes the result larger than the kernel's output"
-        if self.differentiable and anchor.fusion != "epilogue":
+        if self.differentiable and step.kind != "pointwise":
             reason = self.differentiable_refusal(step, node)
             if reason is not None:
                 return reason

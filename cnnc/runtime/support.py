@@ -347,3 +347,11 @@ def add_grad(total, more):
     if more is None:
         return total
     return total + more
+
+
+def opaque_to_dynamo(fn):
+    """torch.compile runs a compiled network's forward as it is, between the graphs it
+    compiles around it: the forward launches cnnc's own kernels (under the interpreter,
+    Python that Dynamo cannot trace) and records its own autograd units."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return disable(fn) if disable is not None else fn

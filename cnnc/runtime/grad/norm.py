@@ -1,0 +1,250 @@
+"""Backward of batch norm, in training mode (batch statistics) and in eval mode.
+
+The input is read as a strided [rows, C] matrix, rows being (n, spatial...), the channel
+the tile's second axis, so a channels-last tensor (channel stride 1) is read in
+contiguous runs. With M rows per channel, xc = x - mean and xhat = xc * invstd:
+
+    dbias   = sum(dy)                   dweight = sum(dy * xhat) = invstd * sum(dy * xc)
+    train:  dx = weight * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))
+    eval:   dx = dy * weight * invstd,  invstd = 1 / sqrt(running_var + eps)
+
+all in float32. The forward need not keep its statistics: without `mean` a first pass
+sums x, without `invstd` the second pass also sums xc**2 (the biased variance, as the
+forward normalised with). Passes are programs of (block of channels, chunk of rows), each
+writing one float32 partial per channel and chunk (no atomics: the result is the same on
+every run); whoever needs a channel's sum adds its chunks' partials. The interpreter runs
+one chunk; a GPU splits the rows so that even a few channels fill it.
+
+Kernels: `_norm_sum_kernel` (pass 1: sum x; pass 2: sum dy, sum dy*xc and maybe sum
+xc**2), then `_norm_apply_kernel` (dx, and from its first chunk dweight and dbias).
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# ---- cnnc backward kernels (copied into generated files) ----
+_NORM_TILE = 16384 if INTERPRET else 2048  # elements of a [rows, channels] tile
+_NORM_CHANNELS = 256 if INTERPRET else 32  # channels of a tile, at most
+
+
+@triton.jit
+def _norm_rows(r, S2, S3, S4, s0, s2, s3, s4):
+    """Offsets of rows r = (n, d, h, w) of an [N, C, S2, S3, S4] tensor."""
+    w = r % S4
+    rest = r // S4
+    h = rest % S3
+    rest = rest // S3
+    d = rest % S2
+    n = rest // S2
+    return n * s0 + d * s2 + h * s3 + w * s4
+
+
+@triton.jit
+def _norm_chunks_sum(part_ptr, cs, cmask, C, CHUNKS):
+    """A channel's sum from its chunks' partials ([CHUNKS, C] float32)."""
+    acc = tl.load(part_ptr + cs, mask=cmask, other=0.0)
+    for k in range(1, CHUNKS):
+        acc += tl.load(part_ptr + k * C + cs, mask=cmask, other=0.0)
+    return acc
+
+
+@triton.jit
+def _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, M, MEAN_GIVEN: tl.constexpr):
+    if MEAN_GIVEN:
+        return tl.load(mean_ptr + cs, mask=cmask, other=0.0).to(tl.float32)
+    else:
+        return _norm_chunks_sum(p1_ptr, cs, cmask, C, CHUNKS) / M
+
+
+@triton.jit
+def _norm_invstd(invstd_ptr, p2_ptr, cs, cmask, C, CHUNKS, M, eps,
+                 INVSTD_FROM: tl.constexpr):
+    """0: the given invstd; 1: 1/sqrt(var + eps) of the given var; 2: of the batch."""
+    if INVSTD_FROM == 0:
+        return tl.load(invstd_ptr + cs, mask=cmask, other=1.0).to(tl.float32)
+    elif INVSTD_FROM == 1:
+        var = tl.load(invstd_ptr + cs, mask=cmask, other=1.0).to(tl.float32)
+        return 1.0 / tl.sqrt(var + eps)
+    else:
+        var = _norm_chunks_sum(p2_ptr + 2 * CHUNKS * C, cs, cmask, C, CHUNKS) / M
+        return 1.0 / tl.sqrt(var + eps)
+
+
+@triton.jit
+def _norm_sum_kernel(
+    x_ptr, dy_ptr, mean_ptr, p1_ptr, out_ptr, R, C, S2, S3, S4, ROWS_PER, CHUNKS,
+    sx0, sx1, sx2, sx3, sx4, sy0, sy1, sy2, sy3, sy4,
+    PASS: tl.constexpr, MEAN_GIVEN: tl.constexpr, VARIANCE: tl.constexpr,
+    READ_X: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Pass 1: out[chunk, c] = sum x. Pass 2: out[0|1|2, chunk, c] = sum dy, sum dy*xc,
+    sum xc**2 (the last only with VARIANCE; xc only with READ_X)."""
+    cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    chunk = tl.program_id(1)
+    cmask = cs < C
+    if PASS == 2:
+        mean = _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, R, MEAN_GIVEN)
+    s_a = tl.zeros((BLOCK_C,), tl.float32)
+    s_b = tl.zeros((BLOCK_C,), tl.float32)
+    s_c = tl.zeros((BLOCK_C,), tl.float32)
+    r_first = chunk * ROWS_PER
+    r_end = tl.minimum(r_first + ROWS_PER, R)
+    for r0 in range(r_first, r_end, BLOCK_R):
+        rs = r0 + tl.arange(0, BLOCK_R)
+        m = (rs < r_end)[:, None] & cmask[None, :]
+        if READ_X:
+            x_off = _norm_rows(rs, S2, S3, S4, sx0, sx2, sx3, sx4)[:, None] + cs[None, :] * sx1
+            x = tl.load(x_ptr + x_off, mask=m, other=0.0).to(tl.float32)
+        if PASS == 1:
+            s_a += tl.sum(x, axis=0)
+        else:
+            y_off = _norm_rows(rs, S2, S3, S4, sy0, sy2, sy3, sy4)[:, None] + cs[None, :] * sy1
+            dy = tl.load(dy_ptr + y_off, mask=m, other=0.0).to(tl.float32)
+            s_a += tl.sum(dy, axis=0)
+            if READ_X:
+                xc = tl.where(m, x - mean[None, :], 0.0)
+                s_b += tl.sum(dy * xc, axis=0)
+                if VARIANCE:
+                    s_c += tl.sum(xc * xc, axis=0)
+    tl.store(out_ptr + chunk * C + cs, s_a, mask=cmask)
+    if PASS == 2:
+        tl.store(out_ptr + (CHUNKS + chunk) * C + cs, s_b, mask=cmask)
+        if VARIANCE:
+            tl.store(out_ptr + (2 * CHUNKS + chunk) * C + cs, s_c, mask=cmask)
+
+
+@triton.jit
+def _norm_apply_kernel(
+    x_ptr, dy_ptr, w_ptr, mean_ptr, invstd_ptr, p1_ptr, p2_ptr, dx_ptr, dw_ptr, db_ptr,
+    R, C, S2, S3, S4, ROWS_PER, CHUNKS, eps,
+    sx0, sx1, sx2, sx3, sx4, sy0, sy1, sy2, sy3, sy4, sd0, sd1, sd2, sd3, sd4,
+    TRAIN: tl.constexpr, MEAN_GIVEN: tl.constexpr, INVSTD_FROM: tl.constexpr,
+    AFFINE: tl.constexpr, DX: tl.constexpr, DW: tl.constexpr, DB: tl.constexpr,
+    SUMS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    chunk = tl.program_id(1)
+    cmask = cs < C
+    invstd = _norm_invstd(invstd_ptr, p2_ptr, cs, cmask, C, CHUNKS, R, eps, INVSTD_FROM)
+    if SUMS:
+        sum_dy = _norm_chunks_sum(p2_ptr, cs, cmask, C, CHUNKS)
+        sum_dy_xhat = _norm_chunks_sum(p2_ptr + CHUNKS * C, cs, cmask, C, CHUNKS) * invstd
+    if chunk == 0:
+        if DW:
+            tl.store(dw_ptr + cs, sum_dy_xhat.to(dw_ptr.dtype.element_ty), mask=cmask)
+        if DB:
+            tl.store(db_ptr + cs, sum_dy.to(db_ptr.dtype.element_ty), mask=cmask)
+    if DX:
+        scale = invstd
+        if AFFINE:
+            scale = scale * tl.load(w_ptr + cs, mask=cmask, other=0.0).to(tl.float32)
+        if TRAIN:
+            mean = _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, R, MEAN_GIVEN)
+            scale = scale / R
+        r_first = chunk * ROWS_PER
+        r_end = tl.minimum(r_first + ROWS_PER, R)
+        for r0 in range(r_first, r_end, BLOCK_R):
+            rs = r0 + tl.arange(0, BLOCK_R)
+            m = (rs < r_end)[:, None] & cmask[None, :]
+            y_off = _norm_rows(rs, S2, S3, S4, sy0, sy2, sy3, sy4)[:, None] + cs[None, :] * sy1
+            dy = tl.load(dy_ptr + y_off, mask=m, other=0.0).to(tl.float32)
+            if TRAIN:
+                x_off = (_norm_rows(rs, S2, S3, S4, sx0, sx2, sx3, sx4)[:, None]
+                         + cs[None, :] * sx1)
+                x = tl.load(x_ptr + x_off, mask=m, other=0.0).to(tl.float32)
+                xhat = (x - mean[None, :]) * invstd[None, :]
+                dx = scale[None, :] * (R * dy - sum_dy[None, :]
+                                       - xhat * sum_dy_xhat[None, :])
+            else:
+                dx = dy * scale[None, :]
+            d_off = _norm_rows(rs, S2, S3, S4, sd0, sd2, sd3, sd4)[:, None] + cs[None, :] * sd1
+            tl.store(dx_ptr + d_off, dx.to(dx_ptr.dtype.element_ty), mask=m)
+
+
+def _norm_strides(t):
+    """Strides of an [N, C, *spatial] tensor as [N, C, D, H, W] (0 for absent dims)."""
+    s = t.stride()
+    return (s[0], s[1], *((0,) * (5 - t.dim())), *s[2:])
+
+
+def _norm_chunks(rows, block_r, c_blocks):
+    """How many chunks a channel's rows split into: on a GPU enough for ~1024 programs
+    even with few channels (at least 8 tiles each); the interpreter runs one."""
+    if INTERPRET:
+        return 1
+    return max(1, min(256, triton.cdiv(rows, block_r * 8), triton.cdiv(1024, c_blocks)))
+
+
+def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train):
+    if dy.dim() < 2 or dy.dim() > 5 or (x is not None and x.shape != dy.shape):
+        raise ValueError(f"batch norm gradient: dy {tuple(dy.shape)} and x "
+                         f"{None if x is None else tuple(x.shape)} must be one [N, C, ...] shape")
+    need_dx, need_dw, need_db = needs
+    affine = weight is not None
+    need_dw, need_db = need_dw and affine, need_db and affine
+    C = dy.shape[1]
+    R = dy.numel() // C if C else 0
+    spatial = (1,) * (5 - dy.dim()) + tuple(dy.shape[2:])
+    dx = torch.empty_like(dy if x is None else x) if need_dx else None
+    dw = torch.empty_like(weight) if need_dw else None
+    db = torch.empty_like(weight) if need_db else None
+    if not (need_dx or need_dw or need_db) or dy.numel() == 0:
+        for g in (dw, db):
+            if g is not None:
+                g.zero_()  # an empty batch: nothing to sum
+        return dx, dw, db
+    block_c = min(triton.next_power_of_2(C), _NORM_CHANNELS)
+    block_r = max(16, _NORM_TILE // block_c)
+    c_blocks = triton.cdiv(C, block_c)
+    chunks = _norm_chunks(R, block_r, c_blocks)
+    rows_per = triton.cdiv(max(R, 1), chunks)
+    chunks = triton.cdiv(max(R, 1), rows_per)
+    f32 = dict(dtype=torch.float32, device=dy.device)
+    mean_given = mean is not None
+    read_x = train or need_dw
+    variance = invstd_from == 2
+    xs = _norm_strides(x) if x is not None else (0,) * 5
+    common = (R, C, *spatial, rows_per, chunks)
+    p1 = p2 = torch.empty(1, **f32)
+    if read_x and not mean_given:
+        p1 = torch.empty((chunks, C), **f32)
+        _norm_sum_kernel[(c_blocks, chunks)](
+            x, dy, p1, p1, p1, *common, *xs, *_norm_strides(dy), PASS=1, MEAN_GIVEN=False,
+            VARIANCE=False, READ_X=True, BLOCK_R=block_r, BLOCK_C=block_c)
+    if train or need_dw or need_db:
+        p2 = torch.empty((3 if variance else 2, chunks, C), **f32)
+        _norm_sum_kernel[(c_blocks, chunks)](
+            x if read_x else dy, dy, mean if mean_given else p1, p1, p2, *common, *xs,
+            *_norm_strides(dy), PASS=2, MEAN_GIVEN=mean_given, VARIANCE=variance,
+            READ_X=read_x, BLOCK_R=block_r, BLOCK_C=block_c)
+    _norm_apply_kernel[(c_blocks, chunks if need_dx else 1)](
+        x if x is not None else dy, dy, weight if affine else p2, mean if mean_given else p1,
+        invstd if invstd is not None else p2, p1, p2, dx if need_dx else p2,
+        dw if need_dw else p2, db if need_db else p2, *common, eps, *xs, *_norm_strides(dy),
+        *(_norm_strides(dx) if need_dx else (0,) * 5), TRAIN=train, MEAN_GIVEN=mean_given,
+        INVSTD_FROM=invstd_from, AFFINE=affine, DX=need_dx, DW=need_dw, DB=need_db,
+        SUMS=train or need_dw or need_db, BLOCK_R=block_r, BLOCK_C=block_c)
+    return dx, dw, db
+
+
+def grad_batch_norm(dy, x, weight, *, eps, needs=(True, True, True), mean=None, invstd=None):
+    """(dx, dweight, dbias) of training-mode batch norm (batch statistics over every dim
+    but 1, biased variance). mean and invstd: the forward's per-channel statistics if it
+    kept them, else recomputed from x. weight None (affine=False): dweight, dbias None."""
+    return _norm_launch(dy, x, weight, mean, invstd, 0 if invstd is not None else 2, eps,
+                        needs, train=True)
+
+
+def grad_batch_norm_eval(dy, x, weight, running_mean, running_var, *, eps,
+                         needs=(True, True, True)):
+    """(dx, dweight, dbias) of eval-mode batch norm (running statistics are constants):
+    dx = dy * weight / sqrt(running_var + eps). x and running_mean serve dweight only
+    (either may be None when it is not needed)."""
+    need_dw = needs[1] and weight is not None
+    return _norm_launch(dy, x if need_dw else None, weight, running_mean if need_dw else None,
+                        running_var, 1, eps, needs, train=False)

@@ -1,0 +1,300 @@
+"""Backward of max/avg pools and adaptive max/avg pools, 1-3 spatial dims.
+
+Every launcher pads the spatial dims to three (D, H, W) with size-1 dims (stride 0,
+window 1), so one pair of kernels serves 1-, 2- and 3-d pools.
+
+The input gradient is a gather, never a scatter: one program takes a block of input
+elements (rows) and, per element, the few outputs whose windows can hold it (columns).
+Along a dim of stride s, dilation d and window k, input i lies in the windows of outputs
+o with o*s - p <= i <= o*s - p + (k-1)*d: at most (k-1)*d // s + 1 of them; an adaptive
+pool's output o covers floor(o*in/out) up to ceil((o+1)*in/out), so i lies in outputs
+floor(i*out/in) to ceil((i+1)*out/in) - 1. Each element's gradient is summed in float32
+in registers and stored once, in the input's dtype and memory format: no atomics, no
+zero-filled buffer, the same result on every run.
+
+- avg: dx[i] = sum over those outputs of dy[o] / divisor(o), with PyTorch's divisor
+  (divisor_override; else the window clipped to the padded input when count_include_pad,
+  to the input itself otherwise; an adaptive window's own size).
+- max: a first kernel recomputes each window's arg-max from x as PyTorch chooses it
+  (the first maximum in window order; a NaN wins, the last NaN in window order, since
+  PyTorch's `val > max || isnan(val)` replaces on every NaN; a window of -inf only gives
+  its first element) and stores the input position (flat over the spatial dims), one
+  int per output; the gather then takes dy[o] where o's arg-max is the element itself.
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# ---- cnnc backward kernels (copied into generated files) ----
+# Tiles: the interpreter pays per program and per operation, a GPU per register.
+_POOL_TILE = 16384 if INTERPRET else 1024  # elements of a [rows, columns] tile
+
+
+@triton.jit
+def _pool_window_start(o, I, O, S, P, ADAPTIVE: tl.constexpr):
+    """Where output o's window starts along a dim (before padding is clipped)."""
+    if ADAPTIVE:
+        return (o * I) // O
+    else:
+        return o * S - P
+
+
+@triton.jit
+def _pool_argmax_kernel(
+    x_ptr, am_ptr, M, C, ID, IH, IW, OD, OH, OW,
+    sx0, sx1, sx2, sx3, sx4,
+    SD, SH, SW, PD, PH, PW, DD, DH, DW,
+    KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, ADAPTIVE: tl.constexpr,
+    INDEX_64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """Rows: outputs (n, c, od, oh, ow); columns: offsets in the window (kd, kh, kw)."""
+    pid = tl.program_id(0)
+    if INDEX_64:
+        offs_m = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    else:
+        offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_mask = offs_m < M
+    ow = offs_m % OW
+    rest = offs_m // OW
+    oh = rest % OH
+    rest = rest // OH
+    od = rest % OD
+    rest = rest // OD
+    c = rest % C
+    n = rest // C
+    base = n * sx0 + c * sx1
+    start_d = _pool_window_start(od, ID, OD, SD, PD, ADAPTIVE)
+    start_h = _pool_window_start(oh, IH, OH, SH, PH, ADAPTIVE)
+    start_w = _pool_window_start(ow, IW, OW, SW, PW, ADAPTIVE)
+    if ADAPTIVE:
+        end_d = ((od + 1) * ID + OD - 1) // OD
+        end_h = ((oh + 1) * IH + OH - 1) // OH
+        end_w = ((ow + 1) * IW + OW - 1) // OW
+    best = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    NONE = KD * KH * KW  # no element yet (every window holds at least one)
+    best_k = tl.full((BLOCK_M,), NONE, tl.int32)
+    nan_k = tl.full((BLOCK_M,), -1, tl.int32)
+    for k0 in range(0, KD * KH * KW, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        kw = offs_k % KW
+        kh = (offs_k // KW) % KH
+        kd = offs_k // (KW * KH)
+        if ADAPTIVE:
+            i_d = start_d[:, None] + kd[None, :]
+            i_h = start_h[:, None] + kh[None, :]
+            i_w = start_w[:, None] + kw[None, :]
+            inside = (i_d < end_d[:, None]) & (i_h < end_h[:, None]) & (i_w < end_w[:, None])
+        else:
+            i_d = start_d[:, None] + kd[None, :] * DD
+            i_h = start_h[:, None] + kh[None, :] * DH
+            i_w = start_w[:, None] + kw[None, :] * DW
+            inside = ((i_d >= 0) & (i_d < ID) & (i_h >= 0) & (i_h < IH)
+                      & (i_w >= 0) & (i_w < IW))
+        valid = m_mask[:, None] & (offs_k < KD * KH * KW)[None, :] & inside
+        v = tl.load(x_ptr + base[:, None] + i_d * sx2 + i_h * sx3 + i_w * sx4,
+                    mask=valid, other=float("-inf")).to(tl.float32)
+        is_nan = valid & (v != v)
+        nan_k = tl.maximum(nan_k, tl.max(tl.where(is_nan, offs_k[None, :], -1), axis=1))
+        v = tl.where(valid & (v == v), v, float("-inf"))
+        top = tl.max(v, axis=1)
+        first = tl.min(tl.where(valid & (v == top[:, None]), offs_k[None, :], NONE), axis=1)
+        # A later chunk wins only with a larger value (ties keep the earlier position).
+        take = (first < NONE) & ((top > best) | (best_k == NONE))
+        best = tl.where(take, top, best)
+        best_k = tl.where(take, first, best_k)
+    k = tl.where(nan_k >= 0, nan_k, best_k)
+    kw = k % KW
+    kh = (k // KW) % KH
+    kd = k // (KW * KH)
+    if ADAPTIVE:
+        i_d = start_d + kd
+        i_h = start_h + kh
+        i_w = start_w + kw
+    else:
+        i_d = start_d + kd * DD
+        i_h = start_h + kh * DH
+        i_w = start_w + kw * DW
+    tl.store(am_ptr + offs_m, (i_d * IH + i_h) * IW + i_w, mask=m_mask)
+
+
+@triton.jit
+def _pool_candidates(i, I, O, S, P, K, DIL, ADAPTIVE: tl.constexpr):
+    """The first and last output whose window can hold input index i along a dim."""
+    if ADAPTIVE:
+        lo = (i * O) // I
+        hi = ((i + 1) * O + I - 1) // I - 1
+    else:
+        a = i + P - (K - 1) * DIL
+        lo = tl.where(a > 0, (a + S - 1) // S, 0)  # no division of a negative number
+        hi = tl.minimum((i + P) // S, O - 1)
+    return lo, hi
+
+
+@triton.jit
+def _pool_divisor_dim(o, I, O, S, P, K, ADAPTIVE: tl.constexpr, INCLUDE_PAD: tl.constexpr):
+    """Output o's window size along a dim, as PyTorch divides by it."""
+    if ADAPTIVE:
+        return ((o + 1) * I + O - 1) // O - (o * I) // O
+    else:
+        start = o * S - P
+        end = tl.minimum(start + K, I + P)
+        if INCLUDE_PAD:
+            return end - start
+        else:
+            return tl.minimum(end, I) - tl.maximum(start, 0)
+
+
+@triton.jit
+def _pool_gather_kernel(
+    dy_ptr, am_ptr, dx_ptr, TOTAL, C, ID, IH, IW, OD, OH, OW,
+    sdy0, sdy1, sdy2, sdy3, sdy4, sdx0, sdx1, sdx2, sdx3, sdx4,
+    SD, SH, SW, PD, PH, PW, KD, KH, KW, DD, DH, DW, DIVISOR,
+    IS_MAX: tl.constexpr, ADAPTIVE: tl.constexpr, INCLUDE_PAD: tl.constexpr,
+    OVERRIDE: tl.constexpr, CD: tl.constexpr, CH: tl.constexpr, CW: tl.constexpr,
+    CAND: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Rows: input elements (n, c, id, ih, iw); columns: candidate outputs (jd, jh, jw)."""
+    pid = tl.program_id(0)
+    if INDEX_64:
+        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    else:
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < TOTAL
+    iw = offs % IW
+    rest = offs // IW
+    ih = rest % IH
+    rest = rest // IH
+    i_d = rest % ID
+    rest = rest // ID
+    c = rest % C
+    n = rest // C
+    lo_d, hi_d = _pool_candidates(i_d, ID, OD, SD, PD, KD, DD, ADAPTIVE)
+    lo_h, hi_h = _pool_candidates(ih, IH, OH, SH, PH, KH, DH, ADAPTIVE)
+    lo_w, hi_w = _pool_candidates(iw, IW, OW, SW, PW, KW, DW, ADAPTIVE)
+    j = tl.arange(0, CAND)
+    od = lo_d[:, None] + (j // (CH * CW))[None, :]
+    oh = lo_h[:, None] + ((j // CW) % CH)[None, :]
+    ow = lo_w[:, None] + (j % CW)[None, :]
+    valid = (mask[:, None] & (j < CD * CH * CW)[None, :] & (od <= hi_d[:, None])
+             & (oh <= hi_h[:, None]) & (ow <= hi_w[:, None]))
+    g = tl.load(dy_ptr + (n * sdy0 + c * sdy1)[:, None] + od * sdy2 + oh * sdy3 + ow * sdy4,
+                mask=valid, other=0.0).to(tl.float32)
+    if IS_MAX:
+        flat_o = (((n * C + c)[:, None] * OD + od) * OH + oh) * OW + ow
+        am = tl.load(am_ptr + flat_o, mask=valid, other=-1)
+        hit = valid & (am == ((i_d * IH + ih) * IW + iw)[:, None])
+        acc = tl.sum(tl.where(hit, g, 0.0), axis=1)
+    else:
+        if OVERRIDE:
+            div = DIVISOR * 1.0
+        else:
+            div = (_pool_divisor_dim(od, ID, OD, SD, PD, KD, ADAPTIVE, INCLUDE_PAD)
+                   * _pool_divisor_dim(oh, IH, OH, SH, PH, KH, ADAPTIVE, INCLUDE_PAD)
+                   * _pool_divisor_dim(ow, IW, OW, SW, PW, KW, ADAPTIVE, INCLUDE_PAD)
+                   ).to(tl.float32)
+        acc = tl.sum(tl.where(valid, g / div, 0.0), axis=1)
+    dx_off = n * sdx0 + c * sdx1 + i_d * sdx2 + ih * sdx3 + iw * sdx4
+    tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def _pool_dims(values, rank, fill):
+    """A per-spatial-dim tuple padded in front to three dims (D, H, W)."""
+    values = tuple(values) if isinstance(values, (tuple, list)) else (values,) * (rank - 2)
+    return (fill,) * (5 - rank) + values
+
+
+def _pool_strides(t):
+    """Strides of an [N, C, *spatial] tensor as [N, C, D, H, W] (0 for padded dims)."""
+    s = t.stride()
+    return (s[0], s[1], *((0,) * (5 - t.dim())), *s[2:])
+
+
+def _pool_sizes(t):
+    return (1,) * (5 - t.dim()) + tuple(t.shape[2:])
+
+
+def _pool_pow2(n):
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _pool_adaptive_reach(size, out):
+    """The most outputs an input index of a dim lies in (adaptive windows)."""
+    return max(-((-(i + 1) * out) // size) - (i * out) // size for i in range(size))
+
+
+def _pool_launch(dy, x, window, stride, padding, dilation, *, is_max, adaptive,
+                 include_pad=True, divisor=None):
+    if x.dim() not in (3, 4, 5) or dy.dim() != x.dim() or dy.shape[:2] != x.shape[:2]:
+        raise ValueError(f"pool gradient: dy {tuple(dy.shape)} does not fit x {tuple(x.shape)}")
+    N, C = x.shape[:2]
+    isz, osz = _pool_sizes(x), _pool_sizes(dy)
+    dx = torch.empty_like(x)
+    if x.numel() == 0:
+        return dx
+    if dy.numel() == 0:
+        return dx.zero_()
+    index_64 = max(x.numel(), dy.numel()) >= 2**31
+    am = dx  # unused unless is_max
+    if is_max:
+        am = torch.empty(dy.shape, dtype=torch.int64 if index_64 else torch.int32,
+                         device=x.device)
+        M = dy.numel()
+        block_k = min(_pool_pow2(window[0] * window[1] * window[2]), 256)
+        block_m = max(16, _POOL_TILE // block_k)
+        _pool_argmax_kernel[(triton.cdiv(M, block_m),)](
+            x, am, M, C, *isz, *osz, *_pool_strides(x), *stride, *padding, *dilation,
+            *window, ADAPTIVE=adaptive, INDEX_64=index_64, BLOCK_M=block_m, BLOCK_K=block_k)
+    if adaptive:
+        reach = [_pool_adaptive_reach(i, o) for i, o in zip(isz, osz)]
+    else:
+        reach = [(k - 1) * d // s + 1 for k, d, s in zip(window, dilation, stride)]
+    cand = _pool_pow2(reach[0] * reach[1] * reach[2])
+    block = max(16, _pool_pow2(_POOL_TILE // cand) // 2)
+    total = x.numel()
+    _pool_gather_kernel[(triton.cdiv(total, block),)](
+        dy, am, dx, total, C, *isz, *osz, *_pool_strides(dy), *_pool_strides(dx),
+        *stride, *padding, *window, *dilation, divisor or 1,
+        IS_MAX=is_max, ADAPTIVE=adaptive, INCLUDE_PAD=bool(include_pad),
+        OVERRIDE=divisor is not None, CD=reach[0], CH=reach[1], CW=reach[2], CAND=cand,
+        INDEX_64=index_64, BLOCK=block)
+    return dx
+
+
+def grad_max_pool(dy, x, *, kernel_size, stride, padding, dilation, ceil_mode):
+    """dx of max_pool1/2/3d (ceil_mode shows in dy's shape)."""
+    r = x.dim()
+    return _pool_launch(dy, x, _pool_dims(kernel_size, r, 1), _pool_dims(stride, r, 1),
+                        _pool_dims(padding, r, 0), _pool_dims(dilation, r, 1),
+                        is_max=True, adaptive=False)
+
+
+def grad_avg_pool(dy, x, *, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                  divisor_override):
+    """dx of avg_pool1/2/3d (x gives the shape, strides and dtype; its values are unused)."""
+    r = x.dim()
+    return _pool_launch(dy, x, _pool_dims(kernel_size, r, 1), _pool_dims(stride, r, 1),
+                        _pool_dims(padding, r, 0), (1, 1, 1), is_max=False, adaptive=False,
+                        include_pad=count_include_pad, divisor=divisor_override)
+
+
+def _pool_adaptive_window(x, dy):
+    """The longest adaptive window of each dim, padded to three dims."""
+    return tuple(max(-((-(o + 1) * i) // n) - (o * i) // n for o in range(n))
+                 for i, n in zip(_pool_sizes(x), _pool_sizes(dy)))
+
+
+def grad_adaptive_avg_pool(dy, x, *, output_size):
+    """dx of adaptive_avg_pool1/2/3d (dy's shape gives the resolved output size)."""
+    return _pool_launch(dy, x, _pool_adaptive_window(x, dy), (1, 1, 1), (0, 0, 0), (1, 1, 1),
+                        is_max=False, adaptive=True)
+
+
+def grad_adaptive_max_pool(dy, x, *, output_size):
+    """dx of adaptive_max_pool1/2/3d, the arg-max recomputed from x."""
+    return _pool_launch(dy, x, _pool_adaptive_window(x, dy), (1, 1, 1), (0, 0, 0), (1, 1, 1),
+                        is_max=True, adaptive=True)
