@@ -16,7 +16,8 @@ Kernels per step count one forward + backward (the SGD step's few foreach kernel
 loss are the same for everyone and left out): on a GPU, the CUDA kernels torch.profiler
 sees; on a CPU, cnnc's Triton launches and eager's ATen compute ops (a TorchDispatchMode;
 cnnc/report/training.py). Saved MiB is what autograd keeps for the backward, over unique
-storages. Peak MiB is torch.cuda.max_memory_allocated over a step (GPU only).
+storages. Peak MiB is what a step allocates at its peak (torch.cuda.max_memory_allocated)
+above the weights and the optimiser's state (GPU only).
 
 On a GPU the results also go to bench/results/train-<date>.json with the device, the
 versions, the date and the command. On a CPU cnnc's kernels run in Triton's interpreter:
@@ -70,25 +71,34 @@ class Variant:
 
 
 def cuda_kernels(variant: Variant) -> int:
-    """CUDA kernels of one forward + backward, as torch.profiler records them."""
+    """CUDA kernels of one forward + backward, as torch.profiler records them; the loss (a
+    sum) and its gradient are made between the two, as cnnc/report/training.py does."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
+    def launched(fn) -> tuple[object, int]:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            result = fn()
+            torch.cuda.synchronize()
+        return result, sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA
+                           and not e.name.startswith(("Memcpy", "Memset")))
+
     variant.optimizer.zero_grad(set_to_none=True)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        variant.forward_backward()
-        torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-               and not e.name.startswith(("Memcpy", "Memset"))]
-    # the loss and its gradient are not the network's: leave out cross-entropy's kernels
-    return sum(1 for e in kernels if "nll_loss" not in e.name and "softmax" not in e.name)
+    out, forward = launched(lambda: variant.module(variant.x))
+    grad = torch.ones_like(out)
+    _, backward = launched(lambda: out.backward(grad))
+    return forward + backward
 
 
 def peak_mib(variant: Variant) -> float:
+    """What one step allocates at its peak above the weights and the optimiser's state."""
+    variant.optimizer.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     variant.step()
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / MiB
+    return (torch.cuda.max_memory_allocated() - before) / MiB
 
 
 def measure(source, network, batch, size, dtype, device, repeat, use_compile) -> dict:
@@ -128,7 +138,7 @@ def _cell(value, fmt: str) -> str:
 
 def print_row(row: dict) -> None:
     def ratio(key):
-        return _cell(row[key] / row["cnnc_ms"] if row[key] else None, ".2f")
+        return _cell(row[key] / row["cnnc_ms"] if row[key] else None, ".3g")
 
     print(f"{row['network']:9} {row['batch']:>5} {row['input']:>5} {row['dtype']:8} "
           f"{row['precision']:4} {_cell(row['cnnc_ms'], '.2f'):>10} "
@@ -146,8 +156,8 @@ HEADER = (f"{'network':9} {'batch':>5} {'px':>5} {'dtype':8} {'prec':4} {'cnnc m
           f"{'k cnnc':>6} {'k eagr':>6} {'k compl':>7} {'sv cnnc':>8} {'sv eagr':>8} "
           f"{'pk cnnc':>6} {'pk eagr':>6} {'pk compl':>7}")
 LEGEND = ("k: kernels of one forward + backward (GPU: CUDA kernels; CPU: cnnc's Triton "
-          "launches, eager's ATen compute ops); sv: MiB saved for backward; pk: peak MiB "
-          "of a step (GPU); x: how many times faster cnnc is")
+          "launches, eager's ATen compute ops); sv: MiB saved for backward; pk: a step's "
+          "peak MiB above weights and optimiser state (GPU); x: how many times faster cnnc is")
 
 
 def main(argv: list[str] | None = None) -> None:
