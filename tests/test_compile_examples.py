@@ -16,10 +16,15 @@ import cnnc
 from cnnc.frontend import load_program
 
 from compile_helpers import assert_same, inputs_for, pair
+from test_examples_more import needs_kernels_mark
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.cnn"))
-REDUCED = {"AlexNet": 64, "VGG16": 32, "ResNet18": 32, "ResNet50": 32, "MobileNetV2": 32}
+REDUCED = {"AlexNet": 64, "VGG16": 32, "ResNet18": 32, "ResNet50": 32, "MobileNetV2": 32,
+           "EfficientNetB0": 32, "MobileNetV3Small": 32, "DenseNet121": 32,
+           "ShuffleNetV2_x0_5": 32, "ShuffleNetV2_x1_0": 32, "UNet": 16, "UNetTransposed": 16}
+# DenseNet121 compiles to ~240 kernels; test_examples_more.py runs it compiled (batch 1)
+SLOW = ("VGG16", "ResNet50", "AlexNet", "DenseNet121")
 
 
 def reduced_source(path: Path, network: str) -> str:
@@ -27,13 +32,14 @@ def reduced_source(path: Path, network: str) -> str:
     size = REDUCED.get(network)
     if size is None:
         return text
-    return re.sub(r"(input \w+: \[N, 3, )224, 224\]", rf"\g<1>{size}, {size}]", text)
+    return re.sub(r"(input \w+: \[N, 3, )\d+, \d+\]", rf"\g<1>{size}, {size}]", text)
 
 
 def _cases():
     for path in EXAMPLES:
         for net in load_program(path).networks:
-            marks = [pytest.mark.slow] if net.name in ("VGG16", "ResNet50", "AlexNet") else []
+            marks = [pytest.mark.slow] if net.name in SLOW else []
+            marks += needs_kernels_mark(net.name)
             yield pytest.param(path, net.name, marks=marks, id=f"{path.stem}:{net.name}")
 
 

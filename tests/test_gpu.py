@@ -12,6 +12,7 @@ import cnnc
 from cnnc.frontend import load_program
 
 from compile_helpers import randomize_buffers
+from test_examples_more import needs_kernels_mark
 
 pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,8 @@ TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
 def _cases():
     for path in EXAMPLES:
         for net in load_program(path).networks:
-            yield pytest.param(path, net.name, id=f"{path.stem}:{net.name}")
+            yield pytest.param(path, net.name, marks=needs_kernels_mark(net.name),
+                               id=f"{path.stem}:{net.name}")
 
 
 def _relative_error(got, expected) -> float:

@@ -8,12 +8,12 @@ import importlib.util
 import itertools
 import math
 
-import cnnc  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cnnc  # noqa: F401  (sets TRITON_INTERPRET before triton is imported)
 from cnnc.codegen.helpers import JIT
 from cnnc.ops import OPS
 from cnnc.ops.activations import Activation, EluAttrs, GeluAttrs, LeakyReluAttrs

@@ -59,24 +59,6 @@ CNN_EXAMPLES = {
 }
 
 
-# Keys where LANGUAGE.md's naming cannot spell torchvision's name. Rule 1 names a
-# chain with exactly one layer that has parameters NAME.<param>, never
-# NAME.<i>.<param>, and MobileNetV2's classifier is nn.Sequential(Dropout, Linear):
-# torchvision's classifier.1.weight is classifier.weight in examples/mobilenet_v2.cnn.
-CNN_KEY_RENAMES: dict[str, dict[str, str]] = {
-    "mobilenet_v2": {
-        "classifier.1.weight": "classifier.weight",
-        "classifier.1.bias": "classifier.bias",
-    },
-}
-
-
-def cnn_state_dict(name: str, model: nn.Module) -> dict[str, Tensor]:
-    """``model.state_dict()`` with its keys renamed to those of the .cnn example."""
-    renames = CNN_KEY_RENAMES.get(name, {})
-    return {renames.get(key, key): value for key, value in model.state_dict().items()}
-
-
 # --------------------------------------------------------------------------
 # LeNet-5: attribute names follow the statement names of examples/lenet5.cnn
 # --------------------------------------------------------------------------

@@ -154,7 +154,8 @@ def _emit_forward_function(src: Source, graph: Graph, group: Group, layout: str)
         src.line(f"{group.forward.launcher}({', '.join(['out', *call])})")
         saved = [s if s != "y" else "out" for s in _saved(graph, group)]
         tup = "(" + ", ".join(saved) + ("," if len(saved) == 1 else "") + ")"
-        src.line(f"return out, {tup}, {'state' if dropout else 'None'}")
+        shapes = "(" + "".join(f"{a}.shape, " for a in args) + ")"
+        src.line(f"return out, {tup}, ({shapes}, {'state' if dropout else 'None'})")
 
 
 def _emit_backward_function(src: Source, graph: Graph, group: Group, layout: str) -> None:
@@ -211,18 +212,18 @@ def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) ->
                                              ("value", r))))
         args = ["g_anchor", "g", *reads, *buffers]
         if chain.seed:  # the forward's seed, drawn again from the generator's saved state
-            src.line("seed = replayed_seed(state)")
+            src.line("seed = replayed_seed(state[1])")
             args.append("seed")
         src.line(f"{chain.kernel.launcher}({', '.join(args)})")
         for k, key in enumerate(chain.outputs):
-            if isinstance(key, tuple):  # (batch norm node, leaf): per-channel sums
-                bn, leaf = key
-                j = _ref_index(group, ("param", _param(graph.node(bn), leaf)))
+            if isinstance(key, tuple):  # (node, leaf): per-channel (or one) sums
+                owner, leaf = key
+                j = _ref_index(group, ("param", _param(graph.node(owner), leaf)))
                 if j is not None:
-                    rank = len(graph.node(kernel.output).shape)
+                    shape = _sum_shape(graph, owner, leaf, kernel)
                     src.line(f"if needs[{j}]:")
-                    src.line(f"    d[{j}] = grad_sum_to(buf{k}, {_channel_shape(graph, bn, rank)})"
-                             f".reshape({_var(j)}.shape).to({_var(j)}.dtype)")
+                    src.line(f"    d[{j}] = grad_sum_to(buf{k}, {shape})"
+                             f".reshape(state[0][{j}]).to(g.dtype)")
             else:
                 j = _ref_index(group, ("value", key))
                 if j is not None:
@@ -235,14 +236,19 @@ def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) ->
     _emit_anchor_backward(src, graph, group, anchor, op)
 
 
-def _channel_shape(graph: Graph, bn: int, rank: int) -> str:
-    channels = graph.node(bn).shape[1]
-    return "(1, " + str(channels) + ", 1" * (rank - 2) + ")" if rank > 1 else f"({channels},)"
+def _sum_shape(graph: Graph, owner: int, leaf: str, kernel: Kernel) -> str:
+    """The shape a parameter's per-element gradient sums to: its channels along dim 1
+    (a batch norm's weight, a prelu's slopes), or one value."""
+    rank = len(graph.node(kernel.output).shape)
+    spec = next(s for s in graph.node(owner).params if s.name == leaf)
+    if spec.shape == (1,) or rank < 2:
+        return "(" + "1, " * rank + ")"
+    return "(1, " + str(spec.shape[0]) + ", 1" * (rank - 2) + ")"
 
 
 def _accumulate(src: Source, j: int, grad: str) -> None:
     src.line(f"if needs[{j}]:")
-    src.line(f"    d[{j}] = add_grad(d[{j}], grad_sum_to({grad}, {_var(j)}.shape))")
+    src.line(f"    d[{j}] = add_grad(d[{j}], grad_sum_to({grad}, state[0][{j}]))")
 
 
 def _emit_anchor_backward(src: Source, graph: Graph, group: Group, anchor, op) -> None:
@@ -313,6 +319,10 @@ def emit_grad_method(src: Source, mode: str, plan: Plan, groups: list[Group], va
                 if step.kind == "reshape":
                     src.line(f"{name} = {values.names[node.inputs[0]]}.reshape("
                              f"{values.shape(node.id)})")
+                elif step.kind == "strided":  # permute, transpose, chunk, split: torch views
+                    source = graph.node(node.inputs[0])
+                    src.line(f"{name} = " + OPS[node.op].view_expr(
+                        node.attrs, values.names[source.id], source.shape))
                 else:
                     parts = ", ".join(values.names[i] for i in node.inputs)
                     src.line(f"{name} = torch.cat([{parts}], {node.attrs.dim})")

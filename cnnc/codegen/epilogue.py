@@ -72,12 +72,32 @@ class Affine:
 
 
 @dataclass
+class Slope:
+    """An op with a learned slope per channel or a single one (prelu, `channel_slope`):
+    kernel parameter `{name}_ptr`, read at the channel index, or at 0 for one slope."""
+
+    name: str
+    node: int
+    per_channel: bool
+
+    def params(self) -> list[str]:
+        return [f"{self.name}_ptr"]
+
+    def load(self, index: Callable[[int], str], mask: str) -> str:
+        if not self.per_channel:
+            return f"{self.name} = tl.load({self.name}_ptr).to(tl.float32)"
+        return (f"{self.name} = tl.load({self.name}_ptr + {index(1)}, mask={mask}, "
+                "other=0.0).to(tl.float32)")
+
+
+@dataclass
 class Epilogue:
     graph: Graph
     nodes: list[int]
     start: int  # the node whose value `acc` holds when the epilogue begins
     operands: list[Operand] = field(default_factory=list)
     affines: list[Affine] = field(default_factory=list)
+    slopes: list[Slope] = field(default_factory=list)
     uses_tanh: bool = False
 
     def __post_init__(self):
@@ -90,6 +110,11 @@ class Epilogue:
                 leaves = [s.name for s in node.params if s.name in BATCH_NORM_LEAVES]
                 self.affines.append(Affine(f"bn{len(self.affines)}", node_id, leaves,
                                            node.attrs.eps))
+            slope = getattr(OPS[node.op], "channel_slope", None)
+            if slope is not None:
+                spec = next(s for s in node.params if s.name == slope)
+                self.slopes.append(Slope(f"pw{len(self.slopes)}", node_id,
+                                         spec.shape != (1,)))
             for i in self._operand_inputs(node, value):
                 if i not in [o.node for o in self.operands]:
                     self.operands.append(Operand(f"r{len(self.operands)}", i, out_rank))
@@ -103,7 +128,7 @@ class Epilogue:
 
     def params(self) -> list[str]:
         out: list[str] = []
-        for item in (*self.operands, *self.affines):
+        for item in (*self.operands, *self.affines, *self.slopes):
             out += item.params()
         return out
 
@@ -156,6 +181,10 @@ class Epilogue:
                 code.append(f"keep = tl.rand(seed, {random_offsets}) >= {number(float(p))}")
                 # A product, as in PyTorch: a dropped NaN or inf gives NaN, not 0.
                 code.append(f"{acc} = {acc} * tl.where(keep, {number(scale)}, 0.0)")
+            elif any(s.node == node_id for s in self.slopes):
+                slope = next(s for s in self.slopes if s.node == node_id)
+                code.append(slope.load(index, mask))
+                code.append(f"{acc} = {OPS[node.op].triton_expr(node.attrs, acc, slope.name)}")
             else:
                 expr = OPS[node.op].triton_expr(node.attrs, acc)
                 self.uses_tanh |= "_cnnc_tanh" in expr
@@ -179,6 +208,10 @@ def epilogue_refs(epi: Epilogue) -> list[tuple[str, str, object]]:
         bn = epi.graph.node(affine.node)
         names = {spec.name: bn.param_name(spec) for spec in bn.params}
         refs += [(f"{affine.name}_{leaf}", "param", names[leaf]) for leaf in affine.leaves]
+    for slope in epi.slopes:
+        node = epi.graph.node(slope.node)
+        spec = next(s for s in node.params if s.name == OPS[node.op].channel_slope)
+        refs.append((slope.name, "param", node.param_name(spec)))
     return refs
 
 
@@ -192,4 +225,7 @@ def epilogue_arguments(epi: Epilogue) -> tuple[list[str], list[str]]:
         names = [f"{affine.name}_{leaf}" for leaf in affine.leaves]
         params += names
         call += names
+    for slope in epi.slopes:
+        params.append(slope.name)
+        call.append(slope.name)
     return params, call

@@ -23,7 +23,7 @@ from ..ir.shapes import Sym
 from ..passes.plan import Kernel, Plan, View
 from ..runtime import support, tuner
 from ..runtime.inputs import input_specs, parameter_specs
-from . import backward, helpers
+from . import backward, helpers, views
 from .kernel import EmitContext, EmittedKernel, safe_file_name
 from .source import Source, number, python_name, shown, text_literal
 from .templates import TEMPLATES
@@ -245,10 +245,14 @@ def _launch_table(graph: Graph, plan: Plan, emitted: list[EmittedKernel]) -> lis
     for step in plan.steps:
         if isinstance(step, Kernel):
             rows.append(row(code_of[id(step)].name, [graph.node(n) for n in step.nodes]))
+        elif step.kind == "reshape" and views.reshape_copies(graph, plan, step.node,
+                                                             _read_flat(graph, plan)):
+            rows.append(row("copy_into", [graph.node(step.node)]))
         elif step.kind == "concat":
             concat = graph.node(step.node)
-            for value in concat.inputs:
-                if in_place.get(value, (None,))[0] != concat.id:
+            for position, value in enumerate(concat.inputs):
+                if in_place.get(value, (None,))[0] != concat.id \
+                        or concat.inputs.index(value) != position:
                     rows.append(row("copy_into", [concat]))
     return rows
 
@@ -299,13 +303,18 @@ def _emit_class(src: Source, graph: Graph, name: str, plans: dict, groups: dict)
         src.line("")
         src.line("@property")
         with src.indent("def plan(self):"):
-            src.line('"""The kernel launches of one forward pass in the current mode (with '
-                     'grad enabled and')
-            src.line('parameters that require grad: the differentiable forward)."""')
-            if groups:
-                with src.indent("if needs_graph((), current_tensors(self._slots)):"):
-                    src.line("return PLAN_GRAD_TRAIN if self.training else PLAN_GRAD_EVAL")
+            src.line('"""The kernel launches of one forward pass in the current mode, as under '
+                     'no_grad."""')
             src.line("return PLAN_TRAIN if self.training else PLAN_EVAL")
+        src.line("")
+        src.line("@property")
+        with src.indent("def grad_plan(self):"):
+            src.line('"""The launches of a forward that records an autograd graph (grad '
+                     'enabled, some')
+            src.line('parameter or input requiring grad): it fuses only what its backward '
+                     'can differentiate."""')
+            src.line("return PLAN_GRAD_TRAIN if self.training else PLAN_GRAD_EVAL" if groups
+                     else "return self.plan")
         src.line("")
         src.line("@property")
         with src.indent("def backward_plan(self):"):
@@ -443,6 +452,7 @@ class _Values:
         for node in graph.input_nodes():
             self.names[node.id] = input_variable(node.attrs.name)
         self.in_place = in_place_concat_inputs(graph, plan) if plan is not None else {}
+        self.shuffled = views.shuffled_concats(graph, plan)
 
     def dim(self, node_id: int, index: int) -> str:
         """One dim of a node's shape: a number, or (batch-dependent) a run-time expression."""
@@ -473,9 +483,8 @@ class _Values:
         name = f"v{node_id}"
         if node_id in self.in_place:
             concat, dim, offset = self.in_place[node_id]
-            parent = self.allocate(concat)
-            size = self.graph.node(node_id).shape[dim]
-            self.src.line(f"{name} = {parent}.narrow({dim}, {offset}, {size})")
+            position = self.graph.node(concat).inputs.index(node_id)  # in place: once
+            self.src.line(f"{name} = {views.piece(self, concat, position)}")
         else:
             rank = len(self.graph.node(node_id).shape)
             layout = ""
@@ -544,18 +553,23 @@ def _emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
 
 def _emit_view(src: Source, graph: Graph, step: View, values: _Values) -> None:
     node = graph.node(step.node)
+    if step.kind == "strided":  # permute, transpose, a chunk or split result: torch's view
+        return views.emit_strided(src, graph, node.id, values)
     if step.kind == "reshape":
         source = values.names[node.inputs[0]]
+        if views.reshape_copies(graph, values.plan, node.id, _read_flat(graph, values.plan)):
+            source = views.emit_reshape_copy(src, graph, node.id, values)
         name = f"v{node.id}"
         src.line(f"{name} = {source}.reshape({values.shape(node.id)})")
         values.names[node.id] = name
         return
-    out = values.allocate(node.id)
-    dim = node.attrs.dim % len(node.shape)
-    offset = "0"
-    for value in node.inputs:
-        size_text = values.dim(value, dim)
-        if values.in_place.get(value, (None,))[0] != node.id:
-            src.line(f"copy_into({out}.narrow({dim}, {offset}, {size_text}), "
+    if step.kind == "shuffle":  # its concat's inputs were written into its slices
+        values.allocate(node.id)
+        return
+    if node.id not in values.shuffled:
+        values.allocate(node.id)
+    for position, value in enumerate(node.inputs):
+        if values.in_place.get(value, (None,))[0] != node.id \
+                or node.inputs.index(value) != position:
+            src.line(f"copy_into({views.piece(values, node.id, position)}, "
                      f"{values.names[value]})")
-        offset = f"{offset} + {size_text}" if offset != "0" else size_text

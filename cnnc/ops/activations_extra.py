@@ -80,6 +80,8 @@ class PReLU(Op):
 
     name = "prelu"
     attrs_type = PReLUAttrs
+    fusion = "epilogue"  # fused like an activation; the epilogue loads its slope
+    channel_slope = "weight"  # the parameter the epilogue reads at the channel index
     signature = (
         Arg("input", Tensor()),
         Arg("num_parameters", Int(1), 1),
@@ -101,6 +103,16 @@ class PReLU(Op):
 
     def params(self, attrs: PReLUAttrs, inputs) -> tuple[ParamSpec, ...]:
         return (ParamSpec("weight", (attrs.num_parameters,), init=("fill", attrs.init)),)
+
+    def triton_expr(self, attrs: PReLUAttrs, x: str, slope: str = "slope") -> str:
+        # ATen's x > 0 ? x : w * x (NaN takes the product and stays NaN).
+        return f"tl.where({x} > 0.0, {x}, {slope} * {x})"
+
+    def slope_derivatives(self, attrs: PReLUAttrs, g: str, x: str, slope: str) -> tuple:
+        """(dL/dx, dL/dslope per element) as Triton expressions: PyTorch's, x = 0 on the
+        slope's side (its gradient takes x there, which is 0)."""
+        return (f"tl.where({x} > 0, {g}, {slope} * {g})",
+                f"tl.where({x} > 0, 0.0, {x} * {g})")
 
     def reference(self, attrs: PReLUAttrs, xs, p, training):
         return F.prelu(xs[0], p["weight"])

@@ -1,7 +1,8 @@
 """layer_norm and group_norm: per-sample statistics, as nn.LayerNorm and nn.GroupNorm.
 
 Unlike batch_norm they never mix batch items, so they compute the same in training and
-evaluation, and have no running buffers.
+evaluation, and have no running buffers. Both run as the "norm" kernel (one program per
+row of statistics), with the following elementwise chain in its epilogue.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..ir.graph import ParamSpec
 from ..ir.shapes import Shape, Sym, format_shape
 from ..ir.values import tuple_text
 from .common import channels_of
-from .registry import Op, TensorInfo, register
+from .registry import GradRule, Op, TensorInfo, register
 from .signature import Arg, Bool, Float, Int, Tensor
 from .size_kinds import Sizes
 
@@ -46,6 +47,9 @@ def _affine_params(shape: tuple[int, ...]) -> tuple[ParamSpec, ...]:
 
 class LayerNorm(Op):
     name = "layer_norm"
+    fusion = "anchor"
+    template = "norm"
+    epilogue_slot = True
     attrs_type = LayerNormAttrs
     signature = (
         Arg("input", Tensor()),
@@ -82,6 +86,10 @@ class LayerNorm(Op):
     def params(self, attrs: LayerNormAttrs, inputs) -> tuple[ParamSpec, ...]:
         return _affine_params(attrs.normalized_shape) if attrs.elementwise_affine else ()
 
+    def grad_rule(self, attrs: LayerNormAttrs) -> GradRule:
+        return GradRule("grad_layer_norm", ("x", "weight"), ("x", "weight", "bias"), (
+            ("normalized_shape", attrs.normalized_shape), ("eps", attrs.eps)), needs=True)
+
     def reference(self, attrs: LayerNormAttrs, xs, p, training):
         return F.layer_norm(xs[0], attrs.normalized_shape, p.get("weight"), p.get("bias"),
                             attrs.eps)
@@ -101,6 +109,9 @@ class LayerNorm(Op):
 
 class GroupNorm(Op):
     name = "group_norm"
+    fusion = "anchor"
+    template = "norm"
+    epilogue_slot = True
     attrs_type = GroupNormAttrs
     signature = (
         Arg("input", Tensor()),
@@ -137,6 +148,10 @@ class GroupNorm(Op):
 
     def params(self, attrs: GroupNormAttrs, inputs) -> tuple[ParamSpec, ...]:
         return _affine_params((inputs[0].shape[1],)) if attrs.affine else ()
+
+    def grad_rule(self, attrs: GroupNormAttrs) -> GradRule:
+        return GradRule("grad_group_norm", ("x", "weight"), ("x", "weight", "bias"), (
+            ("num_groups", attrs.num_groups), ("eps", attrs.eps)), needs=True)
 
     def reference(self, attrs: GroupNormAttrs, xs, p, training):
         return F.group_norm(xs[0], attrs.num_groups, p.get("weight"), p.get("bias"), attrs.eps)

@@ -101,6 +101,7 @@ class Op:
     pass_through: ClassVar[str | None] = None  # "always" or "eval": simplify removes it
     statistics_template: ClassVar[str | None] = None  # a kernel computing batch statistics
     folds_into_producer: ClassVar[bool] = False  # eval: joins an absorbs_batch_norm producer
+    differentiable_view: ClassVar[bool] = False  # differentiable plans: torch views (view_expr)
 
     def kernel_template(self, attrs: Any) -> str | None:
         """The template that computes this use of an anchor, or None where none can yet

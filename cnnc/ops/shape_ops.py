@@ -2,6 +2,10 @@
 
 Dim 0 is the batch in every cnnc tensor, and it stays first: reshape's first entry is the
 batch name or -1 (a multiple of the batch), permute and transpose leave dim 0 in place.
+
+None of them launches a kernel. reshape is a free view of its input, which the module
+allocates contiguous (as for flatten); permute and transpose are strided views (`view =
+"strided"`, their `view_expr` the torch call), which every template reads through strides.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def _entries_text(shape: tuple[Sym | int, ...]) -> str:
 
 class Reshape(Op):
     name = "reshape"
+    fusion = "view"
+    view = "reshape"
     attrs_type = ReshapeAttrs
     signature = (Arg("input", Tensor()), Arg("shape", NewShape()))
 
@@ -137,6 +143,8 @@ def _product_text(dims, value: int | None = None) -> str:
 
 class Permute(Op):
     name = "permute"
+    fusion = "view"
+    view = "strided"
     attrs_type = PermuteAttrs
     signature = (Arg("input", Tensor()), Arg("dims", Dims()))
 
@@ -167,9 +175,15 @@ class Permute(Op):
     def reference(self, attrs: PermuteAttrs, xs, p, training):
         return xs[0].permute(attrs.dims)
 
+    def view_expr(self, attrs: PermuteAttrs, x: str, shape: Shape) -> str:
+        """The generated forward's expression of the view of `x` (of `shape`)."""
+        return f"{x}.permute({', '.join(map(str, self.normalized(attrs, len(shape))))})"
+
 
 class Transpose(Op):
     name = "transpose"
+    fusion = "view"
+    view = "strided"
     attrs_type = TransposeAttrs
     signature = (Arg("input", Tensor()), Arg("dim0", Int()), Arg("dim1", Int()))
 
@@ -190,6 +204,11 @@ class Transpose(Op):
 
     def reference(self, attrs: TransposeAttrs, xs, p, training):
         return xs[0].transpose(attrs.dim0, attrs.dim1)
+
+    def view_expr(self, attrs: TransposeAttrs, x: str, shape: Shape) -> str:
+        a = normalize_dim(self.name, attrs.dim0, len(shape), "dim0")
+        b = normalize_dim(self.name, attrs.dim1, len(shape), "dim1")
+        return f"{x}.transpose({a}, {b})"
 
 
 register(Reshape(), Permute(), Transpose())

@@ -3,6 +3,10 @@
 An op with several results is one IR node per result: every node holds the same
 arguments and its own `index` (not a user argument). `results` gives every result's
 shape, `infer` the node's own, `reference` computes the node's own piece.
+
+chunk and split launch nothing: each result is a narrow view of the input (`view =
+"strided"`), which the consumers' kernels read through its strides; in a channels-last
+tensor a channel slice is such a view. channel_shuffle is an index-map copy kernel.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class ChannelShuffleAttrs:
 class SeveralResults(Op):
     """An op whose call gives a tuple of tensors: sizes along one dim, one node each."""
 
+    fusion = "view"
+    view = "strided"
+
     def sizes(self, attrs, size: int, x: TensorInfo) -> list[int]:
         raise NotImplementedError
 
@@ -77,6 +84,13 @@ class SeveralResults(Op):
                 f"{self.name}() gives {len(shapes)} results; there is no result {attrs.index}"
             )
         return shapes[attrs.index]
+
+    def view_expr(self, attrs, x: str, shape: Shape) -> str:
+        """The generated forward's expression of this result: a narrow view of `x`."""
+        dim = attrs.dim % len(shape)
+        sizes = self.sizes(attrs, shape[dim], TensorInfo(shape, "input"))
+        offset = sum(sizes[:attrs.index])
+        return f"{x}.narrow({dim}, {offset}, {sizes[attrs.index]})"
 
     def explain(self, attrs, inputs, out) -> list[str]:
         x = inputs[0]
@@ -143,6 +157,9 @@ class ChannelShuffle(Op):
     """ShuffleNet's shuffle: view channels as [groups, C/groups], transpose, flatten."""
 
     name = "channel_shuffle"
+    fusion = "anchor"
+    template = "channel_shuffle"
+    epilogue_slot = True
     attrs_type = ChannelShuffleAttrs
     signature = (Arg("input", Tensor()), Arg("groups", Int(1)))
 
@@ -163,6 +180,30 @@ class ChannelShuffle(Op):
 
     def reference(self, attrs: ChannelShuffleAttrs, xs, p, training):
         return F.channel_shuffle(xs[0], attrs.groups)
+
+    differentiable_view = True  # a differentiable forward writes it as torch views
+
+    def view_expr(self, attrs: ChannelShuffleAttrs, x: str, shape: Shape) -> str:
+        """Views and one copy, whose backward autograd knows (the inverse shuffle)."""
+        channels = shape[1]
+        return (f"{x}.unflatten(1, ({attrs.groups}, {channels // attrs.groups}))"
+                f".transpose(1, 2).flatten(1, 2)")
+
+    def concat_slices(self, attrs: ChannelShuffleAttrs, channels: int,
+                      pieces: list[int]) -> list[tuple[int, int, int]] | None:
+        """After a concat of `pieces` channels: where each piece lies in the shuffled
+        output, as (start, stop, step) channel slices, or None where a piece spans two
+        groups (it would need two slices). Shuffled channel k * G + g holds concat channel
+        g * C/G + k, so a piece inside group g is every G-th channel from k0 * G + g."""
+        per, g_count = channels // attrs.groups, attrs.groups
+        slices, offset = [], 0
+        for size in pieces:
+            g, k0 = divmod(offset, per)
+            if (offset + size - 1) // per != g:
+                return None
+            slices.append((k0 * g_count + g, (k0 + size - 1) * g_count + g + 1, g_count))
+            offset += size
+        return slices
 
     def explain(self, attrs: ChannelShuffleAttrs, inputs, out) -> list[str]:
         c, g = inputs[0].shape[1], attrs.groups

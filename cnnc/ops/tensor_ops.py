@@ -136,8 +136,7 @@ class Upsample(Op):
     """F.interpolate: to a `size` or by a `scale_factor`, in nearest, linear, bilinear,
     bicubic or trilinear mode."""
     fusion = "anchor"
-    template = "upsample"  # nearest by scale_factor only: see kernel_template
-    template_covers = "nearest-neighbour upsampling by a scale_factor"
+    template = "upsample"  # every mode, by size or scale_factor
 
     name = "upsample"
     attrs_type = UpsampleAttrs
@@ -155,14 +154,10 @@ class Upsample(Op):
             scale = 2 if args["size"] is None else None
         return UpsampleAttrs(scale, args["size"], args["mode"], args["align_corners"])
 
-    def kernel_template(self, attrs: UpsampleAttrs) -> str | None:
-        if attrs.mode != "nearest" or attrs.scale_factor is None:
-            return None
-        return self.template
-
     def scales(self, attrs: UpsampleAttrs, spatial: int) -> tuple:
-        """One factor per spatial dim, for the nearest-neighbour kernel (kernel_template
-        lets no other use reach it)."""
+        """One scale_factor per spatial dim, or one None per dim where `size` is given."""
+        if attrs.scale_factor is None:
+            return (None,) * spatial
         return self._scales(attrs, spatial)
 
     @staticmethod

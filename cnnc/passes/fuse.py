@@ -14,7 +14,9 @@ Groups, in eval mode:
   do not overlap (overlapping windows would recompute the conv: refused, with the factor);
 - adaptive avg pool + flatten + linear as one kernel;
 - remaining elementwise chains as one pointwise kernel; softmax as a row kernel;
-- flatten as a free reshape, concat as a view its producers write into.
+- flatten as a free reshape, concat as a view its producers write into;
+- a channel_shuffle of such a concat as a view too: the producers write into strided
+  slices of the shuffled output (op.concat_slices says where), so neither copies.
 In training mode batch norm is not folded: it runs as a kernel of its own that computes
 the batch statistics, with the following elementwise chain in its epilogue.
 
@@ -58,10 +60,15 @@ class _Fuser:
         op = OPS[node.op]
         if op.fusion == "view":
             return self.add(View(op.view, node.id))
+        if self.differentiable and op.differentiable_view:
+            return self.add(View("strided", node.id))
         if op.uses_batch_statistics(node.attrs, self.training):
             # batch statistics: a kernel of its own (without running stats, eval too)
             return self.add(Kernel(op.statistics_template, node.id))
         if op.folds_into_producer and self.try_fold(node):
+            return
+        if getattr(op, "concat_slices", None) and not self.differentiable \
+                and self.try_concat_view(node):
             return
         if op.fusion == "epilogue":
             return self.elementwise(node)
@@ -171,6 +178,25 @@ class _Fuser:
             return False
         step.folded_bn = bn.id
         self.producer[bn.id] = step
+        return True
+
+    def try_concat_view(self, node: Node) -> bool:
+        """A shuffle of a concat's channels that only it reads: a View of kind "shuffle"
+        (module.py allocates its output and hands the concat's inputs strided slices)."""
+        concat = self.graph.node(node.inputs[0])
+        step = self.producer.get(concat.id)
+        if not isinstance(step, View) or step.kind != "concat" \
+                or concat.attrs.dim % len(concat.shape) != 1:
+            return False
+        reason = self.sole_consumer(concat.id, node)
+        pieces = [self.graph.node(i).shape[1] for i in concat.inputs]
+        if reason is None and OPS[node.op].concat_slices(
+                node.attrs, concat.shape[1], pieces) is None:
+            reason = "a piece of the concat spans two groups"
+        if reason is not None:
+            self.refuse(node, concat.id, f"not a view of the concat: {reason}")
+            return False
+        self.add(View("shuffle", node.id))
         return True
 
     def try_pool(self, pool: Node) -> bool:

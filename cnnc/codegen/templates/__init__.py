@@ -17,7 +17,9 @@ MODULES = {
     "adaptive_pool": "adaptive_pool",    # adaptive avg/max pool 1/2/3-d
     "conv_transpose": "conv_transpose",  # transposed conv 1/2/3-d + epilogue
     "softmax": "softmax",                # softmax / log_softmax along any dim
-    "upsample": "upsample",              # nearest-neighbour upsampling
+    "upsample": "upsample",              # nearest, (bi/tri)linear and bicubic upsampling
+    "channel_shuffle": "shuffle",        # channel_shuffle as an index-map copy + epilogue
+    "norm": "norm",                      # layer_norm / group_norm + epilogue
     "batch_norm_train": "batch_norm_train",  # batch statistics, running stats, normalise
 }
 

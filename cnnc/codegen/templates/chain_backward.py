@@ -79,6 +79,13 @@ def emit(ctx: EmitContext, recompute: bool) -> ChainGrads:
                 pointers.append(f"{affine.name}_{leaf}_ptr")
                 calls.append(f"{affine.name}_{leaf}")
                 result.reads.append(("param", names[leaf]))
+        for slope in epi.slopes:
+            node = graph.node(slope.node)
+            leaf = OPS[node.op].channel_slope
+            spec = next(s for s in node.params if s.name == leaf)
+            pointers.append(f"{slope.name}_ptr")
+            calls.append(slope.name)
+            result.reads.append(("param", node.param_name(spec)))
     else:
         pointers.append("y_ptr")
         calls.append("y")
@@ -94,6 +101,8 @@ def emit(ctx: EmitContext, recompute: bool) -> ChainGrads:
         for leaf in ("weight", "bias"):
             if leaf in affine.leaves:
                 grads[(affine.node, leaf)] = f"d{affine.name}_{leaf}"
+    for slope in epi.slopes:
+        grads[(slope.node, OPS[graph.node(slope.node).op].channel_slope)] = f"d{slope.name}"
     extra = [key for key in grads if key != start]
     result.outputs = extra
     for key in extra:
@@ -145,6 +154,8 @@ def emit(ctx: EmitContext, recompute: bool) -> ChainGrads:
                      f"{off(operand.name + '_s')}, mask=mask, other=0.0).to(tl.float32)")
             value_of[operand.node] = f"v_{operand.name}"
         src.extend(epi.channel_lines(index(1), "mask"))
+        for slope in epi.slopes:
+            src.line(slope.load(index, "mask"))
     else:
         src.line(f"v_y = tl.load(y_ptr + {off('sy')}, mask=mask, other=0.0).to(tl.float32)")
     value = start
@@ -200,6 +211,12 @@ def emit(ctx: EmitContext, recompute: bool) -> ChainGrads:
             p = node.attrs.p
             scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
             src.line(f"g = g * tl.where(keep{k}, {number(scale)}, 0.0)")
+        elif any(s.node == node.id for s in epi.slopes):
+            slope = next(s for s in epi.slopes if s.node == node.id)
+            dx, dslope = OPS[node.op].slope_derivatives(node.attrs, "g", value_of[into],
+                                                         slope.name)
+            src.line(f"d{slope.name} += {dslope}")
+            src.line(f"g = {dx}")
         else:
             op = OPS[node.op]
             x_text = value_of[into] if recompute else "NOT_KEPT"
@@ -248,6 +265,9 @@ def _forward(epi: Epilogue, node, value: int, value_of: dict[int, str], k: int) 
         p = node.attrs.p
         scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
         return f"{acc} * tl.where(keep{k}, {number(scale)}, 0.0)"
+    slope = next((s for s in epi.slopes if s.node == node.id), None)
+    if slope is not None:
+        return OPS[node.op].triton_expr(node.attrs, acc, slope.name)
     expr = OPS[node.op].triton_expr(node.attrs, acc)
     epi.uses_tanh |= "_cnnc_tanh" in expr
     return expr

@@ -8,12 +8,12 @@ contiguous runs. With M rows per channel, xc = x - mean and xhat = xc * invstd:
     train:  dx = weight * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))
     eval:   dx = dy * weight * invstd,  invstd = 1 / sqrt(running_var + eps)
 
-all in float32. The forward need not keep its statistics: without `mean` a first pass
-sums x, without `invstd` the second pass also sums xc**2 (the biased variance, as the
-forward normalised with). Passes are programs of (block of channels, chunk of rows), each
-writing one float32 partial per channel and chunk (no atomics: the result is the same on
-every run); whoever needs a channel's sum adds its chunks' partials. The interpreter runs
-one chunk; a GPU splits the rows so that even a few channels fill it.
+all in float32 (float64 for float64 tensors). The forward need not keep its statistics:
+without `mean` a first pass sums x, without `invstd` the second pass also sums xc**2 (the
+biased variance, as the forward normalised with). Passes are programs of (block of
+channels, chunk of rows), each writing one partial per channel and chunk (no atomics: the
+result is the same on every run); whoever needs a channel's sum adds its chunks' partials.
+The interpreter runs one chunk; a GPU splits the rows so that even a few channels fill it.
 
 Kernels: `_norm_sum_kernel` (pass 1: sum x; pass 2: sum dy, sum dy*xc and maybe sum
 xc**2), then `_norm_apply_kernel` (dx, and from its first chunk dweight and dbias).
@@ -25,10 +25,12 @@ import torch
 import triton
 import triton.language as tl
 
+from .tensor import _tensor_acc, _tensor_index_64
+
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # ---- cnnc backward kernels (copied into generated files) ----
-_NORM_TILE = 16384 if INTERPRET else 2048  # elements of a [rows, channels] tile
+_NORM_TILE = 65536 if INTERPRET else 2048  # elements of a [rows, channels] tile
 _NORM_CHANNELS = 256 if INTERPRET else 32  # channels of a tile, at most
 
 
@@ -46,7 +48,7 @@ def _norm_rows(r, S2, S3, S4, s0, s2, s3, s4):
 
 @triton.jit
 def _norm_chunks_sum(part_ptr, cs, cmask, C, CHUNKS):
-    """A channel's sum from its chunks' partials ([CHUNKS, C] float32)."""
+    """A channel's sum from its chunks' partials ([CHUNKS, C])."""
     acc = tl.load(part_ptr + cs, mask=cmask, other=0.0)
     for k in range(1, CHUNKS):
         acc += tl.load(part_ptr + k * C + cs, mask=cmask, other=0.0)
@@ -54,21 +56,22 @@ def _norm_chunks_sum(part_ptr, cs, cmask, C, CHUNKS):
 
 
 @triton.jit
-def _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, M, MEAN_GIVEN: tl.constexpr):
+def _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, M, MEAN_GIVEN: tl.constexpr,
+               ACC: tl.constexpr):
     if MEAN_GIVEN:
-        return tl.load(mean_ptr + cs, mask=cmask, other=0.0).to(tl.float32)
+        return tl.load(mean_ptr + cs, mask=cmask, other=0.0).to(ACC)
     else:
         return _norm_chunks_sum(p1_ptr, cs, cmask, C, CHUNKS) / M
 
 
 @triton.jit
 def _norm_invstd(invstd_ptr, p2_ptr, cs, cmask, C, CHUNKS, M, eps,
-                 INVSTD_FROM: tl.constexpr):
+                 INVSTD_FROM: tl.constexpr, ACC: tl.constexpr):
     """0: the given invstd; 1: 1/sqrt(var + eps) of the given var; 2: of the batch."""
     if INVSTD_FROM == 0:
-        return tl.load(invstd_ptr + cs, mask=cmask, other=1.0).to(tl.float32)
+        return tl.load(invstd_ptr + cs, mask=cmask, other=1.0).to(ACC)
     elif INVSTD_FROM == 1:
-        var = tl.load(invstd_ptr + cs, mask=cmask, other=1.0).to(tl.float32)
+        var = tl.load(invstd_ptr + cs, mask=cmask, other=1.0).to(ACC)
         return 1.0 / tl.sqrt(var + eps)
     else:
         var = _norm_chunks_sum(p2_ptr + 2 * CHUNKS * C, cs, cmask, C, CHUNKS) / M
@@ -80,18 +83,23 @@ def _norm_sum_kernel(
     x_ptr, dy_ptr, mean_ptr, p1_ptr, out_ptr, R, C, S2, S3, S4, ROWS_PER, CHUNKS,
     sx0, sx1, sx2, sx3, sx4, sy0, sy1, sy2, sy3, sy4,
     PASS: tl.constexpr, MEAN_GIVEN: tl.constexpr, VARIANCE: tl.constexpr,
-    READ_X: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    READ_X: tl.constexpr, ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """Pass 1: out[chunk, c] = sum x. Pass 2: out[0|1|2, chunk, c] = sum dy, sum dy*xc,
     sum xc**2 (the last only with VARIANCE; xc only with READ_X)."""
     cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     chunk = tl.program_id(1)
+    if INDEX_64:
+        cs = cs.to(tl.int64)
+        chunk = chunk.to(tl.int64)
     cmask = cs < C
     if PASS == 2:
-        mean = _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, R, MEAN_GIVEN)
-    s_a = tl.zeros((BLOCK_C,), tl.float32)
-    s_b = tl.zeros((BLOCK_C,), tl.float32)
-    s_c = tl.zeros((BLOCK_C,), tl.float32)
+        if READ_X:
+            mean = _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, R, MEAN_GIVEN, ACC)
+    s_a = tl.zeros((BLOCK_C,), ACC)
+    s_b = tl.zeros((BLOCK_C,), ACC)
+    s_c = tl.zeros((BLOCK_C,), ACC)
     r_first = chunk * ROWS_PER
     r_end = tl.minimum(r_first + ROWS_PER, R)
     for r0 in range(r_first, r_end, BLOCK_R):
@@ -99,12 +107,12 @@ def _norm_sum_kernel(
         m = (rs < r_end)[:, None] & cmask[None, :]
         if READ_X:
             x_off = _norm_rows(rs, S2, S3, S4, sx0, sx2, sx3, sx4)[:, None] + cs[None, :] * sx1
-            x = tl.load(x_ptr + x_off, mask=m, other=0.0).to(tl.float32)
+            x = tl.load(x_ptr + x_off, mask=m, other=0.0).to(ACC)
         if PASS == 1:
             s_a += tl.sum(x, axis=0)
         else:
             y_off = _norm_rows(rs, S2, S3, S4, sy0, sy2, sy3, sy4)[:, None] + cs[None, :] * sy1
-            dy = tl.load(dy_ptr + y_off, mask=m, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + y_off, mask=m, other=0.0).to(ACC)
             s_a += tl.sum(dy, axis=0)
             if READ_X:
                 xc = tl.where(m, x - mean[None, :], 0.0)
@@ -125,12 +133,16 @@ def _norm_apply_kernel(
     sx0, sx1, sx2, sx3, sx4, sy0, sy1, sy2, sy3, sy4, sd0, sd1, sd2, sd3, sd4,
     TRAIN: tl.constexpr, MEAN_GIVEN: tl.constexpr, INVSTD_FROM: tl.constexpr,
     AFFINE: tl.constexpr, DX: tl.constexpr, DW: tl.constexpr, DB: tl.constexpr,
-    SUMS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    SUMS: tl.constexpr, ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     chunk = tl.program_id(1)
+    if INDEX_64:
+        cs = cs.to(tl.int64)
+        chunk = chunk.to(tl.int64)
     cmask = cs < C
-    invstd = _norm_invstd(invstd_ptr, p2_ptr, cs, cmask, C, CHUNKS, R, eps, INVSTD_FROM)
+    invstd = _norm_invstd(invstd_ptr, p2_ptr, cs, cmask, C, CHUNKS, R, eps, INVSTD_FROM, ACC)
     if SUMS:
         sum_dy = _norm_chunks_sum(p2_ptr, cs, cmask, C, CHUNKS)
         sum_dy_xhat = _norm_chunks_sum(p2_ptr + CHUNKS * C, cs, cmask, C, CHUNKS) * invstd
@@ -142,9 +154,9 @@ def _norm_apply_kernel(
     if DX:
         scale = invstd
         if AFFINE:
-            scale = scale * tl.load(w_ptr + cs, mask=cmask, other=0.0).to(tl.float32)
+            scale = scale * tl.load(w_ptr + cs, mask=cmask, other=0.0).to(ACC)
         if TRAIN:
-            mean = _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, R, MEAN_GIVEN)
+            mean = _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, R, MEAN_GIVEN, ACC)
             scale = scale / R
         r_first = chunk * ROWS_PER
         r_end = tl.minimum(r_first + ROWS_PER, R)
@@ -152,11 +164,11 @@ def _norm_apply_kernel(
             rs = r0 + tl.arange(0, BLOCK_R)
             m = (rs < r_end)[:, None] & cmask[None, :]
             y_off = _norm_rows(rs, S2, S3, S4, sy0, sy2, sy3, sy4)[:, None] + cs[None, :] * sy1
-            dy = tl.load(dy_ptr + y_off, mask=m, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + y_off, mask=m, other=0.0).to(ACC)
             if TRAIN:
                 x_off = (_norm_rows(rs, S2, S3, S4, sx0, sx2, sx3, sx4)[:, None]
                          + cs[None, :] * sx1)
-                x = tl.load(x_ptr + x_off, mask=m, other=0.0).to(tl.float32)
+                x = tl.load(x_ptr + x_off, mask=m, other=0.0).to(ACC)
                 xhat = (x - mean[None, :]) * invstd[None, :]
                 dx = scale[None, :] * (R * dy - sum_dy[None, :]
                                        - xhat * sum_dy_xhat[None, :])
@@ -204,31 +216,33 @@ def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train):
     chunks = _norm_chunks(R, block_r, c_blocks)
     rows_per = triton.cdiv(max(R, 1), chunks)
     chunks = triton.cdiv(max(R, 1), rows_per)
-    f32 = dict(dtype=torch.float32, device=dy.device)
+    acc = _tensor_acc(dy, *(t for t in (x, weight, mean, invstd) if t is not None))
+    wide = _tensor_index_64(dy)
+    work = dict(dtype=torch.float64 if acc == tl.float64 else torch.float32, device=dy.device)
     mean_given = mean is not None
     read_x = train or need_dw
     variance = invstd_from == 2
     xs = _norm_strides(x) if x is not None else (0,) * 5
     common = (R, C, *spatial, rows_per, chunks)
-    p1 = p2 = torch.empty(1, **f32)
+    p1 = p2 = torch.empty(1, **work)
     if read_x and not mean_given:
-        p1 = torch.empty((chunks, C), **f32)
+        p1 = torch.empty((chunks, C), **work)
         _norm_sum_kernel[(c_blocks, chunks)](
             x, dy, p1, p1, p1, *common, *xs, *_norm_strides(dy), PASS=1, MEAN_GIVEN=False,
-            VARIANCE=False, READ_X=True, BLOCK_R=block_r, BLOCK_C=block_c)
+            VARIANCE=False, READ_X=True, ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
     if train or need_dw or need_db:
-        p2 = torch.empty((3 if variance else 2, chunks, C), **f32)
+        p2 = torch.empty((3 if variance else 2, chunks, C), **work)
         _norm_sum_kernel[(c_blocks, chunks)](
             x if read_x else dy, dy, mean if mean_given else p1, p1, p2, *common, *xs,
             *_norm_strides(dy), PASS=2, MEAN_GIVEN=mean_given, VARIANCE=variance,
-            READ_X=read_x, BLOCK_R=block_r, BLOCK_C=block_c)
+            READ_X=read_x, ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
     _norm_apply_kernel[(c_blocks, chunks if need_dx else 1)](
         x if x is not None else dy, dy, weight if affine else p2, mean if mean_given else p1,
         invstd if invstd is not None else p2, p1, p2, dx if need_dx else p2,
         dw if need_dw else p2, db if need_db else p2, *common, eps, *xs, *_norm_strides(dy),
         *(_norm_strides(dx) if need_dx else (0,) * 5), TRAIN=train, MEAN_GIVEN=mean_given,
         INVSTD_FROM=invstd_from, AFFINE=affine, DX=need_dx, DW=need_dw, DB=need_db,
-        SUMS=train or need_dw or need_db, BLOCK_R=block_r, BLOCK_C=block_c)
+        SUMS=train or need_dw or need_db, ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
     return dx, dw, db
 
 
@@ -243,8 +257,10 @@ def grad_batch_norm(dy, x, weight, *, eps, needs=(True, True, True), mean=None, 
 def grad_batch_norm_eval(dy, x, weight, running_mean, running_var, *, eps,
                          needs=(True, True, True)):
     """(dx, dweight, dbias) of eval-mode batch norm (running statistics are constants):
-    dx = dy * weight / sqrt(running_var + eps). x and running_mean serve dweight only
-    (either may be None when it is not needed)."""
+    dx = dy * weight / sqrt(running_var + eps). x gives dx its layout and, with
+    running_mean, serves dweight (both may be None when dweight is not needed)."""
     need_dw = needs[1] and weight is not None
-    return _norm_launch(dy, x if need_dw else None, weight, running_mean if need_dw else None,
-                        running_var, 1, eps, needs, train=False)
+    if need_dw and (x is None or running_mean is None):
+        raise ValueError("eval batch norm's weight gradient needs x and running_mean")
+    return _norm_launch(dy, x, weight, running_mean if need_dw else None, running_var, 1, eps,
+                        needs, train=False)

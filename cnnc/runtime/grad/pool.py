@@ -9,8 +9,8 @@ Along a dim of stride s, dilation d and window k, input i lies in the windows of
 o with o*s - p <= i <= o*s - p + (k-1)*d: at most (k-1)*d // s + 1 of them; an adaptive
 pool's output o covers floor(o*in/out) up to ceil((o+1)*in/out), so i lies in outputs
 floor(i*out/in) to ceil((i+1)*out/in) - 1. Each element's gradient is summed in float32
-in registers and stored once, in the input's dtype and memory format: no atomics, no
-zero-filled buffer, the same result on every run.
+(float64 for float64 tensors) in registers and stored once, in the input's dtype and
+memory format: no atomics, no zero-filled buffer, the same result on every run.
 
 - avg: dx[i] = sum over those outputs of dy[o] / divisor(o), with PyTorch's divisor
   (divisor_override; else the window clipped to the padded input when count_include_pad,
@@ -28,18 +28,20 @@ import torch
 import triton
 import triton.language as tl
 
+from .tensor import _tensor_acc, _tensor_index_64
+
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # ---- cnnc backward kernels (copied into generated files) ----
 # Tiles: the interpreter pays per program and per operation, a GPU per register.
-_POOL_TILE = 16384 if INTERPRET else 1024  # elements of a [rows, columns] tile
+_POOL_TILE = 65536 if INTERPRET else 1024  # elements of a [rows, columns] tile
 
 
 @triton.jit
-def _pool_window_start(o, I, O, S, P, ADAPTIVE: tl.constexpr):
+def _pool_window_start(o, IN, OUT, S, P, ADAPTIVE: tl.constexpr):
     """Where output o's window starts along a dim (before padding is clipped)."""
     if ADAPTIVE:
-        return (o * I) // O
+        return (o * IN) // OUT
     else:
         return o * S - P
 
@@ -50,7 +52,7 @@ def _pool_argmax_kernel(
     sx0, sx1, sx2, sx3, sx4,
     SD, SH, SW, PD, PH, PW, DD, DH, DW,
     KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, ADAPTIVE: tl.constexpr,
-    INDEX_64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+    ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Rows: outputs (n, c, od, oh, ow); columns: offsets in the window (kd, kh, kw)."""
     pid = tl.program_id(0)
@@ -75,8 +77,8 @@ def _pool_argmax_kernel(
         end_d = ((od + 1) * ID + OD - 1) // OD
         end_h = ((oh + 1) * IH + OH - 1) // OH
         end_w = ((ow + 1) * IW + OW - 1) // OW
-    best = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    NONE = KD * KH * KW  # no element yet (every window holds at least one)
+    best = tl.full((BLOCK_M,), float("-inf"), ACC)
+    NONE = KD * KH * KW  # no element yet
     best_k = tl.full((BLOCK_M,), NONE, tl.int32)
     nan_k = tl.full((BLOCK_M,), -1, tl.int32)
     for k0 in range(0, KD * KH * KW, BLOCK_K):
@@ -97,7 +99,7 @@ def _pool_argmax_kernel(
                       & (i_w >= 0) & (i_w < IW))
         valid = m_mask[:, None] & (offs_k < KD * KH * KW)[None, :] & inside
         v = tl.load(x_ptr + base[:, None] + i_d * sx2 + i_h * sx3 + i_w * sx4,
-                    mask=valid, other=float("-inf")).to(tl.float32)
+                    mask=valid, other=float("-inf")).to(ACC)
         is_nan = valid & (v != v)
         nan_k = tl.maximum(nan_k, tl.max(tl.where(is_nan, offs_k[None, :], -1), axis=1))
         v = tl.where(valid & (v == v), v, float("-inf"))
@@ -119,34 +121,36 @@ def _pool_argmax_kernel(
         i_d = start_d + kd * DD
         i_h = start_h + kh * DH
         i_w = start_w + kw * DW
-    tl.store(am_ptr + offs_m, (i_d * IH + i_h) * IW + i_w, mask=m_mask)
+    # A window wholly in the padding (dilation can skip the input) takes no gradient.
+    am = tl.where(k == NONE, -1, (i_d * IH + i_h) * IW + i_w)
+    tl.store(am_ptr + offs_m, am, mask=m_mask)
 
 
 @triton.jit
-def _pool_candidates(i, I, O, S, P, K, DIL, ADAPTIVE: tl.constexpr):
+def _pool_candidates(i, IN, OUT, S, P, K, DIL, ADAPTIVE: tl.constexpr):
     """The first and last output whose window can hold input index i along a dim."""
     if ADAPTIVE:
-        lo = (i * O) // I
-        hi = ((i + 1) * O + I - 1) // I - 1
+        lo = (i * OUT) // IN
+        hi = ((i + 1) * OUT + IN - 1) // IN - 1
     else:
         a = i + P - (K - 1) * DIL
         lo = tl.where(a > 0, (a + S - 1) // S, 0)  # no division of a negative number
-        hi = tl.minimum((i + P) // S, O - 1)
+        hi = tl.minimum((i + P) // S, OUT - 1)
     return lo, hi
 
 
 @triton.jit
-def _pool_divisor_dim(o, I, O, S, P, K, ADAPTIVE: tl.constexpr, INCLUDE_PAD: tl.constexpr):
+def _pool_divisor_dim(o, IN, OUT, S, P, K, ADAPTIVE: tl.constexpr, INCLUDE_PAD: tl.constexpr):
     """Output o's window size along a dim, as PyTorch divides by it."""
     if ADAPTIVE:
-        return ((o + 1) * I + O - 1) // O - (o * I) // O
+        return ((o + 1) * IN + OUT - 1) // OUT - (o * IN) // OUT
     else:
         start = o * S - P
-        end = tl.minimum(start + K, I + P)
+        end = tl.minimum(start + K, IN + P)
         if INCLUDE_PAD:
             return end - start
         else:
-            return tl.minimum(end, I) - tl.maximum(start, 0)
+            return tl.minimum(end, IN) - tl.maximum(start, 0)
 
 
 @triton.jit
@@ -156,7 +160,7 @@ def _pool_gather_kernel(
     SD, SH, SW, PD, PH, PW, KD, KH, KW, DD, DH, DW, DIVISOR,
     IS_MAX: tl.constexpr, ADAPTIVE: tl.constexpr, INCLUDE_PAD: tl.constexpr,
     OVERRIDE: tl.constexpr, CD: tl.constexpr, CH: tl.constexpr, CW: tl.constexpr,
-    CAND: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr,
+    CAND: tl.constexpr, ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Rows: input elements (n, c, id, ih, iw); columns: candidate outputs (jd, jh, jw)."""
     pid = tl.program_id(0)
@@ -183,7 +187,7 @@ def _pool_gather_kernel(
     valid = (mask[:, None] & (j < CD * CH * CW)[None, :] & (od <= hi_d[:, None])
              & (oh <= hi_h[:, None]) & (ow <= hi_w[:, None]))
     g = tl.load(dy_ptr + (n * sdy0 + c * sdy1)[:, None] + od * sdy2 + oh * sdy3 + ow * sdy4,
-                mask=valid, other=0.0).to(tl.float32)
+                mask=valid, other=0.0).to(ACC)
     if IS_MAX:
         flat_o = (((n * C + c)[:, None] * OD + od) * OH + oh) * OW + ow
         am = tl.load(am_ptr + flat_o, mask=valid, other=-1)
@@ -196,7 +200,7 @@ def _pool_gather_kernel(
             div = (_pool_divisor_dim(od, ID, OD, SD, PD, KD, ADAPTIVE, INCLUDE_PAD)
                    * _pool_divisor_dim(oh, IH, OH, SH, PH, KH, ADAPTIVE, INCLUDE_PAD)
                    * _pool_divisor_dim(ow, IW, OW, SW, PW, KW, ADAPTIVE, INCLUDE_PAD)
-                   ).to(tl.float32)
+                   ).to(ACC)
         acc = tl.sum(tl.where(valid, g / div, 0.0), axis=1)
     dx_off = n * sdx0 + c * sdx1 + i_d * sdx2 + ih * sdx3 + iw * sdx4
     tl.store(dx_ptr + dx_off, acc.to(dx_ptr.dtype.element_ty), mask=mask)
@@ -238,7 +242,7 @@ def _pool_launch(dy, x, window, stride, padding, dilation, *, is_max, adaptive,
         return dx
     if dy.numel() == 0:
         return dx.zero_()
-    index_64 = max(x.numel(), dy.numel()) >= 2**31
+    index_64 = _tensor_index_64(x, dy)
     am = dx  # unused unless is_max
     if is_max:
         am = torch.empty(dy.shape, dtype=torch.int64 if index_64 else torch.int32,
@@ -248,7 +252,8 @@ def _pool_launch(dy, x, window, stride, padding, dilation, *, is_max, adaptive,
         block_m = max(16, _POOL_TILE // block_k)
         _pool_argmax_kernel[(triton.cdiv(M, block_m),)](
             x, am, M, C, *isz, *osz, *_pool_strides(x), *stride, *padding, *dilation,
-            *window, ADAPTIVE=adaptive, INDEX_64=index_64, BLOCK_M=block_m, BLOCK_K=block_k)
+            *window, ADAPTIVE=adaptive, ACC=_tensor_acc(x), INDEX_64=index_64,
+            BLOCK_M=block_m, BLOCK_K=block_k)
     if adaptive:
         reach = [_pool_adaptive_reach(i, o) for i, o in zip(isz, osz)]
     else:
@@ -261,7 +266,7 @@ def _pool_launch(dy, x, window, stride, padding, dilation, *, is_max, adaptive,
         *stride, *padding, *window, *dilation, divisor or 1,
         IS_MAX=is_max, ADAPTIVE=adaptive, INCLUDE_PAD=bool(include_pad),
         OVERRIDE=divisor is not None, CD=reach[0], CH=reach[1], CW=reach[2], CAND=cand,
-        INDEX_64=index_64, BLOCK=block)
+        ACC=_tensor_acc(dy, x), INDEX_64=index_64, BLOCK=block)
     return dx
 
 

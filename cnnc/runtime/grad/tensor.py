@@ -14,6 +14,8 @@ and the reduction of a broadcast operand's gradient (add and mul with broadcasti
 - sum_to: the sum, in float32, of a gradient over the dims its operand was broadcast along.
 
 Tensors of rank below 5 are handled as rank 5 with size-1 dims in front (stride 0).
+Sums and products run in float32, or float64 for float64 tensors (what gradcheck needs;
+upsample's source coordinates stay float32, as ATen computes them for float32).
 """
 
 import os
@@ -25,7 +27,7 @@ import triton.language as tl
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # ---- cnnc backward kernels (copied into generated files) ----
-_TENSOR_TILE = 16384 if INTERPRET else 1024  # elements of a tile
+_TENSOR_TILE = 65536 if INTERPRET else 1024  # elements of a tile
 
 
 def _tensor_pad5(values, fill):
@@ -37,7 +39,14 @@ def _tensor_pad5(values, fill):
 
 
 def _tensor_index_64(*tensors):
-    return max(t.numel() for t in tensors) >= 2**31
+    """Index in int64: where a tensor has 2**31 elements or more, and always under the
+    interpreter, whose overflow checks of int32 arithmetic cost more than the kernels."""
+    return INTERPRET or max(t.numel() for t in tensors) >= 2**31
+
+
+def _tensor_acc(*tensors):
+    """The accumulation dtype: float64 for float64 tensors (gradcheck), else float32."""
+    return tl.float64 if any(t.dtype == torch.float64 for t in tensors) else tl.float32
 
 
 @triton.jit
@@ -86,16 +95,20 @@ def _tensor_copy(src, dst):
 # ------------------------------------------------------------------ dropout
 @triton.jit
 def _tensor_dropout_kernel(dy_ptr, dx_ptr, TOTAL, D1, D2, D3, D4, s0, s1, s2, s3, s4,
-                           d0, d1, d2, d3, d4, seed, p, scale, BLOCK: tl.constexpr):
+                           d0, d1, d2, d3, d4, seed, p, scale, ACC: tl.constexpr,
+                           INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
     # int32 flat indices, as the forward's pointwise kernel draws its numbers with.
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < TOTAL
-    g = tl.load(dy_ptr + _tensor_offsets(offs, D1, D2, D3, D4, s0, s1, s2, s3, s4),
-                mask=mask, other=0.0).to(tl.float32)
+    index = offs
+    if INDEX_64:
+        index = offs.to(tl.int64)
+    g = tl.load(dy_ptr + _tensor_offsets(index, D1, D2, D3, D4, s0, s1, s2, s3, s4),
+                mask=mask, other=0.0).to(ACC)
     keep = tl.rand(seed, offs) >= p
     # A product, as the forward's: an inf or NaN gradient where dropped stays NaN.
     dx = g * tl.where(keep, scale, 0.0)
-    tl.store(dx_ptr + _tensor_offsets(offs, D1, D2, D3, D4, d0, d1, d2, d3, d4),
+    tl.store(dx_ptr + _tensor_offsets(index, D1, D2, D3, D4, d0, d1, d2, d3, d4),
              dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -108,7 +121,8 @@ def grad_dropout(dy, *, p, seed):
     sizes = _tensor_pad5(dy.shape, 1)
     _tensor_dropout_kernel[(triton.cdiv(dy.numel(), _TENSOR_TILE),)](
         dy, dx, dy.numel(), *sizes[1:], *_tensor_pad5(dy.stride(), 0),
-        *_tensor_pad5(dx.stride(), 0), seed, float(p), scale, BLOCK=_TENSOR_TILE)
+        *_tensor_pad5(dx.stride(), 0), seed, float(p), scale, ACC=_tensor_acc(dy),
+        INDEX_64=_tensor_index_64(dy), BLOCK=_TENSOR_TILE)
     return dx
 
 
@@ -117,7 +131,8 @@ def grad_dropout(dy, *, p, seed):
 def _tensor_softmax_kernel(
     dy_ptr, y_ptr, dx_ptr, ROWS, D, A1, A2, A3,
     sg0, sg1, sg2, sg3, sgd, sy0, sy1, sy2, sy3, syd, sx0, sx1, sx2, sx3, sxd,
-    LOG: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
+    LOG: tl.constexpr, ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """Rows: positions of the other dims (a0..a3); columns: the reduced dim."""
     pid = tl.program_id(0)
@@ -135,25 +150,25 @@ def _tensor_softmax_kernel(
     g_row = a0 * sg0 + a1 * sg1 + a2 * sg2 + a3 * sg3
     y_row = a0 * sy0 + a1 * sy1 + a2 * sy2 + a3 * sy3
     x_row = a0 * sx0 + a1 * sx1 + a2 * sx2 + a3 * sx3
-    total = tl.zeros((BLOCK_R,), tl.float32)
+    total = tl.zeros((BLOCK_R,), ACC)
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         m = r_mask[:, None] & (ds < D)[None, :]
         g = tl.load(dy_ptr + g_row[:, None] + ds[None, :] * sgd, mask=m,
-                    other=0.0).to(tl.float32)
+                    other=0.0).to(ACC)
         if LOG:
             total += tl.sum(g, axis=1)
         else:
             y = tl.load(y_ptr + y_row[:, None] + ds[None, :] * syd, mask=m,
-                        other=0.0).to(tl.float32)
+                        other=0.0).to(ACC)
             total += tl.sum(g * y, axis=1)
     for d0 in range(0, D, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         m = r_mask[:, None] & (ds < D)[None, :]
         g = tl.load(dy_ptr + g_row[:, None] + ds[None, :] * sgd, mask=m,
-                    other=0.0).to(tl.float32)
+                    other=0.0).to(ACC)
         y = tl.load(y_ptr + y_row[:, None] + ds[None, :] * syd, mask=m,
-                    other=0.0).to(tl.float32)
+                    other=0.0).to(ACC)
         if LOG:
             dx = g - tl.exp(y) * total[:, None]
         else:
@@ -182,7 +197,7 @@ def _tensor_softmax(dy, y, dim, log):
     block_r = max(1, min(_TENSOR_TILE // block_d, triton.next_power_of_2(rows)))
     _tensor_softmax_kernel[(triton.cdiv(rows, block_r),)](
         dy, y, dx, rows, D, *sizes[1:], *strides(dy), *strides(y), *strides(dx), LOG=log,
-        INDEX_64=_tensor_index_64(y), BLOCK_R=block_r, BLOCK_D=block_d)
+        ACC=_tensor_acc(dy, y), INDEX_64=_tensor_index_64(y), BLOCK_R=block_r, BLOCK_D=block_d)
     return dx
 
 
@@ -206,12 +221,12 @@ def _tensor_cubic(t, A: tl.constexpr):
 
 
 @triton.jit
-def _tensor_tap(o, I, O, ratio, t: tl.constexpr, MODE: tl.constexpr, ALIGN: tl.constexpr):
+def _tensor_tap(o, IN, OUT, ratio, t: tl.constexpr, MODE: tl.constexpr, ALIGN: tl.constexpr):
     """Input index and weight of tap t of output index o along a dim. MODE 0: nearest
     (ATen's nearest_idx); 1: linear; 2: cubic."""
     if MODE == 0:
-        src = tl.minimum(tl.floor(o.to(tl.float32) * ratio).to(o.dtype), I - 1)
-        src = tl.where(O == I, o, tl.where(O == 2 * I, o // 2, src))
+        src = tl.minimum(tl.floor(o.to(tl.float32) * ratio).to(o.dtype), IN - 1)
+        src = tl.where(OUT == IN, o, tl.where(OUT == 2 * IN, o // 2, src))
         return src, 1.0
     else:
         if ALIGN:
@@ -220,17 +235,17 @@ def _tensor_tap(o, I, O, ratio, t: tl.constexpr, MODE: tl.constexpr, ALIGN: tl.c
             real = ratio * (o.to(tl.float32) + 0.5) - 0.5
         if MODE == 1:
             real = tl.maximum(real, 0.0)
-        i0 = tl.minimum(tl.floor(real).to(o.dtype), I - 1)
+        i0 = tl.minimum(tl.floor(real).to(o.dtype), IN - 1)
         lam = tl.minimum(tl.maximum(real - i0.to(tl.float32), 0.0), 1.0)
         if MODE == 1:
-            same = O == I  # ATen's backward copies when the sizes agree
+            same = OUT == IN  # ATen's backward copies when the sizes agree
             if t == 0:
                 return tl.where(same, o, i0), tl.where(same, 1.0, 1.0 - lam)
             else:
-                i1 = i0 + (i0 < I - 1).to(o.dtype)
+                i1 = i0 + (i0 < IN - 1).to(o.dtype)
                 return tl.where(same, o, i1), tl.where(same, 0.0, lam)
         else:
-            idx = tl.minimum(tl.maximum(i0 - 1 + t, 0), I - 1)
+            idx = tl.minimum(tl.maximum(i0 - 1 + t, 0), IN - 1)
             if t == 0:
                 w = _tensor_cubic(lam + 1.0, -0.75)
             elif t == 1:
@@ -318,7 +333,7 @@ def grad_upsample(dy, x, *, scale_factor, size, mode, align_corners):
 @triton.jit
 def _tensor_sum_kernel(
     g_ptr, out_ptr, KEPT, RED, K1, K2, K3, K4, gk0, gk1, gk2, gk3, gk4,
-    ok0, ok1, ok2, ok3, ok4, R1, R2, R3, R4, gr0, gr1, gr2, gr3, gr4,
+    ok0, ok1, ok2, ok3, ok4, R1, R2, R3, R4, gr0, gr1, gr2, gr3, gr4, ACC: tl.constexpr,
     INDEX_64: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     """Rows: elements of the result (kept dims); columns: the broadcast dims, summed."""
@@ -329,13 +344,13 @@ def _tensor_sum_kernel(
         offs = pid * BLOCK_O + tl.arange(0, BLOCK_O)
     o_mask = offs < KEPT
     g_base = _tensor_offsets(offs, K1, K2, K3, K4, gk0, gk1, gk2, gk3, gk4)
-    acc = tl.zeros((BLOCK_O,), tl.float32)
+    acc = tl.zeros((BLOCK_O,), ACC)
     for r0 in range(0, RED, BLOCK_R):
         rs = r0 + tl.arange(0, BLOCK_R)
         r_off = _tensor_offsets(rs, R1, R2, R3, R4, gr0, gr1, gr2, gr3, gr4)
         m = o_mask[:, None] & (rs < RED)[None, :]
         v = tl.load(g_ptr + g_base[:, None] + r_off[None, :], mask=m, other=0.0)
-        acc += tl.sum(v.to(tl.float32), axis=1)
+        acc += tl.sum(v.to(ACC), axis=1)
     out_off = _tensor_offsets(offs, K1, K2, K3, K4, ok0, ok1, ok2, ok3, ok4)
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=o_mask)
 
@@ -369,6 +384,7 @@ def grad_sum_to(g, shape):
     _tensor_sum_kernel[(triton.cdiv(n_kept, block_o),)](
         g, out, n_kept, n_red, *k_sizes[1:], *_tensor_pad5([g.stride(d) for d in kept], 0),
         *_tensor_pad5([out_strides[d] for d in kept], 0), *r_sizes[1:],
-        *_tensor_pad5([g.stride(d) for d in red], 0), INDEX_64=_tensor_index_64(g),
+        *_tensor_pad5([g.stride(d) for d in red], 0), ACC=_tensor_acc(g),
+        INDEX_64=_tensor_index_64(g),
         BLOCK_O=block_o, BLOCK_R=block_r)
     return out

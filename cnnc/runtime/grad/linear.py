@@ -1,0 +1,259 @@
+"""Backward of linear (y = x @ w.T + b, x of shape (..., in)) in Triton: two GEMMs.
+
+Rows are the leading dims of x and dy taken together (read through their strides,
+merged where the strides allow, up to three of them; more that cannot merge are
+reshaped, a documented copy). `_linear_dx_kernel`: dx = dy @ w, rows x in-features, a
+reduction over out-features. `_linear_dw_kernel`: dw = dy^T @ x, out- x in-features, a
+reduction over the rows; on a GPU that reduction is split over grid axis 1 so that a
+long one (a large batch, a small layer) fills the machine, the splits adding their
+partial sums with fp32 atomics into a zeroed buffer (one split, stored directly, under
+the interpreter). The bias gradient, the sum of dy over the rows, rides in the programs
+of the first column tile (the same dy tiles); without a weight gradient the kernel runs
+with COMPUTE_W off as a plain reduction. Two launches at most, plus a cast where an fp32
+atomic buffer serves a bf16/fp16 gradient. Accumulation is fp32 (fp64 for fp64 tensors:
+they run in the interpreter, gradcheck, and compile for sm_90, untested on a GPU).
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from ..support import allows_tf32, tile
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# ---- cnnc backward kernels (copied into generated files) ----
+_LINEAR_FORCE_SPLITS = None  # tests set a split count to check the atomic path
+
+
+@triton.jit
+def _linear_row(m, L1, L2, s0, s1, s2):
+    """The offset of flattened row m of leading dims (L0, L1, L2) with strides s."""
+    l2 = m % L2
+    rest = m // L2
+    return (rest // L1) * s0 + (rest % L1) * s1 + l2 * s2
+
+
+@triton.jit
+def _linear_dx_kernel(
+        dy_ptr, w_ptr, dx_ptr, ROWS, L1, L2, OUT, IN,
+        sy0, sy1, sy2, sy_f, sw_o, sw_i, sx0, sx1, sx2, sx_f,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
+        ACC: tl.constexpr):
+    """dx[m, i] = sum over o of dy[m, o] * w[o, i]."""
+    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    i = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    if WIDE:
+        m = m.to(tl.int64)
+        i = i.to(tl.int64)
+    m_mask = m < ROWS
+    i_mask = i < IN
+    dy_row = _linear_row(m, L1, L2, sy0, sy1, sy2)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    for o0 in range(0, OUT, BLOCK_K):
+        o = o0 + tl.arange(0, BLOCK_K)
+        o_mask = o < OUT
+        a = tl.load(dy_ptr + dy_row[:, None] + (o * sy_f)[None, :],
+                    mask=m_mask[:, None] & o_mask[None, :], other=0.0)
+        b = tl.load(w_ptr + (o * sw_o)[:, None] + (i * sw_i)[None, :],
+                    mask=o_mask[:, None] & i_mask[None, :], other=0.0)
+        if UPCAST:  # the interpreter's bfloat16 dot is unreliable
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc += tl.dot(a, b, input_precision=DOT_PRECISION)
+    dx_row = _linear_row(m, L1, L2, sx0, sx1, sx2)
+    tl.store(dx_ptr + dx_row[:, None] + (i * sx_f)[None, :], acc.to(dx_ptr.dtype.element_ty),
+             mask=m_mask[:, None] & i_mask[None, :])
+
+
+@triton.jit
+def _linear_dw_kernel(
+        dy_ptr, x_ptr, dw_ptr, db_ptr, ROWS, L1, L2, OUT, IN, CHUNK,
+        sy0, sy1, sy2, sy_f, sx0, sx1, sx2, sx_f, sw_o, sw_i, s_b,
+        COMPUTE_W: tl.constexpr, FUSE_BIAS: tl.constexpr, ATOMIC: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
+        ACC: tl.constexpr):
+    """dw[o, i] = sum over this split's rows m of dy[m, o] * x[m, i]; db[o] = sum of dy."""
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    tiles_n = tl.cdiv(IN, BLOCK_N)
+    pid_n = pid % tiles_n
+    o = (pid // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+    i = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    o_mask = o < OUT
+    i_mask = i < IN
+    start = split * CHUNK
+    end = tl.minimum(start + CHUNK, ROWS)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    bacc = tl.zeros((BLOCK_M,), dtype=ACC)
+    for r0 in range(start, end, BLOCK_K):
+        m = r0 + tl.arange(0, BLOCK_K)
+        if WIDE:
+            m = m.to(tl.int64)
+        m_mask = m < end
+        a = tl.load(dy_ptr + (o * sy_f)[:, None]
+                    + _linear_row(m, L1, L2, sy0, sy1, sy2)[None, :],
+                    mask=o_mask[:, None] & m_mask[None, :], other=0.0)
+        if FUSE_BIAS:
+            bacc += tl.sum(a.to(ACC), axis=1)
+        if COMPUTE_W:
+            b = tl.load(x_ptr + _linear_row(m, L1, L2, sx0, sx1, sx2)[:, None]
+                        + (i * sx_f)[None, :],
+                        mask=m_mask[:, None] & i_mask[None, :], other=0.0)
+            if UPCAST:  # the interpreter's bfloat16 dot is unreliable
+                a = a.to(tl.float32)
+                b = b.to(tl.float32)
+            acc += tl.dot(a, b, input_precision=DOT_PRECISION)
+    if COMPUTE_W:
+        out = dw_ptr + (o * sw_o)[:, None] + (i * sw_i)[None, :]
+        mask = o_mask[:, None] & i_mask[None, :]
+        if ATOMIC:
+            tl.atomic_add(out, acc, mask=mask)
+        else:
+            tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=mask)
+    if FUSE_BIAS:
+        if pid_n == 0:
+            if ATOMIC:
+                tl.atomic_add(db_ptr + o * s_b, bacc, mask=o_mask)
+            else:
+                tl.store(db_ptr + o * s_b, bacc.to(db_ptr.dtype.element_ty), mask=o_mask)
+
+
+@triton.jit
+def _linear_cast_kernel(src_ptr, dst_ptr, total, BLOCK: tl.constexpr):
+    """dst = src over the storage of two dense tensors of the same strides."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=mask).to(dst_ptr.dtype.element_ty),
+             mask=mask)
+
+
+def _linear_rows(tensors):
+    """(sizes, strides per tensor) of the tensors' common leading dims: a dim merged into
+    the one before where every tensor's stride steps over it, front-padded to 3 (size 1,
+    stride 0); None where more than three remain."""
+    shape = tensors[0].shape[:-1]
+    merged = []  # (size, [stride per tensor])
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        strides = [t.stride(d) for t in tensors]
+        if merged and all(prev == st * size for prev, st in zip(merged[-1][1], strides)):
+            merged[-1] = (merged[-1][0] * size, strides)
+        else:
+            merged.append((size, strides))
+    if len(merged) > 3:
+        return None
+    merged = [(1, [0] * len(tensors))] * (3 - len(merged)) + merged
+    return [s for s, _ in merged], [[st[k] for _, st in merged] for k in range(len(tensors))]
+
+
+def _linear_precision(t):
+    if t.dtype == torch.float32 and not INTERPRET and allows_tf32("matmul"):
+        return "tf32"
+    return "ieee"
+
+
+def _linear_meta(t, *tensors):
+    """Precision, bf16 upcast (interpreter), int64 indices (large tensors, and the
+    interpreter, whose int32 overflow checks cost more than the kernels), accumulator."""
+    wide = INTERPRET or any(  # an offset into a storage (a view's too) can reach 2**31
+        u.untyped_storage().nbytes() >= u.element_size() * (2**31 - 2**20) for u in tensors)
+    return dict(DOT_PRECISION=_linear_precision(t),
+                UPCAST=INTERPRET and t.dtype == torch.bfloat16, WIDE=wide,
+                ACC=tl.float64 if t.dtype == torch.float64 else tl.float32,
+                num_warps=4, num_stages=1 if INTERPRET else 3)
+
+
+def _linear_accumulator(like, atomic):
+    if not atomic:
+        return torch.empty_like(like)
+    wide = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return torch.zeros_like(like, dtype=wide)
+
+
+def _linear_finish(buffer, like):
+    if buffer.dtype == like.dtype:
+        return buffer
+    out = torch.empty_like(like)
+    total = out.numel()
+    block = tile(total, 16384 if INTERPRET else 1024)
+    _linear_cast_kernel[(triton.cdiv(total, block),)](buffer, out, total, BLOCK=block)
+    return out
+
+
+def _linear_splits(tiles, rows, block_k, device):
+    """Programs per output tile's reduction: two waves of the GPU's multiprocessors, each
+    with at least four reduction steps; one in the interpreter."""
+    if _LINEAR_FORCE_SPLITS is not None:
+        return _LINEAR_FORCE_SPLITS
+    if INTERPRET or device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(-(-2 * sms // max(tiles, 1)), rows // (4 * block_k)))
+
+
+def grad_linear(dy, x, w, *, needs=(True, True, True), has_bias=True):
+    """y = x @ w.T + b with x of shape (..., in) (any leading dims). -> (dx, dw, db), None
+    where not needed (db None also when has_bias is False)."""
+    need_x, need_w, need_b = needs
+    need_b = need_b and has_bias
+    n_out, n_in = w.shape
+    x_shape = x.shape
+    dx = torch.empty_like(x) if need_x else None
+    layout = _linear_rows([dy, x] + ([dx] if need_x else []))
+    if layout is None:  # more than three leading dims that no stride merges: copies
+        dy, x = dy.reshape(-1, n_out), x.reshape(-1, n_in)
+        if need_x:
+            dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        layout = _linear_rows([dy, x] + ([dx] if need_x else []))
+    sizes, (y_strides, x_strides, *dx_strides) = layout
+    rows = sizes[0] * sizes[1] * sizes[2]
+    dw = db = None
+    if need_x and dx.numel():
+        if INTERPRET:
+            bm, bn, bk = tile(rows, 1024), tile(n_in, 512), tile(n_out, 512)
+        else:
+            bm, bn, bk = tile(rows, 64), tile(n_in, 64), tile(n_out, 32)
+        grid = (triton.cdiv(rows, bm), triton.cdiv(n_in, bn))
+        _linear_dx_kernel[grid](
+            dy, w, dx, rows, sizes[1], sizes[2], n_out, n_in,
+            *y_strides, dy.stride(-1), w.stride(0), w.stride(1), *dx_strides[0],
+            dx.stride(-1), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+            **_linear_meta(dy, dy, w, dx))
+    if need_x and dx.shape != x_shape:  # the reshaped fallback
+        dx = dx.view(x_shape)
+    if need_w or need_b:
+        columns = n_in if need_w else 1
+        if INTERPRET:
+            bm, bn, bk = tile(n_out, 256), tile(columns, 256), tile(rows, 2048)
+        else:
+            bm, bn, bk = tile(n_out, 64), tile(columns, 64), tile(rows, 32)
+        tiles = triton.cdiv(n_out, bm) * triton.cdiv(columns, bn)
+        splits = _linear_splits(tiles, rows, bk, dy.device)
+        chunk = max(bk, triton.cdiv(triton.cdiv(rows, splits), bk) * bk)
+        splits = max(1, triton.cdiv(rows, chunk))
+        atomic = splits > 1
+        dw = _linear_accumulator(w, atomic) if need_w else None
+        bias_like = torch.empty(n_out, dtype=w.dtype, device=w.device)
+        db = _linear_accumulator(bias_like, atomic) if need_b else None
+        if rows == 0:
+            for t in (dw, db):
+                if t is not None:
+                    t.zero_()
+        elif n_out:
+            _linear_dw_kernel[(tiles, splits)](
+                dy, x, dw if need_w else dy, db if need_b else dy, rows, sizes[1],
+                sizes[2], n_out, columns, chunk, *y_strides, dy.stride(-1), *x_strides,
+                x.stride(-1), *(dw.stride() if need_w else (0, 0)), 1,
+                COMPUTE_W=need_w, FUSE_BIAS=need_b, ATOMIC=atomic,
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **_linear_meta(dy, dy, x, w))
+        if dw is not None:
+            dw = _linear_finish(dw, w)
+        if db is not None:
+            db = _linear_finish(db, bias_like)
+    return dx, dw, db
