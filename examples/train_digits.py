@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     console = Console()
     torch.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = (t.to(args.device) for t in digits(args.seed, args.limit))
+    if len(x_train) < args.batch_size:
+        sys.exit(f"train_digits.py: --batch-size {args.batch_size} is more than the "
+                 f"{len(x_train)} training images")
     # drop_last: a last batch of one image would leave batch norm without a variance
     loader = DataLoader(TensorDataset(x_train, y_train), batch_size=args.batch_size,
                         shuffle=True, drop_last=True,

@@ -58,3 +58,9 @@ def test_it_refuses_a_batch_that_batch_norm_cannot_train_on(capsys):
         _script().main(["--batch-size", "1"])
     assert exit_info.value.code == 2
     assert "--batch-size at least 2" in capsys.readouterr().err
+
+
+def test_it_refuses_a_batch_larger_than_the_training_set():
+    with pytest.raises(SystemExit) as exit_info:
+        _script().main(["--limit", "4", "--batch-size", "8"])
+    assert "--batch-size 8 is more than the 4 training images" in str(exit_info.value.code)
