@@ -85,10 +85,13 @@ def test_training_with_dropout_is_refused(tmp_path, monkeypatch):
     net = cnnc.compile(source=DROPOUT)
     net._cnnc_graphs = CudaGraphs()  # what compile sets on CUDA
     x = torch.randn(2, 6)
-    with pytest.raises(RuntimeError, match="dropout") as caught:
+    with pytest.raises(RuntimeError, match="dropout") as caught, torch.no_grad():
         net.train()(x)
     assert str(caught.value) == GRAPHS_WITH_DROPOUT
-    assert net.eval()(x).shape == (2, 4)  # eval mode (no dropout) is fine
+    with torch.no_grad():
+        assert net.eval()(x).shape == (2, 4)  # eval mode (no dropout) is fine
+    # A forward that records an autograd graph never replays a graph: it trains as is.
+    assert net.train()(x).grad_fn is not None
 
 
 def test_graphs_are_not_pickled():

@@ -280,6 +280,11 @@ def allows_tf32(kind):
     return precision == "tf32" if precision is not None else bool(flags.allow_tf32)
 
 
+def ceil_div(n, d):
+    """ceil(n / d) for ints, in host code (triton.cdiv costs microseconds a call)."""
+    return -(-n // d)
+
+
 def tile(size, cap):
     """A power-of-two tile of at least 16 and at most cap (or size's next power of two)."""
     t = 16

@@ -43,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..support import allows_tf32, tile
+from ..support import allows_tf32, ceil_div, tile
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -335,7 +335,7 @@ def _conv_finish(buffer, like):
     out = torch.empty_like(like)
     total = out.numel()
     block = tile(total, 16384 if INTERPRET else 1024)
-    _conv_cast_kernel[(triton.cdiv(total, block),)](buffer, out, total, BLOCK=block)
+    _conv_cast_kernel[(ceil_div(total, block),)](buffer, out, total, BLOCK=block)
     return out
 
 
@@ -373,7 +373,7 @@ def _conv_data(a, w, out_like, *, w_strides, groups, c_g, r_g, kernel, stride, d
     depthwise = c_g == 1  # columns: the groups, one channel each
     columns, programs = (groups, 1) if depthwise else (c_g, groups)
     bn = tile(columns, 512 if INTERPRET else 64)
-    grid = (triton.cdiv(rows, bm), triton.cdiv(columns, bn), programs * phases)
+    grid = (ceil_div(rows, bm), ceil_div(columns, bn), programs * phases)
     _conv_dx_kernel[grid](
         a, w, out, N, *a_sizes, *t_sizes, *Q, *lo, *hi,
         a.stride(0), a.stride(1), *a_strides, *w_strides,
@@ -419,10 +419,10 @@ def _conv_weight(g, x, w, *, groups, m_g, c_g, kernel, stride, dilation, pads, m
         bm, bn, bk = tile(m_g, 256), tile(columns, 256), tile(total, 2048)
     else:
         bm, bn, bk = tile(m_g, 64), tile(columns, 64), tile(total, 32)
-    tiles = triton.cdiv(m_g, bm) * triton.cdiv(columns, bn)
+    tiles = ceil_div(m_g, bm) * ceil_div(columns, bn)
     splits = _conv_splits(tiles * programs, total, bk, g.device)
-    chunk = max(bk, triton.cdiv(triton.cdiv(total, splits), bk) * bk)
-    splits = max(1, triton.cdiv(total, chunk))
+    chunk = max(bk, ceil_div(ceil_div(total, splits), bk) * bk)
+    splits = max(1, ceil_div(total, chunk))
     atomic = splits > 1
     dw = _conv_accumulator(w, atomic) if compute_w else None
     db = _conv_accumulator(bias_like, atomic) if bias_like is not None else None

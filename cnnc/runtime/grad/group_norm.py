@@ -30,6 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..support import ceil_div
 from .tensor import _tensor_acc, _tensor_index_64
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -242,7 +243,7 @@ def _group_norm_chunks(rows, block_r, groups):
     with few groups (at least 8 blocks of rows each); the interpreter runs one."""
     if INTERPRET:
         return 1
-    return max(1, min(256, triton.cdiv(rows, block_r * 8), triton.cdiv(1024, groups)))
+    return max(1, min(256, ceil_div(rows, block_r * 8), ceil_div(1024, groups)))
 
 
 def _group_norm_prod(values):
@@ -280,8 +281,8 @@ def _group_norm_launch(dy, x, weight, sizes, strides, row_hi, w_hi, groups, eps,
     block_b = min(triton.next_power_of_2(B), max(1, _GROUP_NORM_TILE // block_a))
     block_r = min(triton.next_power_of_2(R), max(1, _GROUP_NORM_TILE // (block_a * block_b)))
     chunks = _group_norm_chunks(R, block_r, groups)
-    rows_per = triton.cdiv(R, chunks)
-    chunks = triton.cdiv(R, rows_per)
+    rows_per = ceil_div(R, chunks)
+    chunks = ceil_div(R, rows_per)
     a_one = block_a >= A
     final = a_one and chunks == 1
     acc = _tensor_acc(dy, x, *([weight] if affine else []))
@@ -300,7 +301,7 @@ def _group_norm_launch(dy, x, weight, sizes, strides, row_hi, w_hi, groups, eps,
         BLOCK_A=block_a, BLOCK_B=block_b)
     if sums and not final:
         block = min(triton.next_power_of_2(WT), _GROUP_NORM_TILE)
-        _group_norm_finish_kernel[(triton.cdiv(WT, block),)](
+        _group_norm_finish_kernel[(ceil_div(WT, block),)](
             part, dw if need_dw else part, db if need_db else part, WT, chunks, *sizes[1:],
             *param(dw), *param(db), ROW_HI=row_hi, W_HI=w_hi, DW=need_dw, DB=need_db, BLOCK=block)
     return dx, dw, db

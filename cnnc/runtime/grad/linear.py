@@ -20,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..support import allows_tf32, tile
+from ..support import allows_tf32, ceil_div, tile
+from .conv import _conv_cast_kernel
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -123,15 +124,6 @@ def _linear_dw_kernel(
                 tl.store(db_ptr + o * s_b, bacc.to(db_ptr.dtype.element_ty), mask=o_mask)
 
 
-@triton.jit
-def _linear_cast_kernel(src_ptr, dst_ptr, total, BLOCK: tl.constexpr):
-    """dst = src over the storage of two dense tensors of the same strides."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=mask).to(dst_ptr.dtype.element_ty),
-             mask=mask)
-
-
 def _linear_rows(tensors):
     """(sizes, strides per tensor) of the tensors' common leading dims: a dim merged into
     the one before where every tensor's stride steps over it, front-padded to 3 (size 1,
@@ -182,7 +174,7 @@ def _linear_finish(buffer, like):
     out = torch.empty_like(like)
     total = out.numel()
     block = tile(total, 16384 if INTERPRET else 1024)
-    _linear_cast_kernel[(triton.cdiv(total, block),)](buffer, out, total, BLOCK=block)
+    _conv_cast_kernel[(ceil_div(total, block),)](buffer, out, total, BLOCK=block)
     return out
 
 
@@ -219,7 +211,7 @@ def grad_linear(dy, x, w, *, needs=(True, True, True), has_bias=True):
             bm, bn, bk = tile(rows, 1024), tile(n_in, 512), tile(n_out, 512)
         else:
             bm, bn, bk = tile(rows, 64), tile(n_in, 64), tile(n_out, 32)
-        grid = (triton.cdiv(rows, bm), triton.cdiv(n_in, bn))
+        grid = (ceil_div(rows, bm), ceil_div(n_in, bn))
         _linear_dx_kernel[grid](
             dy, w, dx, rows, sizes[1], sizes[2], n_out, n_in,
             *y_strides, dy.stride(-1), w.stride(0), w.stride(1), *dx_strides[0],
@@ -233,10 +225,10 @@ def grad_linear(dy, x, w, *, needs=(True, True, True), has_bias=True):
             bm, bn, bk = tile(n_out, 256), tile(columns, 256), tile(rows, 2048)
         else:
             bm, bn, bk = tile(n_out, 64), tile(columns, 64), tile(rows, 32)
-        tiles = triton.cdiv(n_out, bm) * triton.cdiv(columns, bn)
+        tiles = ceil_div(n_out, bm) * ceil_div(columns, bn)
         splits = _linear_splits(tiles, rows, bk, dy.device)
-        chunk = max(bk, triton.cdiv(triton.cdiv(rows, splits), bk) * bk)
-        splits = max(1, triton.cdiv(rows, chunk))
+        chunk = max(bk, ceil_div(ceil_div(rows, splits), bk) * bk)
+        splits = max(1, ceil_div(rows, chunk))
         atomic = splits > 1
         dw = _linear_accumulator(w, atomic) if need_w else None
         bias_like = torch.empty(n_out, dtype=w.dtype, device=w.device)

@@ -25,6 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..support import ceil_div
 from .tensor import _tensor_acc, _tensor_index_64
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -189,7 +190,7 @@ def _norm_chunks(rows, block_r, c_blocks):
     even with few channels (at least 8 tiles each); the interpreter runs one."""
     if INTERPRET:
         return 1
-    return max(1, min(256, triton.cdiv(rows, block_r * 8), triton.cdiv(1024, c_blocks)))
+    return max(1, min(256, ceil_div(rows, block_r * 8), ceil_div(1024, c_blocks)))
 
 
 def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train):
@@ -212,10 +213,10 @@ def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train):
         return dx, dw, db
     block_c = min(triton.next_power_of_2(C), _NORM_CHANNELS)
     block_r = max(16, _NORM_TILE // block_c)
-    c_blocks = triton.cdiv(C, block_c)
+    c_blocks = ceil_div(C, block_c)
     chunks = _norm_chunks(R, block_r, c_blocks)
-    rows_per = triton.cdiv(max(R, 1), chunks)
-    chunks = triton.cdiv(max(R, 1), rows_per)
+    rows_per = ceil_div(max(R, 1), chunks)
+    chunks = ceil_div(max(R, 1), rows_per)
     acc = _tensor_acc(dy, *(t for t in (x, weight, mean, invstd) if t is not None))
     wide = _tensor_index_64(dy)
     work = dict(dtype=torch.float64 if acc == tl.float64 else torch.float32, device=dy.device)

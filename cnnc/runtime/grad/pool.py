@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..support import ceil_div
 from .tensor import _tensor_acc, _tensor_index_64
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -250,7 +251,7 @@ def _pool_launch(dy, x, window, stride, padding, dilation, *, is_max, adaptive,
         M = dy.numel()
         block_k = min(_pool_pow2(window[0] * window[1] * window[2]), 256)
         block_m = max(16, _POOL_TILE // block_k)
-        _pool_argmax_kernel[(triton.cdiv(M, block_m),)](
+        _pool_argmax_kernel[(ceil_div(M, block_m),)](
             x, am, M, C, *isz, *osz, *_pool_strides(x), *stride, *padding, *dilation,
             *window, ADAPTIVE=adaptive, ACC=_tensor_acc(x), INDEX_64=index_64,
             BLOCK_M=block_m, BLOCK_K=block_k)
@@ -261,7 +262,7 @@ def _pool_launch(dy, x, window, stride, padding, dilation, *, is_max, adaptive,
     cand = _pool_pow2(reach[0] * reach[1] * reach[2])
     block = max(16, _pool_pow2(_POOL_TILE // cand) // 2)
     total = x.numel()
-    _pool_gather_kernel[(triton.cdiv(total, block),)](
+    _pool_gather_kernel[(ceil_div(total, block),)](
         dy, am, dx, total, C, *isz, *osz, *_pool_strides(dy), *_pool_strides(dx),
         *stride, *padding, *window, *dilation, divisor or 1,
         IS_MAX=is_max, ADAPTIVE=adaptive, INCLUDE_PAD=bool(include_pad),

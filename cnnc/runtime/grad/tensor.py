@@ -24,6 +24,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..support import ceil_div
+
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # ---- cnnc backward kernels (copied into generated files) ----
@@ -85,7 +87,7 @@ def _tensor_copy_kernel(src_ptr, dst_ptr, TOTAL, D1, D2, D3, D4, s0, s1, s2, s3,
 def _tensor_copy(src, dst):
     """dst[...] = src (same shape, any strides and dtypes), one kernel."""
     sizes = _tensor_pad5(src.shape, 1)
-    _tensor_copy_kernel[(triton.cdiv(src.numel(), _TENSOR_TILE),)](
+    _tensor_copy_kernel[(ceil_div(src.numel(), _TENSOR_TILE),)](
         src, dst, src.numel(), *sizes[1:], *_tensor_pad5(src.stride(), 0),
         *_tensor_pad5(dst.stride(), 0), INDEX_64=_tensor_index_64(src),
         BLOCK=_TENSOR_TILE)
@@ -119,7 +121,7 @@ def grad_dropout(dy, *, p, seed):
         return dx
     scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
     sizes = _tensor_pad5(dy.shape, 1)
-    _tensor_dropout_kernel[(triton.cdiv(dy.numel(), _TENSOR_TILE),)](
+    _tensor_dropout_kernel[(ceil_div(dy.numel(), _TENSOR_TILE),)](
         dy, dx, dy.numel(), *sizes[1:], *_tensor_pad5(dy.stride(), 0),
         *_tensor_pad5(dx.stride(), 0), seed, float(p), scale, ACC=_tensor_acc(dy),
         INDEX_64=_tensor_index_64(dy), BLOCK=_TENSOR_TILE)
@@ -195,7 +197,7 @@ def _tensor_softmax(dy, y, dim, log):
     rows = y.numel() // D
     block_d = min(triton.next_power_of_2(D), _TENSOR_TILE // 16)
     block_r = max(1, min(_TENSOR_TILE // block_d, triton.next_power_of_2(rows)))
-    _tensor_softmax_kernel[(triton.cdiv(rows, block_r),)](
+    _tensor_softmax_kernel[(ceil_div(rows, block_r),)](
         dy, y, dx, rows, D, *sizes[1:], *strides(dy), *strides(y), *strides(dx), LOG=log,
         ACC=_tensor_acc(dy, y), INDEX_64=_tensor_index_64(y), BLOCK_R=block_r, BLOCK_D=block_d)
     return dx
@@ -320,7 +322,7 @@ def grad_upsample(dy, x, *, scale_factor, size, mode, align_corners):
     wide = x.dtype in (torch.float32, torch.float64)
     acc = torch.zeros_like(x, dtype=x.dtype if wide else torch.float32)
     if dy.numel() and x.numel():
-        _tensor_upsample_kernel[(triton.cdiv(dy.numel(), _TENSOR_TILE),)](
+        _tensor_upsample_kernel[(ceil_div(dy.numel(), _TENSOR_TILE),)](
             dy, acc, dy.numel(), x.shape[1], *((1,) * pad + isz), *((1,) * pad + osz),
             *dy.stride()[:2], *((0,) * pad + dy.stride()[2:]),
             *acc.stride()[:2], *((0,) * pad + acc.stride()[2:]),
@@ -381,7 +383,7 @@ def grad_sum_to(g, shape):
         return out
     block_r = min(triton.next_power_of_2(max(n_red, 1)), _TENSOR_TILE // 16)
     block_o = max(16, _TENSOR_TILE // block_r)
-    _tensor_sum_kernel[(triton.cdiv(n_kept, block_o),)](
+    _tensor_sum_kernel[(ceil_div(n_kept, block_o),)](
         g, out, n_kept, n_red, *k_sizes[1:], *_tensor_pad5([g.stride(d) for d in kept], 0),
         *_tensor_pad5([out_strides[d] for d in kept], 0), *r_sizes[1:],
         *_tensor_pad5([g.stride(d) for d in red], 0), ACC=_tensor_acc(g),
