@@ -23,14 +23,15 @@ NET = """network T {
 
 
 class Recorder:
-    """Stands in for a jit function: records each launch's grid and keyword arguments."""
+    """Stands in for a jit function: records each launch's grid and its arguments by name
+    (launchers pass a kernel's constants positionally)."""
 
     def __init__(self, real):
         self.real, self.launches = real, []
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            self.launches.append((grid, kwargs))
+            self.launches.append((grid, {**dict(zip(self.real.arg_names, args)), **kwargs}))
             return self.real[grid](*args, **kwargs)
         return launch
 
