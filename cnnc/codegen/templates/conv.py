@@ -150,8 +150,12 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     src.line("pid_m = tl.program_id(0)")
     src.line("pid_n = tl.program_id(1)")
     if splits:
-        src.line("group = tl.program_id(2) // SPLIT_K")
-        src.line("pid_k = tl.program_id(2) % SPLIT_K  # this program's share of the reduction")
+        with src.indent("if SPLIT_K > 1:  # SPLIT_K programs per tile, on axis 2"):
+            src.line("group = tl.program_id(2) // SPLIT_K")
+            src.line("pid_k = tl.program_id(2) % SPLIT_K  # this program's share of the steps")
+        with src.indent("else:  # loop bounds the compiler knows"):
+            src.line("group = tl.program_id(2)")
+            src.line("pid_k = 0")
     else:
         src.line("group = tl.program_id(2)")
     src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")

@@ -96,7 +96,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                     f"split_k(config, {tiles}, ({in_features} + BLOCK_K - 1) // BLOCK_K)")
         b.kept["SPLIT"] = f"(M, {a.out_features}, {tiles}) if SPLIT_K > 1 else None"
         b.grid.append("SPLIT_K")
-        src.line("pid_k = tl.program_id(1)  # this program's share of the reduction")
+        with src.indent("if SPLIT_K > 1:"):
+            src.line("pid_k = tl.program_id(1)  # this program's share of the reduction")
+        with src.indent("else:  # loop bounds the compiler knows"):
+            src.line("pid_k = 0")
     src.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
     src.line("m_mask = offs_m < M")
     src.line("# row -> (i0, " + ", ".join(f"i{d}" for d in range(1, lead)) + ")")
