@@ -51,8 +51,8 @@ class KernelBuilder:
     CONFIGS table); size: the launcher's expression of the problem size, which with the
     kernel's body and shape constants keys the tuning."""
 
-    def __init__(self, ctx: EmitContext, family: str, doc: str):
-        self.name = ctx.name
+    def __init__(self, ctx: EmitContext, family: str, doc: str, name: str | None = None):
+        self.name = identifier(name or ctx.name)
         self.family = identifier(family)
         self.doc = doc
         self.groups: list[_Group] = []
@@ -68,6 +68,10 @@ class KernelBuilder:
         self.keyed: dict[str, str] = {}  # launcher locals computed per launch, part of the key
         # values worked out with the plan that per-call arguments use (name -> expression)
         self.kept: dict[str, str] = {}
+        # per-call launcher lines around the kernel's launch (they may use kept values)
+        self.before: list[str] = []
+        self.after: list[str] = []
+        self.companions: list[str] = []  # other jit functions the launcher also launches
         # num_warps and num_stages: the config's, unless the tile lines derive their own
         self.warps, self.stages = "config['num_warps']", "config['num_stages']"
 
@@ -203,7 +207,8 @@ class KernelBuilder:
                 runs[-1][-1][1].append(item)
         return call, runs
 
-    def build(self) -> EmittedKernel:
+    def jit(self) -> Source:
+        """The @triton.jit function: the grouped signature, the docstring, the body."""
         jit = Source()
         self._signature(jit)
         with jit.indent():
@@ -212,6 +217,20 @@ class KernelBuilder:
             if rest:
                 jit.extend(rest + ['"""'])
         jit.lines += self.body.lines
+        return jit
+
+    def launch_values(self, tensors: list[str]) -> tuple[list[str], list[str]]:
+        """For a companion kernel launched by another's launcher: its call (tensors as they
+        are, then `*<NAME>_ARGS`) and the kept values that name stands for."""
+        call, runs = self._launch_call(tensors)
+        assert len(runs) <= 1, "a companion kernel's kept values come after its tensors"
+        values = [v for _, vs in (runs[0] if runs else []) for v in vs]
+        return [c if c != "*c0" else f"*{self.name.upper()}_ARGS" for c in call], values
+
+    def build(self) -> EmittedKernel:
+        jit = self.jit()
+        for companion in self.companions:
+            jit.lines = companion.rstrip("\n").split("\n") + ["", ""] + jit.lines
         digest = hashlib.sha256(
             "\n".join(jit.lines).replace(f"def {self.name}(", "def _(", 1).encode()
             + repr(self._all_groups()[:-2]).encode()).hexdigest()[:16]
@@ -259,11 +278,13 @@ class KernelBuilder:
             unpacked = ["grid", *(f"c{i}" for i in range(len(runs))), "warps", "stages",
                         *self.kept]
             host.line(f"{', '.join(unpacked)} = plan")
+            host.extend(self.before)
             with host.indent(f"{self.name}[grid]("):
                 for i in range(0, len(call), PER_LINE):
                     host.line(", ".join(call[i:i + PER_LINE]) + ",")
                 host.line("num_warps=warps, num_stages=stages,")
             host.line(")")
+            host.extend(self.after)
         return EmittedKernel(self.name, jit.text() + "\n\n" + host.text(), launcher,
                              self.arguments, helpers=self.helpers, jit=jit.text(),
                              host=host.text())

@@ -20,6 +20,7 @@ if INTERPRET:
         "conv_pool": [dict(BLOCK_M=1024, BLOCK_N=512, K_BYTES=2048, num_warps=4,
                            num_stages=1)],
         "depthwise": [dict(BLOCK_M=1024, BLOCK_N=512, K_BYTES=0, num_warps=4, num_stages=1)],
+        "batch_norm": [dict(BLOCK=16384, num_warps=4, num_stages=1)],
         "elementwise": [dict(BLOCK=16384, num_warps=4, num_stages=1)],
         "window": [dict(BLOCK=16384, num_warps=4, num_stages=1)],
         "reduction": [dict(BLOCK=4096, num_warps=4, num_stages=1)],
@@ -48,6 +49,8 @@ else:
                       num_stages=3)],
         "conv_pool": [dict(BLOCK_M=128, BLOCK_N=64, K_BYTES=128, num_warps=8, num_stages=3)],
         "depthwise": [dict(BLOCK_M=64, BLOCK_N=64, K_BYTES=0, num_warps=4, num_stages=1)],
+        # one config: a training batch norm updates running statistics, so it is never timed
+        "batch_norm": [dict(BLOCK=1024, num_warps=4, num_stages=3)],
         "elementwise": [dict(BLOCK=1024, num_warps=4, num_stages=1),
                         dict(BLOCK=2048, num_warps=8, num_stages=1),
                         dict(BLOCK=512, num_warps=4, num_stages=1)],
