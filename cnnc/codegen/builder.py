@@ -258,10 +258,12 @@ class KernelBuilder:
                 host.line("keep = config is None and not force_int64")
                 host.extend(self.prelude)
                 with host.indent("if config is None:"):
-                    again = ", ".join(params)
                     host.line(f"config = choose_config({self.family!r}, {digest!r}, {self.size}, "
-                              "out,")
-                    host.line(f"                       lambda c: {launcher}({again}, config=c))")
+                              "out, lambda c: " + launcher + "(")
+                    with host.indent():
+                        for k in range(0, len(params), PER_LINE):
+                            host.line(", ".join(params[k:k + PER_LINE]) + ",")
+                        host.line("config=c))")
                 host.extend(self.tile_lines)
                 host.line(f"plan = (({', '.join(self.grid)},),")
                 with host.indent():

@@ -136,15 +136,22 @@ def split_k(config, tiles, steps):
     return split
 
 
-def split_buffers(split, out):
-    """A split-K launch's zeroed float32 partial sums [rows, columns] and tile counters, for
-    split = (rows, columns, tiles); `out` for both where the reduction is not split (the
-    kernel does not touch them then)."""
-    if split is None:
-        return out, out
-    rows, columns, tiles = split
-    return (torch.zeros((rows, columns), dtype=torch.float32, device=out.device),
-            torch.zeros((tiles,), dtype=torch.int32, device=out.device))
+def split_plan(split, rows, columns, tiles, out):
+    """What a launch keeps for its split-K buffers: (rows, columns, tiles, device) where the
+    reduction is split, else two empty tensors that stand for them (never read, no bytes)."""
+    if split > 1:
+        return rows, columns, tiles, out.device
+    return (torch.empty(0, dtype=torch.float32, device=out.device),) * 2
+
+
+def split_buffers(split):
+    """A split-K launch's partial sums [rows, columns] (float32) and tile counters, zeroed
+    at every launch; the placeholders where the reduction is not split."""
+    if len(split) == 2:
+        return split
+    rows, columns, tiles, device = split
+    return (torch.zeros((rows, columns), dtype=torch.float32, device=device),
+            torch.zeros((tiles,), dtype=torch.int32, device=device))
 
 
 def conv_precision(x):

@@ -113,7 +113,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             ["x", "w"] + (["b"] if has_bias else []) + ["out"])
     if splits:
         b.group("split-K: partial sums and tile counters (fresh at each launch)",
-                ["ws_ptr", "count_ptr"], ["*split_buffers(SPLIT, out)"], per_call=True)
+                ["ws_ptr", "count_ptr"], ["*split_buffers(SPLIT)"], per_call=True)
     b.group("epilogue operands", epi.params(), operand_call)
     b.group("batch size", ["N"])
     b.constants("channels per group, sizes, kernel, stride, padding, dilation"
@@ -142,7 +142,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                             f" // BLOCK_N) * {groups}")
         b.tile_expr("SPLIT_K", f"split_k(config, TILES_MN, {taps} * (({c_in_g} + BLOCK_K - 1) "
                     "// BLOCK_K))")
-        b.kept["SPLIT"] = f"(M, {c_out}, TILES_MN) if SPLIT_K > 1 else None"
+        b.kept["SPLIT"] = f"split_plan(SPLIT_K, M, {c_out}, TILES_MN, out)"
         slices = f"{groups} * SPLIT_K"
     b.grid_dims(("M", rows_per_program), (str(columns), "BLOCK_N"), (slices, None))
 

@@ -68,7 +68,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     splits = prologue is None
     if splits:
         b.group("split-K: partial sums and tile counters (fresh at each launch)",
-                ["ws_ptr", "count_ptr"], ["*split_buffers(SPLIT, out)"], per_call=True)
+                ["ws_ptr", "count_ptr"], ["*split_buffers(SPLIT)"], per_call=True)
     b.group("epilogue operands", epi.params(), operand_call)
     b.group("rows", ["M"])
     b.constants("features in and out, leading sizes, pooled sizes", consts)
@@ -94,7 +94,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         tiles = b.grid[0]
         b.tile_expr("SPLIT_K",
                     f"split_k(config, {tiles}, ({in_features} + BLOCK_K - 1) // BLOCK_K)")
-        b.kept["SPLIT"] = f"(M, {a.out_features}, {tiles}) if SPLIT_K > 1 else None"
+        b.kept["SPLIT"] = f"split_plan(SPLIT_K, M, {a.out_features}, {tiles}, out)"
         b.grid.append("SPLIT_K")
         with src.indent("if SPLIT_K > 1:"):
             src.line("pid_k = tl.program_id(1)  # this program's share of the reduction")
