@@ -72,6 +72,10 @@ class KernelBuilder:
         self.before: list[str] = []
         self.after: list[str] = []
         self.companions: list[str] = []  # other jit functions the launcher also launches
+        # Index in int64 under Triton's interpreter too (helpers.wide): it checks every int32
+        # addition and product for overflow, which costs a conv's index math more than the
+        # conv (int64 it does not check). On a GPU the policy is the same as everywhere.
+        self.wide_in_interpreter = False
         # num_warps and num_stages: the config's, unless the tile lines derive their own
         self.warps, self.stages = "config['num_warps']", "config['num_stages']"
 
@@ -163,8 +167,9 @@ class KernelBuilder:
 
     def _all_groups(self) -> list[_Group]:
         tensors = ", ".join(["out"] + [a.name for a in self.arguments])
+        policy = "wide" if self.wide_in_interpreter else "index_64"
         index = _Group("index width: int64 only where a tensor can reach 2**31 elements",
-                       ["INDEX_64"], [f"force_int64 or index_64({tensors})"], True)
+                       ["INDEX_64"], [f"force_int64 or {policy}({tensors})"], True)
         tiles = _Group("tiles, from the launch's config", self.tiles, list(self.tiles), True)
         return [*self.groups, index, tiles]
 

@@ -175,8 +175,8 @@ def upcast_dot(x):
 
 
 def wide(*tensors):
-    """Whether the older templates index in int64: where index_64 says so, or in Triton's
-    interpreter, which checks every int32 addition and product for overflow at a cost
+    """Whether convolutions and batch norm training index in int64: where index_64 says so,
+    or in Triton's interpreter, which checks every int32 addition and product for overflow at a cost
     larger than the kernel's own (int64 it does not check)."""
     return INTERPRET or index_64(*tensors)
 

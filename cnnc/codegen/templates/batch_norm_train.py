@@ -56,6 +56,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     s = KernelBuilder(ctx, "batch_norm", f"batch_norm statistics over a rank-{rank} input: per "
                       "(channel block, chunk of rows), the chunk's mean and M2 per channel.",
                       name=f"{ctx.name}_stats")
+    s.wide_in_interpreter = True  # as it was: the interpreter checks int32 index math
     s.argument("x", "value", bn.inputs[0])
     s.group("input, partials" + (", batch count" if track else ""),
             ["x_ptr", "part_ptr"] + (["tracked_ptr"] if track else []),
@@ -73,6 +74,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     # ------------------------------------------------------------ kernel 2: merge + apply
     b = KernelBuilder(ctx, "batch_norm", f"batch_norm with batch statistics over a rank-{rank} "
                       "input: merge the partials of kernel 1, then normalise one chunk of rows.")
+    b.wide_in_interpreter = True
     b.argument("x", "value", bn.inputs[0])
     if affine:
         b.argument("weight", "param", params_by_leaf["weight"])

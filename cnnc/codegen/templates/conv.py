@@ -101,6 +101,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     splits = loop == "channels" and pool is None and not row_tiles
     b = KernelBuilder(ctx, family, f"conv{S}d as {what}"
                       + (" with a fused pool." if pool else "."))
+    b.wide_in_interpreter = True  # as it was: int32 index math doubles its interpreted time
     b.argument("x", "value", conv.inputs[0])
     b.argument("w", "param", f"{conv.scope}.weight")
     if has_bias:

@@ -73,6 +73,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
 
     b = KernelBuilder(ctx, "conv", f"conv_transpose{S}d as a sub-pixel implicit GEMM: one grid "
                       "slice per output phase.")
+    b.wide_in_interpreter = True  # as it was: int32 index math doubles its interpreted time
     b.argument("x", "value", conv.inputs[0])
     b.argument("w", "param", f"{conv.scope}.weight")
     if has_bias:
