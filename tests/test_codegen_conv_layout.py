@@ -75,7 +75,7 @@ SOURCES = {"channel_blocks": CHANNEL_BLOCKS, "one_step": ONE_STEP, "tap_blocks":
 # Small tiles, as on a GPU: reduction loops of several steps, the last channel block
 # partial, several programs per dim. (BLOCK_M, BLOCK_N caps, bytes of BLOCK_K, warps, stages)
 SMALL_TILES = {"conv": (32, 16, 64, 4, 3), "conv_pool": (16, 16, 64, 4, 3),
-               "depthwise": (16, 8, 0, 4, 1), "linear": (16, 16, 64, 4, 3)}
+               "depthwise": (16, 8, 0, 4, 1)}
 
 
 def generated_module(net):
@@ -110,8 +110,13 @@ def test_gpu_sized_tiles_and_launch_choices(name, monkeypatch):
     module = generated_module(net)
     monkeypatch.setattr(module, "INTERPRET", False)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the interpreter's dot
-    for family, caps in SMALL_TILES.items():
-        monkeypatch.setitem(module.TILES, family, caps)
+    monkeypatch.setattr(module, "PLANS", {})  # plans worked out with the interpreter's tiles
+    for family, (m, n, k_bytes, warps, stages) in SMALL_TILES.items():
+        monkeypatch.setitem(module.CONFIGS, family, [dict(
+            BLOCK_M=m, BLOCK_N=n, K_BYTES=k_bytes, SPLIT_K=1, num_warps=warps,
+            num_stages=stages)])
+    monkeypatch.setitem(module.CONFIGS, "gemm", [dict(
+        BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=2, SPLIT_K=1, num_warps=4, num_stages=3)])
     xs = inputs_for(ref, batch=3)
     assert_same(net(*xs), ref(*xs))
 

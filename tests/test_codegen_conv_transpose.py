@@ -164,7 +164,7 @@ def test_generated_source_reads_well():
     ast.parse(text)
     kernel = text[text.index("def k0_conv_transpose2d("):text.index("def launch_k0_")]
     assert "sub-pixel implicit GEMM" in kernel
-    assert "if WIDE:" in kernel and "pid_m.to(tl.int64)" in kernel  # int64 where needed
+    assert "if INDEX_64:" in kernel and "pid_m.to(tl.int64)" in kernel  # int64 where needed
     # Each phase loops over its own taps: no divisibility mask, no zero tap in tl.dot.
     assert "% SH == 0" not in kernel and "range(0, phase_taps * CP, BLOCK_K)" in kernel
     assert "tl.dot(" in kernel and "out_ptr.dtype.element_ty" in kernel

@@ -64,10 +64,11 @@ def test_forward_calls_do_not_grow_with_the_parameters(resnet18, monkeypatch):
     # parameter up (getattr through nn.Module.__getattr__) makes hundreds of calls.
     called = _stubbed(resnet18, monkeypatch)
     x = torch.empty(2, 3, 224, 224, device="meta")
-    resnet18(x)
-    launches = len(called)
-    assert launches == len(resnet18.plan)
-    calls = _calls(lambda: resnet18(x))
+    with torch.no_grad():  # the eval forward (with grad, the differentiable one runs)
+        resnet18(x)
+        launches = len(called)
+        assert launches == len(resnet18.plan)
+        calls = _calls(lambda: resnet18(x))
     assert calls <= 3 * launches + 60, calls  # a stub is 2 calls, an allocation 1
 
 
@@ -84,7 +85,8 @@ def test_shapes_are_computed_once_per_batch_size(resnet18, monkeypatch):
     monkeypatch.setattr(cls, "_shapes_eval", staticmethod(counting))
     monkeypatch.setattr(cls, "_cnnc_shapes", {})
     for batch in (2, 2, 5, 2, 5):
-        out = resnet18(torch.empty(batch, 3, 224, 224, device="meta"))
+        with torch.no_grad():
+            out = resnet18(torch.empty(batch, 3, 224, 224, device="meta"))
         assert out.shape == (batch, 1000)
     assert computed == [{"N": 2}, {"N": 5}]
 
@@ -140,3 +142,62 @@ def test_a_pruned_weight_is_read_where_prune_puts_it(tmp_path, monkeypatch):
         torch.nn.utils.prune.l1_unstructured(model.y[4], "weight", amount=0.5)
     assert "weight" not in net.y[4]._parameters
     assert_same(net(x), ref(x))
+
+
+class _StubbedTriton:
+    """Every Triton launch returns at once (the launchers' own work still runs)."""
+
+    def __enter__(self):
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+
+        self.saved = [(cls, cls.run) for cls in (InterpretedFunction, JITFunction)]
+        for cls, _ in self.saved:
+            cls.run = lambda fn, *args, grid, warmup, **kwargs: None
+        return self
+
+    def __exit__(self, *exc):
+        for cls, original in self.saved:
+            cls.run = original
+
+
+def test_launchers_plan_once_per_batch_size(resnet18, monkeypatch):
+    # Grids, tiles, configs, strides and index widths are worked out at the first launch of
+    # a batch size and kept: later forwards build a key and launch.
+    module = sys.modules[type(resnet18).__module__]
+    x = torch.empty(2, 3, 224, 224, device="meta")
+    with _StubbedTriton(), torch.no_grad():
+        resnet18(x)
+
+        def planned(*args, **kwargs):
+            raise AssertionError("a launch was planned again")
+
+        for name in ("choose_config", "gemm_tiles", "tile", "index_64", "split_k"):
+            monkeypatch.setattr(module, name, planned)
+        launches = len(resnet18.plan)
+        calls = _calls(lambda: resnet18(x))
+        assert calls <= 16 * launches, calls  # the launcher, its key, Triton's call
+        with pytest.raises(AssertionError, match="planned again"):
+            resnet18(torch.empty(3, 3, 224, 224, device="meta"))  # a new batch size
+
+
+def test_a_new_layout_or_batch_size_gets_its_own_plan(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
+    net, ref = pair(source=SMALL)
+    net.eval(), ref.eval()
+    module = sys.modules[type(net).__module__]
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert_same(net(x), ref(x))
+        kept = len(module.PLANS)
+        assert_same(net(x), ref(x))
+        assert len(module.PLANS) == kept
+        # A weight replaced by one in another layout, an input in another layout, another
+        # batch size: each launch whose key changed is planned again, and computes right.
+        weight = net.y[0].weight.detach().contiguous()
+        net.y[0].weight = torch.nn.Parameter(weight)
+        assert_same(net(x), ref(x))
+        assert_same(net(x.contiguous(memory_format=torch.channels_last)), ref(x))
+        x = torch.randn(5, 3, 8, 8)
+        assert_same(net(x), ref(x))
+        assert len(module.PLANS) > kept

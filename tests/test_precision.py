@@ -48,11 +48,11 @@ def _chosen_precisions(net, x, monkeypatch) -> dict[str, str]:
 
     class Recorder:
         def __init__(self, name):
-            self.name = name
+            self.name, self.arg_names = name, getattr(module, name).arg_names
 
         def __getitem__(self, grid):
-            def launch(*args, **kwargs):
-                chosen[self.name] = kwargs["DOT_PRECISION"]
+            def launch(*args, **kwargs):  # launchers pass constants positionally
+                chosen[self.name] = {**dict(zip(self.arg_names, args)), **kwargs}["DOT_PRECISION"]
             return launch
 
     for name in KERNELS:

@@ -12,11 +12,19 @@ math into `body`. The builder writes the rest, the same way for every kernel:
 - the grid, `(n + b - 1) // b` on the host, optionally in GROUP_M-grouped order;
 - the launcher, which asks `choose_config` (pinned, fixed under the interpreter, tuned once
   on a GPU) for its config, and derives its tiles from it.
+
+The launcher does that host work once per key: the dtype, the shapes and strides of the
+tensors its sizes and strides are read from, and any keyed flag (a dot's precision, which
+follows PyTorch's flags). Grid, constants, strides, tiles and index width are kept in the
+generated PLANS table, so a launch builds one key tuple and calls the kernel. An index
+width kept for a key stays right for any tensor of those shapes and strides: in-kernel
+offsets are relative to a tensor's data pointer and bounded by its shape and strides.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from .kernel import Argument, EmitContext, EmittedKernel
@@ -31,6 +39,7 @@ class _Group:
     params: list[str]  # kernel parameter names
     call: list[str]  # what the launcher passes for them (`*x.stride()` may stand for several)
     constexpr: bool = False
+    per_call: bool = False  # evaluated at every launch (a random seed), never kept
 
 
 def _ceil_div(n: str, b: str) -> str:
@@ -42,8 +51,8 @@ class KernelBuilder:
     CONFIGS table); size: the launcher's expression of the problem size, which with the
     kernel's body and shape constants keys the tuning."""
 
-    def __init__(self, ctx: EmitContext, family: str, doc: str):
-        self.name = ctx.name
+    def __init__(self, ctx: EmitContext, family: str, doc: str, name: str | None = None):
+        self.name = identifier(name or ctx.name)
         self.family = identifier(family)
         self.doc = doc
         self.groups: list[_Group] = []
@@ -56,6 +65,19 @@ class KernelBuilder:
         self.body = Source()
         self.body.level = 1
         self.helpers: set[str] = set()
+        self.keyed: dict[str, str] = {}  # launcher locals computed per launch, part of the key
+        # values worked out with the plan that per-call arguments use (name -> expression)
+        self.kept: dict[str, str] = {}
+        # per-call launcher lines around the kernel's launch (they may use kept values)
+        self.before: list[str] = []
+        self.after: list[str] = []
+        self.companions: list[str] = []  # other jit functions the launcher also launches
+        # Index in int64 under Triton's interpreter too (helpers.wide): it checks every int32
+        # addition and product for overflow, which costs a conv's index math more than the
+        # conv (int64 it does not check). On a GPU the policy is the same as everywhere.
+        self.wide_in_interpreter = False
+        # num_warps and num_stages: the config's, unless the tile lines derive their own
+        self.warps, self.stages = "config['num_warps']", "config['num_stages']"
 
     # ---------------------------------------------------------------- what is passed
 
@@ -63,22 +85,30 @@ class KernelBuilder:
         """A tensor the launcher takes from the forward (a node's value or a parameter)."""
         self.arguments.append(Argument(identifier(name), kind, ref))
 
-    def group(self, comment: str, params: list[str], call: list[str] | None = None) -> None:
-        """Run-time kernel parameters (pointers, sizes, strides) and what the launcher passes."""
+    def group(self, comment: str, params: list[str], call: list[str] | None = None,
+              per_call: bool = False, constexpr: bool = False) -> None:
+        """Kernel parameters (pointers, sizes, strides) and what the launcher passes.
+        per_call: values that change at every launch (a seed), never kept with the plan;
+        constexpr: compile-time values (strides, so Triton knows what is contiguous)."""
         if params:
-            self.groups.append(_Group(comment, params, list(params if call is None else call)))
+            self.groups.append(_Group(comment, params, list(params if call is None else call),
+                                      constexpr, per_call))
 
     def constants(self, comment: str, consts: dict[str, int]) -> None:
         """Shape constants: compile-time sizes, the same at every launch."""
         if consts:
             self.groups.append(_Group(comment, list(consts),
-                                      [f"{k}={number(v)}" for k, v in consts.items()], True))
+                                      [number(v) for v in consts.values()], True))
 
-    def flags(self, comment: str, flags: dict[str, str]) -> None:
-        """Compile-time values the launcher computes per launch (host expressions)."""
+    def flags(self, comment: str, flags: dict[str, str], keyed: bool = False) -> None:
+        """Compile-time values the launcher computes from the problem (host expressions).
+        keyed: computed at every launch and part of the key (they follow global state, as a
+        dot's precision follows PyTorch's TF32 flags)."""
         if flags:
+            if keyed:
+                self.keyed.update(flags)
             self.groups.append(_Group(comment, list(flags),
-                                      [f"{k}={v}" for k, v in flags.items()], True))
+                                      list(flags) if keyed else list(flags.values()), True))
 
     # ---------------------------------------------------------------- tiles and grid
 
@@ -137,13 +167,53 @@ class KernelBuilder:
 
     def _all_groups(self) -> list[_Group]:
         tensors = ", ".join(["out"] + [a.name for a in self.arguments])
+        policy = "wide" if self.wide_in_interpreter else "index_64"
         index = _Group("index width: int64 only where a tensor can reach 2**31 elements",
-                       ["INDEX_64"], [f"INDEX_64=force_int64 or index_64({tensors})"], True)
-        tiles = _Group("tiles, from the launch's config", self.tiles,
-                       [f"{t}={t}" for t in self.tiles], True)
+                       ["INDEX_64"], [f"force_int64 or {policy}({tensors})"], True)
+        tiles = _Group("tiles, from the launch's config", self.tiles, list(self.tiles), True)
         return [*self.groups, index, tiles]
 
-    def build(self) -> EmittedKernel:
+    def _key(self, tensors: list[str]) -> list[str]:
+        """The launch's key: what its kept plan was computed from. The dtype; the shape and
+        strides of the output and of every value (they vary with the batch and the layout);
+        the strides of a parameter that the host code reads (not bare pointers); the keyed
+        flags. The index width is left out (see the module docstring)."""
+        host = "\n".join(self.prelude + self.tile_lines + [self.size] + [
+            item for g in self.groups if not g.per_call for item in g.call
+            if item not in tensors])
+        values = {"out"} | {a.name for a in self.arguments if a.kind == "value"}
+        key = [repr(self.name), "out.dtype"]
+        for t in tensors:
+            if t in values:
+                key += [f"{t}.shape", f"{t}.stride()"]
+            elif re.search(rf"\b{t}\b", host):
+                key.append(f"{t}.stride()")
+        return key + list(self.keyed)
+
+    def _launch_call(self, tensors: list[str]) -> tuple[list[str], list[list[tuple]]]:
+        """The kernel call's arguments in signature order: tensors and per-call values as
+        they are, each run of kept values as one `*c<i>`; and those runs, as
+        [(group comment, values)]."""
+        call: list[str] = []
+        runs: list[list[tuple[str, list[str]]]] = []
+        open_run = False
+        for g in self._all_groups():
+            for item in g.call:
+                if item in tensors or g.per_call:
+                    call.append(item)
+                    open_run = False
+                    continue
+                if not open_run:
+                    call.append(f"*c{len(runs)}")
+                    runs.append([])
+                    open_run = True
+                if not runs[-1] or runs[-1][-1][0] != g.comment:
+                    runs[-1].append((g.comment, []))
+                runs[-1][-1][1].append(item)
+        return call, runs
+
+    def jit(self) -> Source:
+        """The @triton.jit function: the grouped signature, the docstring, the body."""
         jit = Source()
         self._signature(jit)
         with jit.indent():
@@ -152,6 +222,20 @@ class KernelBuilder:
             if rest:
                 jit.extend(rest + ['"""'])
         jit.lines += self.body.lines
+        return jit
+
+    def launch_values(self, tensors: list[str]) -> tuple[list[str], list[str]]:
+        """For a companion kernel launched by another's launcher: its call (tensors as they
+        are, then `*<NAME>_ARGS`) and the kept values that name stands for."""
+        call, runs = self._launch_call(tensors)
+        assert len(runs) <= 1, "a companion kernel's kept values come after its tensors"
+        values = [v for _, vs in (runs[0] if runs else []) for v in vs]
+        return [c if c != "*c0" else f"*{self.name.upper()}_ARGS" for c in call], values
+
+    def build(self) -> EmittedKernel:
+        jit = self.jit()
+        for companion in self.companions:
+            jit.lines = companion.rstrip("\n").split("\n") + ["", ""] + jit.lines
         digest = hashlib.sha256(
             "\n".join(jit.lines).replace(f"def {self.name}(", "def _(", 1).encode()
             + repr(self._all_groups()[:-2]).encode()).hexdigest()[:16]
@@ -159,25 +243,55 @@ class KernelBuilder:
         host = Source()
         launcher = f"launch_{self.name}"
         params = ["out"] + [a.name for a in self.arguments]
+        call, runs = self._launch_call(params)
         host.line(f"def {launcher}({', '.join(params)}, config=None, force_int64=False):")
         with host.indent():
-            host.line('"""config: a dict of the family\'s fields to launch with (default: '
+            host.line(f'"""Launch {self.name}: grid, sizes, strides, constants and tiles are')
+            host.line("worked out once per key (dtype, shapes, strides) and kept in PLANS.")
+            host.line("config: a dict of the family's fields to launch with (default: "
                       "choose_config's);")
             host.line('force_int64: index in int64 even where int32 suffices (tests)."""')
-            host.extend(self.prelude)
-            with host.indent("if config is None:"):
-                again = ", ".join(params)
-                host.line(f"config = choose_config({self.family!r}, {digest!r}, {self.size}, out,")
-                host.line(f"                       lambda c: {launcher}({again}, config=c))")
-            host.extend(self.tile_lines)
-            host.line(f"grid = ({', '.join(self.grid)},)")
-            with host.indent(f"{self.name}[grid]("):
-                for g in self._all_groups():
-                    host.line(f"# {g.comment}")
-                    for i in range(0, len(g.call), PER_LINE):
-                        host.line(", ".join(g.call[i:i + PER_LINE]) + ",")
-                host.line("num_warps=config['num_warps'], num_stages=config['num_stages'],")
+            for name, expr in self.keyed.items():
+                host.line(f"{name} = {expr}")
+            key = self._key(params)
+            with host.indent(f"key = ({', '.join(key[:4])},"):
+                for k in range(4, len(key), 4):
+                    host.line(", ".join(key[k:k + 4]) + ",")
             host.line(")")
+            host.line("plan = None if config is not None or force_int64 else PLANS.get(key)")
+            with host.indent("if plan is None:"):
+                host.line("keep = config is None and not force_int64")
+                host.extend(self.prelude)
+                with host.indent("if config is None:"):
+                    host.line(f"config = choose_config({self.family!r}, {digest!r}, {self.size}, "
+                              "out, lambda c: " + launcher + "(")
+                    with host.indent():
+                        for k in range(0, len(params), PER_LINE):
+                            host.line(", ".join(params[k:k + PER_LINE]) + ",")
+                        host.line("config=c))")
+                host.extend(self.tile_lines)
+                host.line(f"plan = (({', '.join(self.grid)},),")
+                with host.indent():
+                    for run in runs:
+                        with host.indent("("):
+                            for comment, values in run:
+                                host.line(f"# {comment}")
+                                for k in range(0, len(values), PER_LINE):
+                                    host.line(", ".join(values[k:k + PER_LINE]) + ",")
+                        host.line("),")
+                    host.line(", ".join([self.warps, self.stages, *self.kept.values()]) + ")")
+                with host.indent("if keep:"):
+                    host.line("remember(PLANS, key, plan)")
+            unpacked = ["grid", *(f"c{i}" for i in range(len(runs))), "warps", "stages",
+                        *self.kept]
+            host.line(f"{', '.join(unpacked)} = plan")
+            host.extend(self.before)
+            with host.indent(f"{self.name}[grid]("):
+                for i in range(0, len(call), PER_LINE):
+                    host.line(", ".join(call[i:i + PER_LINE]) + ",")
+                host.line("num_warps=warps, num_stages=stages,")
+            host.line(")")
+            host.extend(self.after)
         return EmittedKernel(self.name, jit.text() + "\n\n" + host.text(), launcher,
                              self.arguments, helpers=self.helpers, jit=jit.text(),
                              host=host.text())

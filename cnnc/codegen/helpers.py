@@ -7,10 +7,20 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # problem (`tile`). The first config of a family is the one used where nothing is timed.
 # The interpreter pays per program and per operation, so it gets one large-tile config;
 # on a GPU the candidates fit the registers and are timed at first use (choose_config).
+# Convolutions ("conv", "conv_pool" with its second accumulator, "depthwise") give the
+# bytes of a BLOCK_K row, K_BYTES: 128-byte rows are 16-byte async copies, 64 bfloat16 or
+# 32 float32 values (gemm_tiles). SPLIT_K: programs that share one tile's reduction, used
+# only where the problem has few tiles and many reduction steps (split_k).
 if INTERPRET:
     CONFIGS = {
-        "gemm": [dict(BLOCK_M=1024, BLOCK_N=512, BLOCK_K=512, GROUP_M=1, num_warps=4,
+        "gemm": [dict(BLOCK_M=1024, BLOCK_N=512, BLOCK_K=512, GROUP_M=1, SPLIT_K=1,
+                      num_warps=4, num_stages=1)],
+        "conv": [dict(BLOCK_M=1024, BLOCK_N=512, K_BYTES=2048, SPLIT_K=1, num_warps=4,
                       num_stages=1)],
+        "conv_pool": [dict(BLOCK_M=1024, BLOCK_N=512, K_BYTES=2048, num_warps=4,
+                           num_stages=1)],
+        "depthwise": [dict(BLOCK_M=1024, BLOCK_N=512, K_BYTES=0, num_warps=4, num_stages=1)],
+        "batch_norm": [dict(BLOCK=16384, num_warps=4, num_stages=1)],
         "elementwise": [dict(BLOCK=16384, num_warps=4, num_stages=1)],
         "window": [dict(BLOCK=16384, num_warps=4, num_stages=1)],
         "reduction": [dict(BLOCK=4096, num_warps=4, num_stages=1)],
@@ -18,13 +28,29 @@ if INTERPRET:
 else:
     CONFIGS = {
         "gemm": [
-            dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=3),
-            dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
-            dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=4),
-            dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, num_warps=8, num_stages=3),
-            dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4),
-            dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, GROUP_M=1, num_warps=4, num_stages=4),
+            dict(BLOCK_M=64, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, SPLIT_K=1, num_warps=4,
+                 num_stages=3),
+            dict(BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8, SPLIT_K=1, num_warps=4,
+                 num_stages=4),
+            dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, SPLIT_K=1, num_warps=4,
+                 num_stages=4),
+            dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=32, GROUP_M=8, SPLIT_K=1, num_warps=8,
+                 num_stages=3),
+            dict(BLOCK_M=32, BLOCK_N=64, BLOCK_K=64, GROUP_M=8, SPLIT_K=1, num_warps=4,
+                 num_stages=4),
+            dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, GROUP_M=1, SPLIT_K=1, num_warps=4,
+                 num_stages=4),
+            dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=64, GROUP_M=1, SPLIT_K=4, num_warps=4,
+                 num_stages=4),
         ],
+        "conv": [dict(BLOCK_M=128, BLOCK_N=128, K_BYTES=128, SPLIT_K=1, num_warps=8,
+                      num_stages=3),
+                 dict(BLOCK_M=64, BLOCK_N=64, K_BYTES=128, SPLIT_K=4, num_warps=4,
+                      num_stages=3)],
+        "conv_pool": [dict(BLOCK_M=128, BLOCK_N=64, K_BYTES=128, num_warps=8, num_stages=3)],
+        "depthwise": [dict(BLOCK_M=64, BLOCK_N=64, K_BYTES=0, num_warps=4, num_stages=1)],
+        # one config: a training batch norm updates running statistics, so it is never timed
+        "batch_norm": [dict(BLOCK=1024, num_warps=4, num_stages=3)],
         "elementwise": [dict(BLOCK=1024, num_warps=4, num_stages=1),
                         dict(BLOCK=2048, num_warps=8, num_stages=1),
                         dict(BLOCK=512, num_warps=4, num_stages=1)],
@@ -35,24 +61,14 @@ else:
                       dict(BLOCK=4096, num_warps=8, num_stages=1),
                       dict(BLOCK=512, num_warps=4, num_stages=1)],
     }
-# Tiles of the families not on the builder's CONFIGS (conv, conv_transpose, linear,
-# depthwise, batch norm training). The interpreter pays per program and per operation, so
-# on the CPU the tiles are large. On a GPU they fit sm_80's and sm_90's registers and shared
-# memory without spilling: GEMM-shaped families give (BLOCK_M cap, BLOCK_N cap, bytes of a
-# BLOCK_K row, num_warps, num_stages); 128-byte K rows are 16-byte async copies, 64 bfloat16
-# or 32 float32 values. "gemm" (BLOCK_M, BLOCK_N, BLOCK_K caps), "elementwise" and
-# "reduction" are the first configs of CONFIGS.
+# The first configs' tiles, for launchers not on the builder (copy_into, batch norm
+# training): "gemm" (BLOCK_M, BLOCK_N, BLOCK_K caps), "elementwise" and "reduction".
 TILES = {"gemm": tuple(CONFIGS["gemm"][0][k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")),
          "elementwise": CONFIGS["elementwise"][0]["BLOCK"],
          "reduction": CONFIGS["reduction"][0]["BLOCK"]}
-if INTERPRET:
-    TILES.update({"conv": (1024, 512, 2048, 4, 1), "conv_pool": (1024, 512, 2048, 4, 1),
-                  "linear": (1024, 512, 2048, 4, 1), "depthwise": (1024, 512, 0, 4, 1)})
-else:
-    TILES.update({"conv": (128, 128, 128, 8, 3), "conv_pool": (128, 64, 128, 8, 3),
-                  "linear": (64, 128, 128, 4, 4), "depthwise": (64, 64, 0, 4, 1)})
 PINNED = {}  # family -> fields that replace its configs' (cnnc.compile: CNNC_CONFIG, config=)
 CHOSEN = {}  # (kernel key, problem size, dtype, device) -> the config timed fastest
+PLANS = {}  # launch key -> (grid, kept arguments..., num_warps, num_stages): builder launchers
 TUNER = Tuner(os.path.join(os.path.dirname(os.path.abspath(__file__)), "cnnc_tuning.json"))
 
 
@@ -86,19 +102,56 @@ def index_64(*tensors):
 INDEX_SLACK = 2**20  # a last tile reaches past the end by up to a tile's elements
 
 
-def gemm_tiles(family, rows, columns, depth, x, steps=1):
-    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for a GEMM-shaped kernel of the
-    family: power-of-two tiles of at least 16, capped by TILES; half the warps for a tile
-    a quarter of the largest. depth: the reduction per step, of which there are `steps`
-    (a conv's taps); on a GPU at least two, so that one step's loads overlap another's dot."""
-    cap_m, cap_n, k_bytes, warps, stages = TILES[family]
+def remember(table, key, value):
+    """table[key] = value, the table bounded (a server may see many batch sizes)."""
+    if len(table) >= 4096:
+        table.clear()
+    table[key] = value
+
+
+def gemm_tiles(config, rows, columns, depth, x, steps=1):
+    """(BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) for a GEMM-shaped kernel: config
+    (a dict of a conv family, or the family's name for its first) gives the caps; tiles are
+    powers of two of at least 16; half the warps for a tile a quarter of the largest.
+    depth: the reduction per step, of which there are `steps` (a conv's taps); on a GPU at
+    least two, so that one step's loads overlap another's dot."""
+    if isinstance(config, str):
+        config = CONFIGS[config][0]
+    cap_m, cap_n, warps = config["BLOCK_M"], config["BLOCK_N"], config["num_warps"]
     block_m, block_n = tile(rows, cap_m), tile(columns, cap_n)
-    block_k = tile(depth, max(16, k_bytes // x.element_size()))
+    block_k = tile(depth, max(16, config["K_BYTES"] // x.element_size()))
     if not INTERPRET and steps * -(-depth // block_k) < 2 and block_k >= 32:
         block_k //= 2
     if block_m * block_n * 4 <= cap_m * cap_n:
         warps = max(4, warps // 2)
-    return block_m, block_n, block_k, warps, stages
+    return block_m, block_n, block_k, warps, config["num_stages"]
+
+
+def split_k(config, tiles, steps):
+    """How many programs share a tile's reduction: the config's SPLIT_K, halved until the
+    problem has few tiles (under a wave of 132 SMs) and each program at least 4 steps."""
+    split = config.get("SPLIT_K", 1)
+    while split > 1 and (tiles * split > 2 * 132 or steps < 4 * split):
+        split //= 2
+    return split
+
+
+def split_plan(split, rows, columns, tiles, out):
+    """What a launch keeps for its split-K buffers: (rows, columns, tiles, device) where the
+    reduction is split, else two empty tensors that stand for them (never read, no bytes)."""
+    if split > 1:
+        return rows, columns, tiles, out.device
+    return (torch.empty(0, dtype=torch.float32, device=out.device),) * 2
+
+
+def split_buffers(split):
+    """A split-K launch's partial sums [rows, columns] (float32) and tile counters, zeroed
+    at every launch; the placeholders where the reduction is not split."""
+    if len(split) == 2:
+        return split
+    rows, columns, tiles, device = split
+    return (torch.zeros((rows, columns), dtype=torch.float32, device=device),
+            torch.zeros((tiles,), dtype=torch.int32, device=device))
 
 
 def conv_precision(x):
@@ -122,8 +175,8 @@ def upcast_dot(x):
 
 
 def wide(*tensors):
-    """Whether the older templates index in int64: where index_64 says so, or in Triton's
-    interpreter, which checks every int32 addition and product for overflow at a cost
+    """Whether convolutions and batch norm training index in int64: where index_64 says so,
+    or in Triton's interpreter, which checks every int32 addition and product for overflow at a cost
     larger than the kernel's own (int64 it does not check)."""
     return INTERPRET or index_64(*tensors)
 

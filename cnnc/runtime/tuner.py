@@ -31,6 +31,7 @@ def pin_configs(module, pins: dict, where: str = "config") -> None:
     module.PINNED.clear()
     module.PINNED.update({family: dict(fields) for family, fields in pins.items()})
     module.CHOSEN.clear()
+    module.PLANS.clear()  # plans hold the configs they were worked out with
 
 
 # ---- cnnc tuner (copied into generated files) ----

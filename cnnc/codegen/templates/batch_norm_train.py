@@ -24,8 +24,9 @@ batch, read from a tensor no program of the same kernel writes.
 
 from __future__ import annotations
 
+from ..builder import KernelBuilder
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import SPATIAL, Argument, EmitContext, EmittedKernel, def_lines, launch_lines
+from ..kernel import SPATIAL, EmitContext, EmittedKernel
 from ..source import Source, number
 
 # Launch shape on a GPU: enough programs to fill ~132 SMs several times over even with 64
@@ -47,185 +48,182 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     cumulative = track and a.momentum is None
     out_rank = len(graph.node(kernel.output).shape)
     epi = Epilogue(graph, kernel.epilogue, kernel.anchor)
-    name, stats = ctx.name, f"{ctx.name}_stats"
     channels = x.shape[1]
     consts = {"C": channels, **{d.upper(): x.shape[2 + i] for i, d in enumerate(dims)}}
-    const_params = [f"{k}: tl.constexpr" for k in consts]
-    tiles = ["BLOCK_R: tl.constexpr", "BLOCK_C: tl.constexpr", "WIDE: tl.constexpr"]
-    shape = ["R", "ROWS_PER", "P"]
-    x_strides = [f"sx{i}" for i in range(rank)]
+    inner, outer = min(_pow2(channels), 32), min(_pow2(channels), 4)
 
-    src = Source()
     # ------------------------------------------------------------------ kernel 1: partials
-    src.line("@triton.jit")
-    pointers = ["x_ptr", "part_ptr"] + (["tracked_ptr"] if track else [])
-    def_lines(src, stats, pointers + shape + x_strides + const_params + tiles)
-    with src.indent():
-        src.line('"""' + f"batch_norm statistics over a rank-{rank} input: per (channel "
-                 "block, chunk of rows), the chunk's mean and M2 per channel.")
-        src.line("")
-        src.extend(ctx.describe())
-        src.line('"""')
-        _channels_and_pivot(src)
-        if track:
-            with src.indent("if cb + p == 0:  # count the batch"):
-                src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
-        _chunk_statistics(src, dims)
-        src.line("tl.store(part_ptr + p * C + c, chunk_mean, mask=c_ok)")
-        src.line("tl.store(part_ptr + (P + p) * C + c, chunk_m2, mask=c_ok)")
-    src.line("")
-    src.line("")
+    s = KernelBuilder(ctx, "batch_norm", f"batch_norm statistics over a rank-{rank} input: per "
+                      "(channel block, chunk of rows), the chunk's mean and M2 per channel.",
+                      name=f"{ctx.name}_stats")
+    s.wide_in_interpreter = True  # as it was: the interpreter checks int32 index math
+    s.argument("x", "value", bn.inputs[0])
+    s.group("input, partials" + (", batch count" if track else ""),
+            ["x_ptr", "part_ptr"] + (["tracked_ptr"] if track else []),
+            ["x", "part"] + (["num_batches_tracked"] if track else []), per_call=True)
+    _shape_groups(s, rank, consts)
+    src = s.body
+    _channels_and_pivot(src)
+    if track:
+        with src.indent("if cb + p == 0:  # count the batch"):
+            src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
+    _chunk_statistics(src, dims)
+    src.line("tl.store(part_ptr + p * C + c, chunk_mean, mask=c_ok)")
+    src.line("tl.store(part_ptr + (P + p) * C + c, chunk_m2, mask=c_ok)")
 
     # ------------------------------------------------------------ kernel 2: merge + apply
-    src.line("@triton.jit")
+    b = KernelBuilder(ctx, "batch_norm", f"batch_norm with batch statistics over a rank-{rank} "
+                      "input: merge the partials of kernel 1, then normalise one chunk of rows.")
+    b.wide_in_interpreter = True
+    b.argument("x", "value", bn.inputs[0])
+    if affine:
+        b.argument("weight", "param", params_by_leaf["weight"])
+        b.argument("bias", "param", params_by_leaf["bias"])
+    if track:
+        for leaf in ("running_mean", "running_var", "num_batches_tracked"):
+            b.argument(leaf, "param", params_by_leaf[leaf])
+    for ref_name, kind, ref in epilogue_refs(epi):
+        b.argument(ref_name, kind, ref)
     pointers = ["x_ptr", "out_ptr", "part_ptr"]
+    call = ["x", "out", "part"]
     if affine:
         pointers += ["weight_ptr", "bias_ptr"]
+        call += ["weight", "bias"]
     if track:
         pointers += ["running_mean_ptr", "running_var_ptr", "tracked_ptr"]
+        call += ["running_mean", "running_var", "num_batches_tracked"]
     if cumulative:
         pointers.append("count_ptr")
-    params = pointers + epi.params() + shape + x_strides + [f"so{i}" for i in range(rank)]
-    params += const_params + tiles + ["BLOCK_P: tl.constexpr", "FUSED: tl.constexpr"]
-    def_lines(src, name, params)
-    with src.indent():
-        src.line('"""' + f"batch_norm with batch statistics over a rank-{rank} input: merge "
-                 "the partials of kernel 1, then normalise one chunk of rows.")
-        src.line("")
-        src.extend(ctx.describe())
-        src.line('"""')
-        _channels_and_pivot(src)
-        src.line("total = R.to(tl.float32)")
-        with src.indent("if FUSED:  # one chunk: this program's statistics are the batch's"):
-            _chunk_statistics(src, dims)
-            src.line("batch_mean = chunk_mean")
-            src.line("squares = chunk_m2")
-        with src.indent("else:"):
-            src.line("# Merge every chunk's (mean, M2) of these channels (Chan et al.).")
-            src.line("sum_mean = tl.zeros((BLOCK_C,), dtype=tl.float32)")
-            with src.indent("for q0 in range(0, P, BLOCK_P):"):
-                _partials(src)
-                src.line("sum_mean += tl.sum(n_q[:, None] * chunk_mean, axis=0)")
-            src.line("batch_mean = sum_mean / total")
-            src.line("squares = tl.zeros((BLOCK_C,), dtype=tl.float32)")
-            with src.indent("for q0 in range(0, P, BLOCK_P):"):
-                _partials(src)
-                src.line("chunk_m2 = tl.load(part_ptr + (P + q[:, None]) * C + c[None, :], "
-                         "mask=q_mask, other=0.0)")
-                src.line("dev = chunk_mean - batch_mean[None, :]")
-                src.line("squares += tl.sum(chunk_m2 + n_q[:, None] * dev * dev, axis=0)")
-        src.line("var = squares / total")
-        src.line("mean = pivot + batch_mean")
-        if track:
-            with src.indent("if p == 0:"):
-                with src.indent("if FUSED:"):
-                    with src.indent("if cb == 0:  # count the batch (else kernel 1 does)"):
-                        src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
-                src.line("# Running statistics, updated in place (the running variance is "
-                         "unbiased).")
-                if cumulative:
-                    src.line("# momentum none: a cumulative average, 1 / num_batches_tracked "
-                             "(after this batch).")
-                    src.line("factor = 1.0 / tl.load(count_ptr).to(tl.float32)")
-                else:
-                    src.line(f"factor = {number(float(a.momentum))}")
-                for buf, value in (("mean", "mean"), ("var", "(squares / (total - 1.0))")):
-                    ptr = f"running_{buf}_ptr"
-                    src.line(f"old = tl.load({ptr} + c, mask=c_ok, other=0.0).to(tl.float32)")
-                    src.line(f"new = (1.0 - factor) * old + factor * {value}")
-                    src.line(f"tl.store({ptr} + c, new.to({ptr}.dtype.element_ty), mask=c_ok)")
-        # Rounded division and square root: as PyTorch's 1 / std::sqrt(var + eps).
-        src.line(f"scale = tl.div_rn(1.0, tl.sqrt_rn(var + {number(float(a.eps))}))")
-        if affine:
-            src.line("scale = scale * tl.load(weight_ptr + c, mask=c_ok, other=1.0)"
-                     ".to(tl.float32)")
-            src.line("shift = tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)")
-        else:
-            src.line("shift = tl.zeros((BLOCK_C,), dtype=tl.float32)")
-        src.line("# Normalise this program's chunk, apply the epilogue, store.")
-        with src.indent("for row0 in range(start, end, BLOCK_R):"):
-            _rows(src, dims, "x", "sx")
-            src.line("v = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=mask, "
-                     "other=0.0).to(tl.float32)")
-            # x - mean first: exact for values near a large mean, where x * scale would round
-            src.line("acc = (v - mean[None, :]) * scale[None, :] + shift[None, :]")
-
-            def index(d: int) -> str:
-                return "n[:, None]" if d == 0 else "c[None, :]" if d == 1 else \
-                    f"{dims[d - 2]}_i[:, None]"
-
-            src.extend(epi.lines("acc", index, "mask", out_rank))
-            offset = "n * so0" + "".join(f" + {d}_i * so{2 + i}" for i, d in enumerate(dims))
-            src.line(f"o_row = {offset}")
-            src.line("tl.store(out_ptr + o_row[:, None] + (c * so1)[None, :], "
-                     "acc.to(out_ptr.dtype.element_ty), mask=mask)")
-    src.line("")
-    src.line("")
-
-    # -------------------------------------------------------------------- launcher
-    args = [Argument("x", "value", bn.inputs[0])]
-    if affine:
-        args += [Argument("weight", "param", params_by_leaf["weight"]),
-                 Argument("bias", "param", params_by_leaf["bias"])]
-    if track:
-        args += [Argument("running_mean", "param", params_by_leaf["running_mean"]),
-                 Argument("running_var", "param", params_by_leaf["running_var"]),
-                 Argument("num_batches_tracked", "param", params_by_leaf["num_batches_tracked"])]
-    operand_args, operand_call = epilogue_arguments(epi)
-    launcher = f"launch_{name}"
-    names = ["out"] + [arg.name for arg in args] + operand_args
-    inner, outer = min(_pow2(channels), 32), min(_pow2(channels), 4)
-    src.line(f"def {launcher}({', '.join(names)}):")
-    with src.indent():
-        src.line(f"R = x.numel() // {channels}  # values per channel: rows of the [rows, C] view")
-        with src.indent("if R <= 1:"):
-            src.line('raise ValueError("batch_norm with batch statistics: expected more than 1 '
-                     'value per channel when training, got input size " + str(list(x.shape)))')
-        src.line("# Channels innermost (channels-last): wide channel tiles, contiguous loads.")
-        src.line(f"BLOCK_C = {inner} if x.stride(1) == 1 else {outer}")
-        src.line("# An elementwise tile: the loops keep per-lane sums, no tl.sum inside.")
-        src.line("BLOCK_R = tile(R, TILES['elementwise'] // BLOCK_C)")
-        src.line(f"CB = ({channels} + BLOCK_C - 1) // BLOCK_C")
-        src.line("T = (R + BLOCK_R - 1) // BLOCK_R  # tiles of rows per channel block")
-        src.line("# One chunk per channel block on the interpreter (it pays per program).")
-        src.line(f"P = 1 if INTERPRET else max(1, min({PROGRAMS} // CB, T // {MIN_TILES}, "
-                 f"{MAX_CHUNKS}))")
-        src.line("ROWS_PER = (T + P - 1) // P * BLOCK_R")
-        src.line("P = (R + ROWS_PER - 1) // ROWS_PER  # no chunk is empty")
-        src.line("WIDE = wide(x, out)")
-        tail = ["R", "ROWS_PER", "P", "*x.stride()"]
-        keywords = [f"{k}={v}" for k, v in consts.items()]
-        keywords += ["BLOCK_R=BLOCK_R", "BLOCK_C=BLOCK_C", "WIDE=WIDE"]
-        with src.indent("if P == 1:  # each program sees all of its channels' rows: one kernel"):
-            src.line("part = x  # not read")
-            if cumulative:
-                src.line("# the count after this batch, apart from the one the kernel writes")
-                src.line("count = num_batches_tracked + 1")
-        with src.indent("else:"):
-            src.line(f"part = torch.empty((2, P, {channels}), device=x.device, "
-                     "dtype=torch.float32)")
-            call = ["x", "part"] + (["num_batches_tracked"] if track else []) + tail + keywords
-            launch_lines(src, stats, "(CB, P)", call)
-            if cumulative:
-                src.line("count = num_batches_tracked  # counted by the kernel")
-        call = ["x", "out", "part"]
-        if affine:
-            call += ["weight", "bias"]
-        if track:
-            call += ["running_mean", "running_var", "num_batches_tracked"]
+        call.append("count")
+    b.group("input, output, partials, parameters and buffers", pointers, call, per_call=True)
+    _, operand_call = epilogue_arguments(epi)
+    b.group("epilogue operands", epi.params(), operand_call)
+    _shape_groups(b, rank, consts, out_strides=True)
+    b.tile_expr("BLOCK_P", "tile(P, 16)")
+    b.tile_expr("FUSED", "P == 1")
+    b.problem([f"R = x.numel() // {channels}  # values per channel: rows of the [rows, C] view",
+               "if R <= 1:",
+               '    raise ValueError("batch_norm with batch statistics: expected more than 1 '
+               'value per channel when training, got input size " + str(list(x.shape)))'], "R")
+    # tiles of both kernels, before the apply kernel's own (BLOCK_P, FUSED)
+    b.tile_lines += [
+        "# Channels innermost (channels-last): wide channel tiles, contiguous loads.",
+        f"BLOCK_C = {inner} if x.stride(1) == 1 else {outer}",
+        "# An elementwise tile: the loops keep per-lane sums, no tl.sum inside.",
+        "BLOCK_R = tile(R, config['BLOCK'] // BLOCK_C)",
+        f"CB = ({channels} + BLOCK_C - 1) // BLOCK_C",
+        "T = (R + BLOCK_R - 1) // BLOCK_R  # tiles of rows per channel block",
+        "# One chunk per channel block on the interpreter (it pays per program).",
+        f"P = 1 if INTERPRET else max(1, min({PROGRAMS} // CB, T // {MIN_TILES}, "
+        f"{MAX_CHUNKS}))",
+        "ROWS_PER = (T + P - 1) // P * BLOCK_R",
+        "P = (R + ROWS_PER - 1) // ROWS_PER  # no chunk is empty",
+    ]
+    b.tile_lines = b.tile_lines[2:] + b.tile_lines[:2]  # BLOCK_P and FUSED need P
+    b.grid_dims(("CB", None), ("P", None))
+    stats_call, stats_values = s.launch_values(["x", "part", "num_batches_tracked"])
+    b.kept.update({"FUSED_": "P == 1", "STATS_GRID": "(CB, P)", "PARTS": f"(2, P, {channels})",
+                   f"{s.name.upper()}_ARGS": "(" + ", ".join(stats_values) + ",)"})
+    before = Source()
+    with before.indent("if FUSED_:  # each program sees all of its channels' rows: one kernel"):
+        before.line("part = x  # not read")
         if cumulative:
-            call.append("count")
-        call += operand_call + tail + ["*out.stride()"] + keywords
-        call += ["BLOCK_P=tile(P, 16)", "FUSED=P == 1"]
-        launch_lines(src, name, "(CB, P)", call)
-        if track:
-            src.line("# Written by the kernels: tell PyTorch (and cached folded weights) that "
-                     "they changed.")
-            for buffer in ("running_mean", "running_var", "num_batches_tracked"):
-                src.line(f"torch.autograd.graph.increment_version({buffer})")
-    helpers = {"tanh"} if epi.uses_tanh else set()
-    arguments = args + [Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)]
-    return EmittedKernel(name, src.text(), launcher, arguments, helpers=helpers)
+            before.line("# the count after this batch, apart from the one the kernel writes")
+            before.line("count = num_batches_tracked + 1")
+    with before.indent("else:"):
+        before.line("part = torch.empty(PARTS, device=x.device, dtype=torch.float32)")
+        before.line(f"{s.name}[STATS_GRID]({', '.join(stats_call)}, num_warps=warps, "
+                    "num_stages=stages)")
+        if cumulative:
+            before.line("count = num_batches_tracked  # counted by the kernel")
+    b.before += before.lines
+    if track:
+        b.after.append("# Written by the kernels: tell PyTorch (and cached folded weights) that "
+                       "they changed.")
+        for buffer in ("running_mean", "running_var", "num_batches_tracked"):
+            b.after.append(f"torch.autograd.graph.increment_version({buffer})")
+    b.companions.append(s.jit().text())
+
+    src = b.body
+    _channels_and_pivot(src)
+    src.line("total = R.to(tl.float32)")
+    with src.indent("if FUSED:  # one chunk: this program's statistics are the batch's"):
+        _chunk_statistics(src, dims)
+        src.line("batch_mean = chunk_mean")
+        src.line("squares = chunk_m2")
+    with src.indent("else:"):
+        src.line("# Merge every chunk's (mean, M2) of these channels (Chan et al.).")
+        src.line("sum_mean = tl.zeros((BLOCK_C,), dtype=tl.float32)")
+        with src.indent("for q0 in range(0, P, BLOCK_P):"):
+            _partials(src)
+            src.line("sum_mean += tl.sum(n_q[:, None] * chunk_mean, axis=0)")
+        src.line("batch_mean = sum_mean / total")
+        src.line("squares = tl.zeros((BLOCK_C,), dtype=tl.float32)")
+        with src.indent("for q0 in range(0, P, BLOCK_P):"):
+            _partials(src)
+            src.line("chunk_m2 = tl.load(part_ptr + (P + q[:, None]) * C + c[None, :], "
+                     "mask=q_mask, other=0.0)")
+            src.line("dev = chunk_mean - batch_mean[None, :]")
+            src.line("squares += tl.sum(chunk_m2 + n_q[:, None] * dev * dev, axis=0)")
+    src.line("var = squares / total")
+    src.line("mean = pivot + batch_mean")
+    if track:
+        with src.indent("if p == 0:"):
+            with src.indent("if FUSED:"):
+                with src.indent("if cb == 0:  # count the batch (else kernel 1 does)"):
+                    src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
+            src.line("# Running statistics, updated in place (the running variance is "
+                     "unbiased).")
+            if cumulative:
+                src.line("# momentum none: a cumulative average, 1 / num_batches_tracked "
+                         "(after this batch).")
+                src.line("factor = 1.0 / tl.load(count_ptr).to(tl.float32)")
+            else:
+                src.line(f"factor = {number(float(a.momentum))}")
+            for buf, value in (("mean", "mean"), ("var", "(squares / (total - 1.0))")):
+                ptr = f"running_{buf}_ptr"
+                src.line(f"old = tl.load({ptr} + c, mask=c_ok, other=0.0).to(tl.float32)")
+                src.line(f"new = (1.0 - factor) * old + factor * {value}")
+                src.line(f"tl.store({ptr} + c, new.to({ptr}.dtype.element_ty), mask=c_ok)")
+    # Rounded division and square root: as PyTorch's 1 / std::sqrt(var + eps).
+    src.line(f"scale = tl.div_rn(1.0, tl.sqrt_rn(var + {number(float(a.eps))}))")
+    if affine:
+        src.line("scale = scale * tl.load(weight_ptr + c, mask=c_ok, other=1.0)"
+                 ".to(tl.float32)")
+        src.line("shift = tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)")
+    else:
+        src.line("shift = tl.zeros((BLOCK_C,), dtype=tl.float32)")
+    src.line("# Normalise this program's chunk, apply the epilogue, store.")
+    with src.indent("for row0 in range(start, end, BLOCK_R):"):
+        _rows(src, dims, "x", "sx")
+        src.line("v = tl.load(x_ptr + x_row[:, None] + x_col[None, :], mask=mask, "
+                 "other=0.0).to(tl.float32)")
+        # x - mean first: exact for values near a large mean, where x * scale would round
+        src.line("acc = (v - mean[None, :]) * scale[None, :] + shift[None, :]")
+
+        def index(d: int) -> str:
+            return "n[:, None]" if d == 0 else "c[None, :]" if d == 1 else \
+                f"{dims[d - 2]}_i[:, None]"
+
+        src.extend(epi.lines("acc", index, "mask", out_rank))
+        offset = "n * so0" + "".join(f" + {d}_i * so{2 + i}" for i, d in enumerate(dims))
+        src.line(f"o_row = {offset}")
+        src.line("tl.store(out_ptr + o_row[:, None] + (c * so1)[None, :], "
+                 "acc.to(out_ptr.dtype.element_ty), mask=mask)")
+    if epi.uses_tanh:
+        b.helpers.add("tanh")
+    return b.build()
+
+
+def _shape_groups(b: KernelBuilder, rank: int, consts: dict, out_strides: bool = False) -> None:
+    """What both kernels take after their pointers: the [rows, C] view's size, the chunking,
+    the strides, the shape constants; and their tiles."""
+    b.group("rows per channel, rows per chunk, chunks", ["R", "ROWS_PER", "P"])
+    b.group("input strides", [f"sx{i}" for i in range(rank)], ["*x.stride()"])
+    if out_strides:
+        b.group("output strides", [f"so{i}" for i in range(rank)], ["*out.stride()"])
+    b.constants("channels, spatial sizes", consts)
+    b.tiles += ["BLOCK_R", "BLOCK_C"]
 
 
 def _pow2(n: int) -> int:
@@ -236,7 +234,7 @@ def _channels_and_pivot(src: Source) -> None:
     """Program ids, this program's channels and rows, and each channel's pivot."""
     src.line("cb = tl.program_id(0)")
     src.line("p = tl.program_id(1)")
-    with src.indent("if WIDE:  # 64-bit offsets only for tensors of 2^31 elements or more"):
+    with src.indent("if INDEX_64:  # 64-bit offsets only where a tensor can reach 2**31 elements"):
         src.line("cb = cb.to(tl.int64)")
         src.line("p = p.to(tl.int64)")
     src.line("c = cb * BLOCK_C + tl.arange(0, BLOCK_C)")
@@ -273,7 +271,7 @@ def _rows(src: Source, dims: tuple[str, ...], name: str, strides: str) -> None:
 def _partials(src: Source) -> None:
     """A block of chunks q: their row counts and their means for these channels."""
     src.line("q = q0 + tl.arange(0, BLOCK_P)")
-    with src.indent("if WIDE:"):
+    with src.indent("if INDEX_64:"):
         src.line("q = q.to(tl.int64)")
     src.line("q_ok = q < P")
     src.line("q_mask = q_ok[:, None] & c_ok[None, :]")

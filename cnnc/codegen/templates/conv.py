@@ -27,16 +27,9 @@ from __future__ import annotations
 import math
 
 from ...ops.conv import conv_pads
+from ..builder import KernelBuilder
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import (
-    SPATIAL,
-    Argument,
-    EmitContext,
-    EmittedKernel,
-    launch_lines,
-    split_index,
-)
-from ..source import Source
+from ..kernel import SPATIAL, EmitContext, EmittedKernel, split_index
 
 TAP_BLOCKS_UP_TO = 8  # channels per group up to which a step covers several taps
 # The launcher's names for the strides of the input, weight and output: XS0=x_strides[0]...
@@ -91,231 +84,253 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     fold = [kernel.folded_bn] if kernel.folded_bn is not None else []
     epi = Epilogue(graph, fold + kernel.epilogue, kernel.anchor)
     has_bias = a.bias
-    name = ctx.name
     rows = [f"q{d}" for d in dims] if pool else [f"o{d}" for d in dims]
     sizes = [f"Q{d.upper()}" for d in dims] if pool else [f"O{d.upper()}" for d in dims]
 
-    src = Source()
-    src.line("@triton.jit")
-    with src.indent(f"def {name}("):
-        pointers = ["x_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"]
-        src.line(", ".join(pointers) + ",  # input, weight, " + ("bias, " if has_bias else "")
-                 + "output")
-        if epi.params():
-            src.line(", ".join(epi.params()) + ",  # epilogue operands")
-        src.line("N,  # batch size")
-        names = list(consts)
-        for i in range(0, len(names), 6):
-            src.line(", ".join(f"{k}: tl.constexpr" for k in names[i:i + 6]) + ",")
-        for label, prefix in (("input", "XS"), ("weight", "WS"), ("output", "OS")):
-            src.line(", ".join(f"{s}: tl.constexpr" for s in strides if s.startswith(prefix))
-                     + f",  # {label} strides")
-        src.line("BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,")
-        src.line("DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, WIDE: tl.constexpr,")
-        if row_tiles:
-            src.line("ROW_TILES: tl.constexpr,  # tiles of rows per program")
-    src.line("):")
-    with src.indent():
-        what = {"depthwise": "a depthwise multiply-accumulate",
-                "taps": "an implicit GEMM over blocks of taps",
-                "channels": "an implicit GEMM, taps outside and channel blocks inside"}[loop]
-        src.line('"""' + f"conv{S}d as {what}" + (" with a fused pool" if pool else "")
-                 + '."""')
-        src.line("pid_m = tl.program_id(0)")
-        src.line("pid_n = tl.program_id(1)")
+    what = {"depthwise": "a depthwise multiply-accumulate",
+            "taps": "an implicit GEMM over blocks of taps",
+            "channels": "an implicit GEMM, taps outside and channel blocks inside"}[loop]
+    columns, groups = (c_out, 1) if loop == "depthwise" else (consts["C_OUT_G"], a.groups)
+    family, depth, steps = {"depthwise": ("depthwise", 1, taps),
+                            "channels": ("conv", c_in_g, taps),
+                            "taps": ("conv", taps * consts.get("CP", 1), 1)}[loop]
+    if pool is not None and loop != "depthwise":
+        family = "conv_pool"  # a second accumulator tile: the pooled values
+    # Split-K (SPLIT_K programs share a tile's reduction, then the last one to finish applies
+    # the epilogue to the sum) where a step is a tap and a channel block, with no pool.
+    splits = loop == "channels" and pool is None and not row_tiles
+    b = KernelBuilder(ctx, family, f"conv{S}d as {what}"
+                      + (" with a fused pool." if pool else "."))
+    b.wide_in_interpreter = True  # as it was: int32 index math doubles its interpreted time
+    b.argument("x", "value", conv.inputs[0])
+    b.argument("w", "param", f"{conv.scope}.weight")
+    if has_bias:
+        b.argument("b", "param", f"{conv.scope}.bias")
+    for ref_name, kind, ref in epilogue_refs(epi):
+        b.argument(ref_name, kind, ref)
+    _, operand_call = epilogue_arguments(epi)
+    pointers = ["x_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"]
+    b.group("input, weight, " + ("bias, " if has_bias else "") + "output", pointers,
+            ["x", "w"] + (["b"] if has_bias else []) + ["out"])
+    if splits:
+        b.group("split-K: partial sums and tile counters (fresh at each launch)",
+                ["ws_ptr", "count_ptr"], ["*split_buffers(SPLIT)"], per_call=True)
+    b.group("epilogue operands", epi.params(), operand_call)
+    b.group("batch size", ["N"])
+    b.constants("channels per group, sizes, kernel, stride, padding, dilation"
+                + (", pool" if pool else "") + ", taps", consts)
+    # Strides are compile-time constants: Triton then knows how far loads are contiguous.
+    b.group("input, weight and output strides", strides,
+            ["*x_strides", "*w_strides", "*out_strides"], constexpr=True)
+    b.flags("the dot's precision: TF32 where PyTorch's convolutions use it",
+            {"DOT_PRECISION": "conv_precision(x)"}, keyed=True)
+    b.flags("the interpreter's bfloat16 dot", {"UPCAST_DOT": "upcast_dot(x)"})
+    m = "N * " + " * ".join(str(consts[s]) for s in sizes)
+    b.problem(["N = x.shape[0]", f"M = {m}",
+               "x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()"], "M")
+    b.tile_lines.append(f"BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = gemm_tiles(config, M, "
+                        f"{columns}, {depth}, x, {steps})")
+    b.tiles += ["BLOCK_M", "BLOCK_N", "BLOCK_K"]
+    b.warps, b.stages = "warps", "stages"
+    rows_per_program = "BLOCK_M"
+    if row_tiles:
+        # on a GPU, the loads of the next tile of rows overlap this one's dot
+        b.tile_expr("ROW_TILES", "1 if INTERPRET else 4")
+        rows_per_program = "(BLOCK_M * ROW_TILES)"
+    slices = str(groups)
+    if splits:
+        b.tile_lines.append(f"TILES_MN = (M + BLOCK_M - 1) // BLOCK_M * (({columns} + BLOCK_N - 1)"
+                            f" // BLOCK_N) * {groups}")
+        b.tile_expr("SPLIT_K", f"split_k(config, TILES_MN, {taps} * (({c_in_g} + BLOCK_K - 1) "
+                    "// BLOCK_K))")
+        b.kept["SPLIT"] = f"split_plan(SPLIT_K, M, {c_out}, TILES_MN, out)"
+        slices = f"{groups} * SPLIT_K"
+    b.grid_dims(("M", rows_per_program), (str(columns), "BLOCK_N"), (slices, None))
+
+    src = b.body
+    src.line("pid_m = tl.program_id(0)")
+    src.line("pid_n = tl.program_id(1)")
+    if splits:
+        with src.indent("if SPLIT_K > 1:  # SPLIT_K programs per tile, on axis 2"):
+            src.line("group = tl.program_id(2) // SPLIT_K")
+            src.line("pid_k = tl.program_id(2) % SPLIT_K  # this program's share of the steps")
+        with src.indent("else:  # loop bounds the compiler knows"):
+            src.line("group = tl.program_id(2)")
+            src.line("pid_k = 0")
+    else:
         src.line("group = tl.program_id(2)")
-        src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
-        if loop == "depthwise":
-            src.line("# Columns: every output channel; each reads input channel co // C_OUT_G.")
-            src.line("n_mask = offs_n < C_OUT")
-            src.line("co = offs_n")
-            src.line("ci = co" if consts["C_OUT_G"] == 1 else "ci = co // C_OUT_G")
-        else:
-            src.line("# Columns: output channels of this group.")
-            src.line("n_mask = offs_n < C_OUT_G")
-            src.line("co = group * C_OUT_G + offs_n")
-        src.line("w_col = co * WS0")
+    src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+    if loop == "depthwise":
+        src.line("# Columns: every output channel; each reads input channel co // C_OUT_G.")
+        src.line("n_mask = offs_n < C_OUT")
+        src.line("co = offs_n")
+        src.line("ci = co" if consts["C_OUT_G"] == 1 else "ci = co // C_OUT_G")
+    else:
+        src.line("# Columns: output channels of this group.")
+        src.line("n_mask = offs_n < C_OUT_G")
+        src.line("co = group * C_OUT_G + offs_n")
+    src.line("w_col = co * WS0")
+    if has_bias:
+        src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
+    src.extend(epi.channel_lines("co", "n_mask"))
+
+    def window_start(positions: list[str]) -> None:
+        src.line("# Each output's window starts at o * stride - padding.")
+        for d, pos in zip(dims, positions):
+            src.line(f"base_{d} = {pos} * S{d.upper()} - P{d.upper()}")
+
+    def input_position(valid: str, tap: str) -> str:
+        """Lines placing the tap's input position in i{d}; returns the load's row mask."""
+        mask = valid
+        for d in dims:
+            D = d.upper()
+            src.line(f"i{d} = base_{d}{tap} + k{d} * D{D}")
+            src.extend(_padding_lines(a.padding_mode, f"i{d}", D))
+            if a.padding_mode == "zeros":
+                mask += f" & (i{d} >= 0) & (i{d} < {D})"
+        return mask
+
+    def split_tap(tap: str) -> None:
+        split_index(src, tap, [f"k{d}" for d in dims], [f"K{d.upper()}" for d in dims],
+                    "rest_k")
+
+    def dot() -> None:
+        src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
+        src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
+        src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
+
+    def channel_blocks(positions: list[str], valid: str) -> None:
+        src.line("offs_c = tl.arange(0, BLOCK_K)")
+        src.line("C_STEPS = (C_IN_G + BLOCK_K - 1) // BLOCK_K  # a constexpr")
+        steps = "range(pid_k, TAPS * C_STEPS, SPLIT_K)" if splits else "range(0, TAPS * C_STEPS)"
+        with src.indent(f"for step in {steps}:"):
+            src.line("# step -> (tap, channel block): 1-D index math, per row and per "
+                     "channel")
+            src.line("c = (step % C_STEPS) * BLOCK_K + offs_c")
+            src.line("c_mask = c < C_IN_G")
+            src.line("tap = step // C_STEPS")
+            split_tap("tap")
+            mask = input_position(valid, "")
+            src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
+                                                     for i, d in enumerate(dims)))
+            src.line("w_tap = w_col + " + " + ".join(f"k{d} * WS{2 + i}"
+                                                     for i, d in enumerate(dims)))
+            src.line(f"a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * XS1, "
+                     f"mask=({mask})[:, None] & c_mask[None, :], other=0.0)")
+            src.line("b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * WS1, "
+                     "mask=c_mask[:, None] & n_mask[None, :], other=0.0)")
+            dot()
+
+    def tap_blocks(positions: list[str], valid: str) -> None:
+        with src.indent("for k0 in range(0, TAPS * CP, BLOCK_K):"):
+            src.line("# reduction index -> (tap, channel slot): CP slots per tap, "
+                     "C_IN_G of them real")
+            src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
+            src.line("c = offs_k % CP")
+            src.line("tap = offs_k // CP")
+            src.line("k_mask = (tap < TAPS) & (c < C_IN_G)")
+            split_tap("tap")
+            mask = input_position(f"({valid})[:, None] & k_mask[None, :]", "[:, None]")
+            offset = "x_row[:, None] + " + " + ".join(
+                f"i{d} * XS{2 + i}" for i, d in enumerate(dims)) + " + c[None, :] * XS1"
+            src.line(f"a = tl.load(x_ptr + {offset}, mask={mask}, other=0.0)")
+            w_offset = " + ".join(f"k{d} * WS{2 + i}" for i, d in enumerate(dims))
+            src.line(f"b = tl.load(w_ptr + w_col[None, :] + ({w_offset} + c * WS1)[:, None], "
+                     "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
+            dot()
+
+    def depthwise(positions: list[str], valid: str) -> None:
+        with src.indent("for tap in range(0, TAPS):"):
+            split_tap("tap")
+            mask = input_position(valid, "")
+            src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
+                                                     for i, d in enumerate(dims)))
+            src.line(f"xv = tl.load(x_ptr + x_tap[:, None] + ci[None, :] * XS1, "
+                     f"mask=({mask})[:, None] & n_mask[None, :], other=0.0)")
+            w_offset = " + ".join(f"k{d} * WS{2 + i}" for i, d in enumerate(dims))
+            src.line(f"wv = tl.load(w_ptr + w_col + {w_offset}, mask=n_mask, other=0.0)")
+            src.line("acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]")
+
+    body = {"channels": channel_blocks, "taps": tap_blocks, "depthwise": depthwise}[loop]
+
+    def conv_tile(positions: list[str], valid: str) -> None:
+        window_start(positions)
+        src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+        body(positions, valid)
+        if splits:
+            _combine_split(src, c_out)
         if has_bias:
-            src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
-        src.extend(epi.channel_lines("co", "n_mask"))
+            src.line("acc += bias[None, :]")
 
-        def window_start(positions: list[str]) -> None:
-            src.line("# Each output's window starts at o * stride - padding.")
-            for d, pos in zip(dims, positions):
-                src.line(f"base_{d} = {pos} * S{d.upper()} - P{d.upper()}")
+    def index_for(positions: list[str]):
+        def index(d: int) -> str:
+            if d == 0:
+                return "n[:, None]"
+            if d == 1:
+                return "co[None, :]"
+            return f"{positions[d - 2]}[:, None]"
+        return index
 
-        def input_position(valid: str, tap: str) -> str:
-            """Lines placing the tap's input position in i{d}; returns the load's row mask."""
-            mask = valid
-            for d in dims:
-                D = d.upper()
-                src.line(f"i{d} = base_{d}{tap} + k{d} * D{D}")
-                src.extend(_padding_lines(a.padding_mode, f"i{d}", D))
-                if a.padding_mode == "zeros":
-                    mask += f" & (i{d} >= 0) & (i{d} < {D})"
-            return mask
-
-        def split_tap(tap: str) -> None:
-            split_index(src, tap, [f"k{d}" for d in dims], [f"K{d.upper()}" for d in dims],
-                        "rest_k")
-
-        def dot() -> None:
-            src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
-            src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
-            src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
-
-        def channel_blocks(positions: list[str], valid: str) -> None:
-            src.line("offs_c = tl.arange(0, BLOCK_K)")
-            src.line("C_STEPS = (C_IN_G + BLOCK_K - 1) // BLOCK_K  # a constexpr")
-            with src.indent("for step in range(0, TAPS * C_STEPS):"):
-                src.line("# step -> (tap, channel block): 1-D index math, per row and per "
-                         "channel")
-                src.line("c = (step % C_STEPS) * BLOCK_K + offs_c")
-                src.line("c_mask = c < C_IN_G")
-                src.line("tap = step // C_STEPS")
-                split_tap("tap")
-                mask = input_position(valid, "")
-                src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
-                                                         for i, d in enumerate(dims)))
-                src.line("w_tap = w_col + " + " + ".join(f"k{d} * WS{2 + i}"
-                                                         for i, d in enumerate(dims)))
-                src.line(f"a = tl.load(x_ptr + x_tap[:, None] + c[None, :] * XS1, "
-                         f"mask=({mask})[:, None] & c_mask[None, :], other=0.0)")
-                src.line("b = tl.load(w_ptr + w_tap[None, :] + c[:, None] * WS1, "
-                         "mask=c_mask[:, None] & n_mask[None, :], other=0.0)")
-                dot()
-
-        def tap_blocks(positions: list[str], valid: str) -> None:
-            with src.indent("for k0 in range(0, TAPS * CP, BLOCK_K):"):
-                src.line("# reduction index -> (tap, channel slot): CP slots per tap, "
-                         "C_IN_G of them real")
-                src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
-                src.line("c = offs_k % CP")
-                src.line("tap = offs_k // CP")
-                src.line("k_mask = (tap < TAPS) & (c < C_IN_G)")
-                split_tap("tap")
-                mask = input_position(f"({valid})[:, None] & k_mask[None, :]", "[:, None]")
-                offset = "x_row[:, None] + " + " + ".join(
-                    f"i{d} * XS{2 + i}" for i, d in enumerate(dims)) + " + c[None, :] * XS1"
-                src.line(f"a = tl.load(x_ptr + {offset}, mask={mask}, other=0.0)")
-                w_offset = " + ".join(f"k{d} * WS{2 + i}" for i, d in enumerate(dims))
-                src.line(f"b = tl.load(w_ptr + w_col[None, :] + ({w_offset} + c * WS1)[:, None], "
-                         "mask=k_mask[:, None] & n_mask[None, :], other=0.0)")
-                dot()
-
-        def depthwise(positions: list[str], valid: str) -> None:
-            with src.indent("for tap in range(0, TAPS):"):
-                split_tap("tap")
-                mask = input_position(valid, "")
-                src.line("x_tap = x_row + " + " + ".join(f"i{d} * XS{2 + i}"
-                                                         for i, d in enumerate(dims)))
-                src.line(f"xv = tl.load(x_ptr + x_tap[:, None] + ci[None, :] * XS1, "
-                         f"mask=({mask})[:, None] & n_mask[None, :], other=0.0)")
-                w_offset = " + ".join(f"k{d} * WS{2 + i}" for i, d in enumerate(dims))
-                src.line(f"wv = tl.load(w_ptr + w_col + {w_offset}, mask=n_mask, other=0.0)")
-                src.line("acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]")
-
-        body = {"channels": channel_blocks, "taps": tap_blocks, "depthwise": depthwise}[loop]
-
-        def conv_tile(positions: list[str], valid: str) -> None:
-            window_start(positions)
-            src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-            body(positions, valid)
-            if has_bias:
-                src.line("acc += bias[None, :]")
-
-        def index_for(positions: list[str]):
-            def index(d: int) -> str:
-                if d == 0:
-                    return "n[:, None]"
-                if d == 1:
-                    return "co[None, :]"
-                return f"{positions[d - 2]}[:, None]"
-            return index
-
-        def row_tile(first: str) -> None:
-            src.line("# Rows: output positions (n, " + ", ".join(rows) + ").")
-            src.line("if WIDE:  # some tensor has 2^31 elements or more: index in int64")
-            src.line(f"    offs_m = {first}.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
-            src.line("else:")
-            src.line(f"    offs_m = {first} * BLOCK_M + tl.arange(0, BLOCK_M)")
-            src.line("rest = offs_m")
-            for var, size in zip(reversed(rows), reversed(sizes)):
-                src.line(f"{var} = rest % {size}")
-                src.line(f"rest = rest // {size}")
-            src.line("n = rest")
-            src.line("m_mask = n < N")
-            if loop == "depthwise":
-                src.line("x_row = n * XS0")
-            else:
-                src.line("x_row = n * XS0 + group * C_IN_G * XS1")
-            tile_mask = "m_mask[:, None] & n_mask[None, :]"
-            if pool is None:
-                conv_tile(rows, "m_mask")
-                src.extend(epi.lines("acc", index_for(rows), tile_mask, rank,
-                                     channels="[None, :]"))
-                result = "acc"
-            else:
-                result = _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank)
-            src.line("# Store through the output's strides (it may be a slice of a concat).")
-            row = "n * OS0" + "".join(f" + {var} * OS{2 + i}" for i, var in enumerate(rows))
-            src.line(f"o_row = {row}")
-            src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * OS1, "
-                     f"{result}.to(out_ptr.dtype.element_ty), mask={tile_mask})")
-
-        if row_tiles:
-            src.line("# The reduction is one step: nothing for a K loop to overlap. A loop over")
-            src.line("# ROW_TILES tiles of rows instead lets the next tile's loads overlap this")
-            src.line("# tile's dot and stores (the weights' tile is the same for all of them).")
-            with src.indent("for row_tile in range(0, ROW_TILES):"):
-                row_tile("(pid_m * ROW_TILES + row_tile)")
+    def row_tile(first: str) -> None:
+        src.line("# Rows: output positions (n, " + ", ".join(rows) + ").")
+        src.line("if INDEX_64:  # some tensor can reach 2**31 elements: index in int64")
+        src.line(f"    offs_m = {first}.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
+        src.line("else:")
+        src.line(f"    offs_m = {first} * BLOCK_M + tl.arange(0, BLOCK_M)")
+        src.line("rest = offs_m")
+        for var, size in zip(reversed(rows), reversed(sizes)):
+            src.line(f"{var} = rest % {size}")
+            src.line(f"rest = rest // {size}")
+        src.line("n = rest")
+        src.line("m_mask = n < N")
+        if loop == "depthwise":
+            src.line("x_row = n * XS0")
         else:
-            row_tile("pid_m")
-    src.line("")
-    src.line("")
+            src.line("x_row = n * XS0 + group * C_IN_G * XS1")
+        tile_mask = "m_mask[:, None] & n_mask[None, :]"
+        if pool is None:
+            conv_tile(rows, "m_mask")
+            src.extend(epi.lines("acc", index_for(rows), tile_mask, rank,
+                                 channels="[None, :]"))
+            result = "acc"
+        else:
+            result = _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank)
+        src.line("# Store through the output's strides (it may be a slice of a concat).")
+        row = "n * OS0" + "".join(f" + {var} * OS{2 + i}" for i, var in enumerate(rows))
+        src.line(f"o_row = {row}")
+        store_mask = "keep" if splits else tile_mask  # split-K: the last program's tile
+        src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * OS1, "
+                 f"{result}.to(out_ptr.dtype.element_ty), mask={store_mask})")
 
-    # -------------------------------------------------------------- launcher
-    args: list[Argument] = [Argument("x", "value", conv.inputs[0])]
-    args.append(Argument("w", "param", f"{conv.scope}.weight"))
-    if a.bias:
-        args.append(Argument("b", "param", f"{conv.scope}.bias"))
-    launcher = f"launch_{name}"
-    call = ["out"] + [arg.name for arg in args]
-    operand_args, operand_call = epilogue_arguments(epi)
-    src.line(f"def {launcher}({', '.join(call + operand_args)}):")
-    with src.indent():
-        src.line("N = x.shape[0]")
-        m = "N * " + " * ".join(str(consts[s]) for s in sizes)
-        src.line(f"M = {m}")
-        columns, groups = (c_out, 1) if loop == "depthwise" else (consts["C_OUT_G"], a.groups)
-        family, depth, steps = {"depthwise": ("depthwise", 1, taps),
-                                "channels": ("conv", c_in_g, taps),
-                                "taps": ("conv", taps * consts.get("CP", 1), 1)}[loop]
-        if pool is not None and loop != "depthwise":
-            family = "conv_pool"  # a second accumulator tile: the pooled values
-        src.line(f"BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = gemm_tiles({family!r}, M, "
-                 f"{columns}, {depth}, x, {steps})")
-        tiles = "BLOCK_M"
-        if row_tiles:
-            src.line("ROW_TILES = 1 if INTERPRET else 4  # on a GPU, pipelined across row tiles")
-            tiles = "BLOCK_M * ROW_TILES"
-        src.line(f"grid = (triton.cdiv(M, {tiles}), triton.cdiv({columns}, BLOCK_N), {groups})")
-        src.line("x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()")
-        kernel_args = ["x", "w"] + (["b"] if has_bias else []) + ["out"]
-        kernel_args += operand_call
-        kernel_args += ["N"]
-        kernel_args += [f"{k}={v}" for k, v in consts.items()]
-        kernel_args += [f"{s}={STRIDES[s[0]]}[{s[2:]}]" for s in strides]
-        kernel_args += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
-                        "DOT_PRECISION=conv_precision(x)",
-                        "UPCAST_DOT=upcast_dot(x)", "WIDE=wide(x, out)",
-                        "num_warps=warps", "num_stages=stages"]
-        if row_tiles:
-            kernel_args.append("ROW_TILES=ROW_TILES")
-        launch_lines(src, name, "grid", kernel_args)
-    helpers = {"tanh"} if epi.uses_tanh else set()
-    return EmittedKernel(name, src.text(), launcher, args + [
-        Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], helpers=helpers)
+    if row_tiles:
+        src.line("# The reduction is one step: nothing for a K loop to overlap. A loop over")
+        src.line("# ROW_TILES tiles of rows instead lets the next tile's loads overlap this")
+        src.line("# tile's dot and stores (the weights' tile is the same for all of them).")
+        with src.indent("for row_tile in range(0, ROW_TILES):"):
+            row_tile("(pid_m * ROW_TILES + row_tile)")
+    else:
+        row_tile("pid_m")
+    if epi.uses_tanh:
+        b.helpers.add("tanh")
+    return b.build()
+
+
+def _combine_split(src, c_out: int) -> None:
+    """Split-K: every program adds its partial sums into the tile's float32 sums; the last
+    of the SPLIT_K to arrive (a counter per tile) reads the whole sum back, and only its
+    epilogue is stored. With SPLIT_K = 1 all of it is compiled away."""
+    with src.indent("if SPLIT_K > 1:"):
+        src.line(f"ws = ws_ptr + offs_m[:, None] * {c_out} + co[None, :]  # sums: [M, C_out]")
+        src.line("tile_mask = m_mask[:, None] & n_mask[None, :]")
+        src.line("tl.atomic_add(ws, acc, mask=tile_mask)")
+        src.line("tile_id = (group * tl.num_programs(0) + pid_m) * tl.num_programs(1) + pid_n")
+        src.line("arrived = tl.atomic_add(count_ptr + tile_id, 1)")
+        src.line("# the others' sums are in L2 (atomics); the counter's acquire orders this load")
+        src.line("keep = tile_mask & ((tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32) + arrived)"
+                 " == SPLIT_K - 1)")
+        src.line('acc = tl.load(ws, mask=keep, other=0.0, cache_modifier=".cg")')
+    with src.indent("else:"):
+        src.line("keep = m_mask[:, None] & n_mask[None, :]")
 
 
 def _padding_lines(mode: str, var: str, size: str) -> list[str]:

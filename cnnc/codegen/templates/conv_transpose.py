@@ -19,17 +19,11 @@ from __future__ import annotations
 
 import math
 
+from ..builder import KernelBuilder
 from ..epilogue import Epilogue, epilogue_arguments, epilogue_refs
-from ..kernel import (
-    SPATIAL,
-    Argument,
-    EmitContext,
-    EmittedKernel,
-    launch_lines,
-    split_index,
-)
+from ..kernel import SPATIAL, EmitContext, EmittedKernel, split_index
 from ..source import Source
-from .conv import STRIDES, TAP_BLOCKS_UP_TO
+from .conv import TAP_BLOCKS_UP_TO
 
 
 def phase_taps(kernel: int, stride: int, dilation: int) -> list[list[int]]:
@@ -74,141 +68,118 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     rank = len(graph.node(kernel.output).shape)
     epi = Epilogue(graph, kernel.epilogue, kernel.anchor)
     has_bias = a.bias
-    name = ctx.name
     rows = [f"j{d}" for d in dims]
     strides = [f"{t}{i}" for t in ("XS", "WS", "OS") for i in range(S + 2)]
 
-    src = Source()
-    src.line("@triton.jit")
-    pointers = ["x_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"]
-    with src.indent(f"def {name}("):
-        src.line(", ".join(pointers) + ",  # input, weight, " +
-                 ("bias, " if has_bias else "") + "output")
-        if epi.params():
-            src.line(", ".join(epi.params()) + ",  # epilogue operands")
-        src.line("N,  # batch size")
-        src.line("C_IN_G: tl.constexpr, C_OUT_G: tl.constexpr,  # channels per group")
-        if tap_blocks:
-            src.line("CP: tl.constexpr,  # channel slots per tap: C_IN_G up to a power of two")
-        for group, what in ((0, "input size"), (1, "output size"),
-                            (2, "outputs per phase (at most)"), (3, "stride"), (4, "padding"),
-                            (5, "dilation")):
-            names = list(consts)[2 + group * S: 2 + (group + 1) * S]
-            src.line(", ".join(f"{k}: tl.constexpr" for k in names) + f",  # {what}")
-        for label, prefix in (("input", "XS"), ("weight", "WS"), ("output", "OS")):
-            src.line(", ".join(f"{s}: tl.constexpr" for s in strides if s.startswith(prefix))
-                     + f",  # {label} strides")
-        src.line("BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,")
-        src.line("DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr, WIDE: tl.constexpr,")
-    src.line("):")
-    with src.indent():
-        src.line('"""' + f"conv_transpose{S}d as a sub-pixel implicit GEMM: one grid slice "
-                 "per output phase.")
-        src.line("")
-        src.extend(ctx.describe())
-        src.line('"""')
-        src.line("pid_m = tl.program_id(0)")
-        src.line("pid_n = tl.program_id(1)")
-        src.line(f"group = tl.program_id(2) // {phases}")
-        src.line(f"phase = tl.program_id(2) % {phases}")
-        split_index(src, "phase", [f"r{d}" for d in dims], [f"S{d.upper()}" for d in dims],
-                    "rest_r")
-        src.line("# Per dim, the phase's outputs o = first + j * S (j < count) gather from")
-        src.line("# i = j + shift - (k * D - r) // S through its taps k = k0 + t * step, t < taps.")
-        for i, d in enumerate(dims):
-            D = d.upper()
-            src.line(f"first_{d} = (r{d} + S{D} - P{D} % S{D}) % S{D}")
-            src.line(f"count_{d} = (O{D} - first_{d} + S{D} - 1) // S{D}")
-            src.line(f"shift_{d} = (first_{d} + P{D} - r{d}) // S{D}")
-            taps = phase_taps(a.kernel_size[i], a.stride[i], a.dilation[i])
-            src.line(_table(f"k0_{d}", f"r{d}", [t[0] if t else 0 for t in taps]))
-            src.line(_table(f"taps_{d}", f"r{d}", [len(t) for t in taps]))
-            step = a.stride[i] // math.gcd(a.stride[i], a.dilation[i])
-            src.line(f"step_{d} = {step}")
-        src.line("# Rows: the phase's output positions (n, " + ", ".join(rows) + ").")
-        src.line("if WIDE:  # some tensor has 2^31 elements or more: index in int64")
-        src.line("    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
-        src.line("else:")
-        src.line("    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
-        src.line("rest = offs_m")
-        for var, d in zip(reversed(rows), reversed(dims)):
-            src.line(f"{var} = rest % J{d.upper()}")
-            src.line(f"rest = rest // J{d.upper()}")
-        src.line("n = rest")
-        src.line("m_mask = (n < N) & " + " & ".join(f"(j{d} < count_{d})" for d in dims))
-        for d in dims:
-            src.line(f"o{d} = first_{d} + j{d} * S{d.upper()}")
-        src.line("# Columns: output channels of this group.")
-        src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
-        src.line("n_mask = offs_n < C_OUT_G")
-        src.line("co = group * C_OUT_G + offs_n")
-        src.line("x_row = n * XS0 + group * C_IN_G * XS1")
-        src.line("w_col = offs_n * WS1 + group * C_IN_G * WS0")
-        if has_bias:
-            src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
-        src.extend(epi.channel_lines("co", "n_mask"))
-        src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-        src.line("phase_taps = " + " * ".join(f"taps_{d}" for d in dims))
-        if tap_blocks:
-            _tap_blocks(src, dims)
-        else:
-            _channel_blocks(src, dims)
-        if has_bias:
-            src.line("acc += bias[None, :]")
-
-        def index(d: int) -> str:
-            if d == 0:
-                return "n[:, None]"
-            if d == 1:
-                return "co[None, :]"
-            return f"o{dims[d - 2]}[:, None]"
-
-        tile_mask = "m_mask[:, None] & n_mask[None, :]"
-        src.extend(epi.lines("acc", index, tile_mask, rank, channels="[None, :]"))
-        src.line("# Store through the output's strides (it may be a slice of a concat).")
-        src.line("o_row = n * OS0 + " + " + ".join(f"o{d} * OS{2 + i}"
-                                                   for i, d in enumerate(dims)))
-        src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * OS1, "
-                 f"acc.to(out_ptr.dtype.element_ty), mask={tile_mask})")
-    src.line("")
-    src.line("")
-
-    # -------------------------------------------------------------- launcher
-    args: list[Argument] = [Argument("x", "value", conv.inputs[0]),
-                            Argument("w", "param", f"{conv.scope}.weight")]
+    b = KernelBuilder(ctx, "conv", f"conv_transpose{S}d as a sub-pixel implicit GEMM: one grid "
+                      "slice per output phase.")
+    b.wide_in_interpreter = True  # as it was: int32 index math doubles its interpreted time
+    b.argument("x", "value", conv.inputs[0])
+    b.argument("w", "param", f"{conv.scope}.weight")
     if has_bias:
-        args.append(Argument("b", "param", f"{conv.scope}.bias"))
-    launcher = f"launch_{name}"
-    call = ["out"] + [arg.name for arg in args]
-    operand_args, operand_call = epilogue_arguments(epi)
-    src.line(f"def {launcher}({', '.join(call + operand_args)}):")
-    with src.indent():
-        src.line("N = x.shape[0]")
-        src.line("M = N * " + " * ".join(str(consts[f"J{d.upper()}"]) for d in dims)
-                 + "  # rows of one phase")
-        taps = [[len(t) for t in phase_taps(k, s, d)]
-                for k, s, d in zip(a.kernel_size, a.stride, a.dilation)]
-        if tap_blocks:  # the phase with most taps in as few steps as the tile allows
-            depth, steps = math.prod(max(t) for t in taps) * consts["CP"], 1
-        else:
-            depth, steps = consts["C_IN_G"], max(1, math.prod(min(t) for t in taps))
-        src.line(f"BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = gemm_tiles('conv', M, "
-                 f"{consts['C_OUT_G']}, {depth}, x, {steps})")
-        src.line(f"grid = (triton.cdiv(M, BLOCK_M), triton.cdiv({consts['C_OUT_G']}, BLOCK_N), "
-                 f"{a.groups * phases})")
-        src.line("x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()")
-        kernel_args = ["x", "w"] + (["b"] if has_bias else []) + ["out"]
-        kernel_args += operand_call
-        kernel_args += ["N"]
-        kernel_args += [f"{k}={v}" for k, v in consts.items()]
-        kernel_args += [f"{s}={STRIDES[s[0]]}[{s[2:]}]" for s in strides]
-        kernel_args += ["BLOCK_M=BLOCK_M", "BLOCK_N=BLOCK_N", "BLOCK_K=BLOCK_K",
-                        "DOT_PRECISION=conv_precision(x)", "UPCAST_DOT=upcast_dot(x)",
-                        "WIDE=wide(x, out)", "num_warps=warps", "num_stages=stages"]
-        launch_lines(src, name, "grid", kernel_args)
-    helpers = {"tanh"} if epi.uses_tanh else set()
-    return EmittedKernel(name, src.text(), launcher, args + [
-        Argument(n, kind, ref) for n, kind, ref in epilogue_refs(epi)], helpers=helpers)
+        b.argument("b", "param", f"{conv.scope}.bias")
+    for ref_name, kind, ref in epilogue_refs(epi):
+        b.argument(ref_name, kind, ref)
+    _, operand_call = epilogue_arguments(epi)
+    pointers = ["x_ptr", "w_ptr"] + (["b_ptr"] if has_bias else []) + ["out_ptr"]
+    b.group("input, weight, " + ("bias, " if has_bias else "") + "output", pointers,
+            ["x", "w"] + (["b"] if has_bias else []) + ["out"])
+    b.group("epilogue operands", epi.params(), operand_call)
+    b.group("batch size", ["N"])
+    b.constants("channels per group" + (", channel slots per tap (C_IN_G up to a power of two)"
+                                        if tap_blocks else "")
+                + "; input size, output size, outputs per phase (at most), stride, padding, "
+                "dilation", consts)
+    # Strides are compile-time constants: Triton then knows how far loads are contiguous.
+    b.group("input, weight and output strides", strides,
+            ["*x_strides", "*w_strides", "*out_strides"], constexpr=True)
+    b.flags("the dot's precision: TF32 where PyTorch's convolutions use it",
+            {"DOT_PRECISION": "conv_precision(x)"}, keyed=True)
+    b.flags("the interpreter's bfloat16 dot", {"UPCAST_DOT": "upcast_dot(x)"})
+    b.problem(["N = x.shape[0]",
+               "M = N * " + " * ".join(str(consts[f"J{d.upper()}"]) for d in dims)
+               + "  # rows of one phase",
+               "x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()"], "M")
+    taps = [[len(t) for t in phase_taps(k, st, dl)]
+            for k, st, dl in zip(a.kernel_size, a.stride, a.dilation)]
+    if tap_blocks:  # the phase with most taps in as few steps as the tile allows
+        depth, steps = math.prod(max(t) for t in taps) * consts["CP"], 1
+    else:
+        depth, steps = consts["C_IN_G"], max(1, math.prod(min(t) for t in taps))
+    b.tile_lines.append(f"BLOCK_M, BLOCK_N, BLOCK_K, warps, stages = gemm_tiles(config, M, "
+                        f"{consts['C_OUT_G']}, {depth}, x, {steps})")
+    b.tiles += ["BLOCK_M", "BLOCK_N", "BLOCK_K"]
+    b.warps, b.stages = "warps", "stages"
+    b.grid_dims(("M", "BLOCK_M"), (str(consts["C_OUT_G"]), "BLOCK_N"),
+                (str(a.groups * phases), None))
+
+    src = b.body
+    src.line("pid_m = tl.program_id(0)")
+    src.line("pid_n = tl.program_id(1)")
+    src.line(f"group = tl.program_id(2) // {phases}")
+    src.line(f"phase = tl.program_id(2) % {phases}")
+    split_index(src, "phase", [f"r{d}" for d in dims], [f"S{d.upper()}" for d in dims],
+                "rest_r")
+    src.line("# Per dim, the phase's outputs o = first + j * S (j < count) gather from")
+    src.line("# i = j + shift - (k * D - r) // S through its taps k = k0 + t * step, t < taps.")
+    for i, d in enumerate(dims):
+        D = d.upper()
+        src.line(f"first_{d} = (r{d} + S{D} - P{D} % S{D}) % S{D}")
+        src.line(f"count_{d} = (O{D} - first_{d} + S{D} - 1) // S{D}")
+        src.line(f"shift_{d} = (first_{d} + P{D} - r{d}) // S{D}")
+        taps = phase_taps(a.kernel_size[i], a.stride[i], a.dilation[i])
+        src.line(_table(f"k0_{d}", f"r{d}", [t[0] if t else 0 for t in taps]))
+        src.line(_table(f"taps_{d}", f"r{d}", [len(t) for t in taps]))
+        step = a.stride[i] // math.gcd(a.stride[i], a.dilation[i])
+        src.line(f"step_{d} = {step}")
+    src.line("# Rows: the phase's output positions (n, " + ", ".join(rows) + ").")
+    src.line("if INDEX_64:  # some tensor can reach 2**31 elements: index in int64")
+    src.line("    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)")
+    src.line("else:")
+    src.line("    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
+    src.line("rest = offs_m")
+    for var, d in zip(reversed(rows), reversed(dims)):
+        src.line(f"{var} = rest % J{d.upper()}")
+        src.line(f"rest = rest // J{d.upper()}")
+    src.line("n = rest")
+    src.line("m_mask = (n < N) & " + " & ".join(f"(j{d} < count_{d})" for d in dims))
+    for d in dims:
+        src.line(f"o{d} = first_{d} + j{d} * S{d.upper()}")
+    src.line("# Columns: output channels of this group.")
+    src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
+    src.line("n_mask = offs_n < C_OUT_G")
+    src.line("co = group * C_OUT_G + offs_n")
+    src.line("x_row = n * XS0 + group * C_IN_G * XS1")
+    src.line("w_col = offs_n * WS1 + group * C_IN_G * WS0")
+    if has_bias:
+        src.line("bias = tl.load(b_ptr + co, mask=n_mask, other=0.0).to(tl.float32)")
+    src.extend(epi.channel_lines("co", "n_mask"))
+    src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
+    src.line("phase_taps = " + " * ".join(f"taps_{d}" for d in dims))
+    if tap_blocks:
+        _tap_blocks(src, dims)
+    else:
+        _channel_blocks(src, dims)
+    if has_bias:
+        src.line("acc += bias[None, :]")
+
+    def index(d: int) -> str:
+        if d == 0:
+            return "n[:, None]"
+        if d == 1:
+            return "co[None, :]"
+        return f"o{dims[d - 2]}[:, None]"
+
+    tile_mask = "m_mask[:, None] & n_mask[None, :]"
+    src.extend(epi.lines("acc", index, tile_mask, rank, channels="[None, :]"))
+    src.line("# Store through the output's strides (it may be a slice of a concat).")
+    src.line("o_row = n * OS0 + " + " + ".join(f"o{d} * OS{2 + i}"
+                                               for i, d in enumerate(dims)))
+    src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * OS1, "
+             f"acc.to(out_ptr.dtype.element_ty), mask={tile_mask})")
+    if epi.uses_tanh:
+        b.helpers.add("tanh")
+    return b.build()
 
 
 def _input_positions(src: Source, dims, tap: str) -> str:

@@ -63,6 +63,12 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     _, operand_call = epilogue_arguments(epi)
     b.group("input, weight, (bias,) output", ["a_ptr", "w_ptr"] + (["b_ptr"] if has_bias else [])
             + ["out_ptr"], ["x", "w"] + (["b"] if has_bias else []) + ["out"])
+    # Split-K (SPLIT_K programs share a tile's reduction; the last applies the epilogue) for
+    # a plain input; a pooling prologue's loads are not split.
+    splits = prologue is None
+    if splits:
+        b.group("split-K: partial sums and tile counters (fresh at each launch)",
+                ["ws_ptr", "count_ptr"], ["*split_buffers(SPLIT)"], per_call=True)
     b.group("epilogue operands", epi.params(), operand_call)
     b.group("rows", ["M"])
     b.constants("features in and out, leading sizes, pooled sizes", consts)
@@ -84,6 +90,16 @@ def emit(ctx: EmitContext) -> EmittedKernel:
 
     src = b.body
     b.grouped_program_ids("M", "BLOCK_M", "F", "BLOCK_N", str(a.out_features))
+    if splits:
+        tiles = b.grid[0]
+        b.tile_expr("SPLIT_K",
+                    f"split_k(config, {tiles}, ({in_features} + BLOCK_K - 1) // BLOCK_K)")
+        b.kept["SPLIT"] = f"split_plan(SPLIT_K, M, {a.out_features}, {tiles}, out)"
+        b.grid.append("SPLIT_K")
+        with src.indent("if SPLIT_K > 1:"):
+            src.line("pid_k = tl.program_id(1)  # this program's share of the reduction")
+        with src.indent("else:  # loop bounds the compiler knows"):
+            src.line("pid_k = 0")
     src.line("offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)")
     src.line("m_mask = offs_m < M")
     src.line("# row -> (i0, " + ", ".join(f"i{d}" for d in range(1, lead)) + ")")
@@ -97,7 +113,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
     src.line("n_mask = offs_n < F")
     src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
-    with src.indent("for k0 in range(0, K, BLOCK_K):"):
+    loop = ("range(pid_k * BLOCK_K, K, BLOCK_K * SPLIT_K)" if splits
+            else "range(0, K, BLOCK_K)")
+    with src.indent(f"for k0 in {loop}:"):
         src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
         src.line("k_mask = offs_k < K")
         src.line("tile_mask = m_mask[:, None] & k_mask[None, :]")
@@ -123,6 +141,17 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
         src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
         src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
+    out_mask = "m_mask[:, None] & n_mask[None, :]"
+    if splits:
+        with src.indent("if SPLIT_K > 1:  # the last of the tile's programs stores the sum"):
+            src.line("ws = ws_ptr + offs_m[:, None] * F + offs_n[None, :]  # sums: [M, F]")
+            src.line(f"tl.atomic_add(ws, acc, mask={out_mask})")
+            src.line("arrived = tl.atomic_add(count_ptr + pid, 1)")
+            src.line(f"keep = {out_mask} & ((tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32) "
+                     "+ arrived) == SPLIT_K - 1)")
+            src.line('acc = tl.load(ws, mask=keep, other=0.0, cache_modifier=".cg")')
+        with src.indent("else:"):
+            src.line(f"keep = {out_mask}")
     if has_bias:
         src.line("acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)"
                  "[None, :]")
@@ -130,14 +159,13 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     def index(d: int) -> str:
         return "offs_n[None, :]" if d == rank - 1 else f"i{d}[:, None]"
 
-    out_mask = "m_mask[:, None] & n_mask[None, :]"
     if per_feature:
         src.extend(epi.channel_lines("offs_n", "n_mask"))
     src.extend(epi.lines("acc", index, out_mask, rank,
                          channels="[None, :]" if per_feature else None))
     offset = " + ".join(f"i{d} * OS{d}" for d in range(lead))
     src.line(f"tl.store(out_ptr + ({offset})[:, None] + offs_n[None, :] * OS{rank - 1}, "
-             f"acc.to(out_ptr.dtype.element_ty), mask={out_mask})")
+             f"acc.to(out_ptr.dtype.element_ty), mask={'keep' if splits else out_mask})")
     if epi.uses_tanh:
         b.helpers.add("tanh")
     return b.build()

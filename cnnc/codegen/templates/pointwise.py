@@ -36,7 +36,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                                                 "*out.stride()"])
     if dropout:
         b.group("dropout's random seed", ["seed"],
-                ["int(torch.randint(0, 2**31 - 1, (1,)).item())"])
+                ["int(torch.randint(0, 2**31 - 1, (1,)).item())"], per_call=True)
     b.constants("output sizes", {f"D{d}": out.shape[d] for d in range(1, rank)})
     b.problem(["total = out.numel()"], "total")
     b.tile("BLOCK", "total")
