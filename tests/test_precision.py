@@ -57,7 +57,8 @@ def _chosen_precisions(net, x, monkeypatch) -> dict[str, str]:
 
     for name in KERNELS:
         monkeypatch.setattr(module, name, Recorder(name))
-    net(x)
+    with torch.no_grad():  # the forward-only plan (a recording forward fuses less)
+        net(x)
     return chosen
 
 

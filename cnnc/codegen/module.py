@@ -14,6 +14,7 @@ import builtins
 import importlib
 import inspect
 import keyword
+import re
 from dataclasses import dataclass
 
 from .. import __version__
@@ -127,7 +128,7 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str,
         for kernel, _ in hosts:
             src.line(f"#   {kernel.name}:")
             src.extend(f"#     {line}" for line in headers[kernel.name])
-        src.extend(jit.replace("def _(", f"def {first.name}(", 1).rstrip("\n").splitlines())
+        src.extend(jit.replace(BLANK, first.name).rstrip("\n").splitlines())
         for _, host in hosts:
             src.line("")
             src.line("")
@@ -167,17 +168,21 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str,
     return Emitted(head.text() + src.text(), name, launches["eval"], launches["train"])
 
 
+BLANK = "__cnnc_kernel__"  # a kernel's name inside its body, when bodies are compared
+
+
 def _distinct_bodies(kernels: list[EmittedKernel]) -> dict[str, list]:
-    """Kernels by jit function (its name blanked to `_`): kernels whose bodies differ only in
-    name share the first one's, and their launchers call it. -> [(kernel, launcher text)]."""
+    """Kernels by jit functions (their name blanked, companions' too: `t1_batch_norm` and
+    `t1_batch_norm_stats`): kernels whose bodies differ only in name share the first one's,
+    and their launchers call it. -> [(kernel, launcher text)]."""
     bodies: dict[str, list] = {}
     for kernel in kernels:
         jit, host = kernel.parts()
-        body = jit.replace(f"def {kernel.name}(", "def _(", 1)
+        body = re.sub(rf"\b{kernel.name}(?=\w*\()", BLANK, jit)
         users = bodies.setdefault(body, [])
         if users:
             shared = users[0][0].name
-            host = host.replace(f"{kernel.name}[", f"{shared}[")
+            host = re.sub(rf"\b{kernel.name}(\w*)\[", rf"{shared}\1[", host)
         users.append((kernel, host))
     return bodies
 
