@@ -336,7 +336,11 @@ def test_every_example_trains_like_the_reference(path, network, monkeypatch):
         mine, eager, exact = (r[name].double() for r in runs)
         scale = exact.abs().max().clamp_min(1e-30)
         err, eager_err = ((v - exact).abs().max() / scale for v in (mine, eager))
-        assert err <= max(RTOL, 4 * eager_err), (name, float(err), float(eager_err))
+        # a value that is 0 but for rounding (the running mean after a batch norm and a
+        # conv without bias) has no relative error to speak of: 1e-5 absolute there
+        near_zero = (mine - exact).abs().max() <= 1e-5
+        assert near_zero or err <= max(RTOL, 4 * eager_err), (name, float(err),
+                                                               float(eager_err))
 
 
 def _run(model, xs):

@@ -258,7 +258,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
         body(positions, valid)
         if splits:
-            _combine_split(src, c_out)
+            # C_out by name, not number: kernels of layers that differ only in their
+            # channel counts keep one body
+            _combine_split(src, "C_OUT" if "C_OUT" in consts else
+                           "C_OUT_G" if a.groups == 1 else f"(C_OUT_G * {a.groups})")
         if has_bias:
             src.line("acc += bias[None, :]")
 
@@ -315,7 +318,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     return b.build()
 
 
-def _combine_split(src, c_out: int) -> None:
+def _combine_split(src, c_out: str) -> None:
     """Split-K: every program adds its partial sums into the tile's float32 sums; the last
     of the SPLIT_K to arrive (a counter per tile) reads the whole sum back, and only its
     epilogue is stored. With SPLIT_K = 1 all of it is compiled away."""
