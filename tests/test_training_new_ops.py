@@ -41,8 +41,17 @@ def _source(chain: str, channels: int, size: int) -> str:
             "    output y\n}\n")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["fp32", "fp64"])
-@pytest.mark.parametrize("name,chain,channels,size", CASES, ids=[c[0] for c in CASES])
+FLOAT64 = ("layer_norm", "group_norm", "upsample_bicubic_corners", "prelu")
+
+
+def _cases():
+    for case in CASES:
+        yield pytest.param(*case, torch.float32, id=f"{case[0]}-fp32")
+        if case[0] in FLOAT64:  # the reductions, once more where rounding cannot hide
+            yield pytest.param(*case, torch.float64, id=f"{case[0]}-fp64")
+
+
+@pytest.mark.parametrize("name,chain,channels,size,dtype", list(_cases()))
 def test_new_operator_gradients_equal_autograd(name, chain, channels, size, dtype):
     source = _source(chain, channels, size)
     torch.manual_seed(0)
