@@ -121,7 +121,9 @@ def test_layer_norm_backward_matches_autograd(small, case, k, shift, data):
 def test_group_norm_backward_matches_autograd(small, case, groups, per, shift, data):
     shape, g = case
     shape = (shape[0], groups * per, *shape[2:])
-    assume(per * torch.Size(shape[2:]).numel() > 1)  # more than one value per group
+    # More than two values per group: with two, xhat is +-1 and dx is 0 but for eps, so
+    # any float32 result is rounding times 1/std (PyTorch's own fp32 too).
+    assume(per * torch.Size(shape[2:]).numel() > 2)
     x = _layout(data.draw, _random(shape, g, shift))
     w, b, needs, eps = data.draw(options(shape[1]))
     dy, expected = _autograd(lambda x, w, b: F.group_norm(x, groups, w, b, eps), x, w, b)

@@ -117,9 +117,9 @@ def emit(ctx: EmitContext, recompute: bool) -> ChainGrads:
             ["out", *calls])
     b.group("elements", ["total"])
     b.group("strides (broadcast to the output's shape)", stride_params, strides)
-    if dropout:
-        b.argument("seed", "value", "seed")
-        b.group("the forward's dropout seed", ["seed"], ["seed"])
+    if dropout:  # a number the caller passes: not part of the launch's kept plan
+        b.argument("seed", "scalar", "seed")
+        b.group("the forward's dropout seed", ["seed"], ["seed"], per_call=True)
     b.constants("output sizes", {f"D{d}": out.shape[d] for d in range(1, rank)})
     b.problem(["total = out.numel()"], "total")
     b.tile("BLOCK", "total")
