@@ -107,6 +107,7 @@ def test_layer_norm_backward_matches_autograd(small, case, k, shift, data):
     assume(k <= len(shape))
     x = _layout(data.draw, _random(shape, g, shift))
     ns = shape[len(shape) - k:]
+    assume(torch.Size(ns).numel() != 2)  # two values: dx is rounding times 1/std (above)
     w, b, needs, eps = data.draw(options(ns))
     dy, expected = _autograd(lambda x, w, b: F.layer_norm(x, ns, w, b, eps), x, w, b)
     with _tiling(small):
