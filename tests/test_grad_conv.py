@@ -84,10 +84,10 @@ class ComputeOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def copied_namespace(module, tmp_path: Path) -> dict:
+def copied_namespace(module, tmp_path: Path, after=()) -> dict:
     """The text after GRAD_MARKER, run where a generated module runs it: after the copied
-    runtime support, with only torch, triton, tl and INTERPRET besides (from a file, so
-    that triton.jit can read the kernels' source)."""
+    runtime support and the families copied before it (`after`), with only torch, triton,
+    tl and INTERPRET besides (from a file, so that triton.jit can read the source)."""
     import triton
     import triton.language as tl
 
@@ -96,11 +96,12 @@ def copied_namespace(module, tmp_path: Path) -> dict:
     exec(compile(support_text, support.__file__, "exec"), namespace)
     namespace = {k: v for k, v in namespace.items() if not k.startswith("__")}
     namespace.update(torch=torch, triton=triton, tl=tl, INTERPRET=True, __name__="copied")
-    text = Path(module.__file__).read_text()
-    assert text.count(GRAD_MARKER) == 1
-    copied = tmp_path / f"copied_{Path(module.__file__).stem}.py"
-    copied.write_text(text.split(GRAD_MARKER, 1)[1])
-    exec(compile(copied.read_text(), str(copied), "exec"), namespace)
+    for family in (*after, module):
+        text = Path(family.__file__).read_text()
+        assert text.count(GRAD_MARKER) == 1
+        copied = tmp_path / f"copied_{Path(family.__file__).stem}.py"
+        copied.write_text(text.split(GRAD_MARKER, 1)[1])
+        exec(compile(copied.read_text(), str(copied), "exec"), namespace)
     return namespace
 
 

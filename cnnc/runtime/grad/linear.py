@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ..support import allows_tf32, ceil_div, tile
-from .conv import _conv_cast_kernel
+from .conv import _conv_accumulator, _conv_finish, _conv_huge
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -153,29 +153,11 @@ def _linear_precision(t):
 def _linear_meta(t, *tensors):
     """Precision, bf16 upcast (interpreter), int64 indices (large tensors, and the
     interpreter, whose int32 overflow checks cost more than the kernels), accumulator."""
-    wide = INTERPRET or any(  # an offset into a storage (a view's too) can reach 2**31
-        u.untyped_storage().nbytes() >= u.element_size() * (2**31 - 2**20) for u in tensors)
+    wide = INTERPRET or any(_conv_huge(u) for u in tensors)
     return dict(DOT_PRECISION=_linear_precision(t),
                 UPCAST=INTERPRET and t.dtype == torch.bfloat16, WIDE=wide,
                 ACC=tl.float64 if t.dtype == torch.float64 else tl.float32,
                 num_warps=4, num_stages=1 if INTERPRET else 3)
-
-
-def _linear_accumulator(like, atomic):
-    if not atomic:
-        return torch.empty_like(like)
-    wide = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return torch.zeros_like(like, dtype=wide)
-
-
-def _linear_finish(buffer, like):
-    if buffer.dtype == like.dtype:
-        return buffer
-    out = torch.empty_like(like)
-    total = out.numel()
-    block = tile(total, 16384 if INTERPRET else 1024)
-    _conv_cast_kernel[(ceil_div(total, block),)](buffer, out, total, BLOCK=block)
-    return out
 
 
 def _linear_splits(tiles, rows, block_k, device):
@@ -230,9 +212,9 @@ def grad_linear(dy, x, w, *, needs=(True, True, True), has_bias=True):
         chunk = max(bk, ceil_div(ceil_div(rows, splits), bk) * bk)
         splits = max(1, ceil_div(rows, chunk))
         atomic = splits > 1
-        dw = _linear_accumulator(w, atomic) if need_w else None
+        dw = _conv_accumulator(w, atomic) if need_w else None
         bias_like = torch.empty(n_out, dtype=w.dtype, device=w.device)
-        db = _linear_accumulator(bias_like, atomic) if need_b else None
+        db = _conv_accumulator(bias_like, atomic) if need_b else None
         if rows == 0:
             for t in (dw, db):
                 if t is not None:
@@ -245,7 +227,7 @@ def grad_linear(dy, x, w, *, needs=(True, True, True), has_bias=True):
                 COMPUTE_W=need_w, FUSE_BIAS=need_b, ATOMIC=atomic,
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **_linear_meta(dy, dy, x, w))
         if dw is not None:
-            dw = _linear_finish(dw, w)
+            dw = _conv_finish(dw, w)
         if db is not None:
-            db = _linear_finish(db, bias_like)
+            db = _conv_finish(db, bias_like)
     return dx, dw, db
