@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import importlib
-import inspect
 import keyword
 import re
 from dataclasses import dataclass
@@ -22,15 +20,12 @@ from ..errors import CompileError
 from ..ir.graph import Graph
 from ..ir.shapes import Sym
 from ..passes.plan import Kernel, Plan, View
-from ..runtime import support, tuner
 from ..runtime.inputs import input_specs, parameter_specs
 from . import backward, helpers, views
 from .kernel import EmitContext, EmittedKernel, safe_file_name
+from .runtime_text import grad_source, support_source
 from .source import Source, number, python_name, shown, text_literal
 from .templates import TEMPLATES
-
-SUPPORT_MARKER = "# ---- cnnc runtime support (copied into generated files) ----"
-TUNER_MARKER = "# ---- cnnc tuner (copied into generated files) ----"
 
 
 @dataclass
@@ -39,23 +34,6 @@ class Emitted:
     class_name: str
     eval_launches: list[dict]
     train_launches: list[dict]
-
-
-def _support_source() -> str:
-    text = inspect.getsource(support)
-    tuning = inspect.getsource(tuner)
-    return text[text.index(SUPPORT_MARKER):] + "\n\n" + tuning[tuning.index(TUNER_MARKER):]
-
-
-def _grad_source() -> str:
-    """The backward kernels' families (cnnc/runtime/grad), after the generated runtime."""
-    from ..runtime import grad
-
-    parts = []
-    for family in grad.FAMILIES:
-        source = inspect.getsource(importlib.import_module(f"{grad.__name__}.{family}"))
-        parts.append(source[source.index(grad.GRAD_MARKER):])
-    return "\n\n".join(parts)
 
 
 def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str,
@@ -102,7 +80,7 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str,
     src.line("import triton  # noqa: E402")
     src.line("import triton.language as tl  # noqa: E402")
     src.line("")
-    src.extend(_support_source().rstrip("\n").splitlines())
+    src.extend(support_source().rstrip("\n").splitlines())
     src.line("")
     src.line("")
     with src.indent("try:  # inside cnnc, raise cnnc's own InputError"):
@@ -114,7 +92,9 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str,
     src.line("LAUNCH_LOCK = launch_lock(INTERPRET)")
     src.line("")
     if groups:
-        src.extend(_grad_source().rstrip("\n").splitlines())
+        called = {name for plan, found in groups.values()
+                  for row in backward.backward_table(plan, found) for name in row["kernels"]}
+        src.extend(grad_source(called).rstrip("\n").splitlines())
         src.line("")
     used = set().union(*(k.helpers for k in kernels)) if kernels else set()
     for helper in sorted(used):
