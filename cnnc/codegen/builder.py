@@ -27,7 +27,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from .kernel import Argument, EmitContext, EmittedKernel
+from .kernel import Argument, EmitContext, EmittedKernel, split_index
 from .source import Source, identifier, number
 
 PER_LINE = 6  # parameters per signature line
@@ -152,6 +152,24 @@ class KernelBuilder:
         b.line("group_m = tl.minimum(tiles_m - group * GROUP_M, GROUP_M)")
         b.line("pid_m = group * GROUP_M + (pid % (GROUP_M * tiles_n)) % group_m")
         b.line("pid_n = (pid % (GROUP_M * tiles_n)) // group_m")
+
+    def flat_elements(self, out_shape) -> None:
+        """An elementwise kernel over `out`: one program per BLOCK of its elements; the
+        body gets `offs` (flat indices), `mask` and the output index i0..i{rank-1} split
+        from them (sizes past the batch are shape constants D1...)."""
+        rank = len(out_shape)
+        self.group("elements", ["total"])
+        self.constants("output sizes", {f"D{d}": out_shape[d] for d in range(1, rank)})
+        self.problem(["total = out.numel()"], "total")
+        self.tile("BLOCK", "total")
+        self.grid_dims(("total", "BLOCK"))
+        self.program_id("pid")
+        self.body.line("offs = pid * BLOCK + tl.arange(0, BLOCK)")
+        self.body.line("mask = offs < total")
+        self.body.line("# flat index -> (" + ", ".join(f"i{d}" for d in range(rank)) + ")")
+        split_index(self.body, "offs", [f"i{d}" for d in range(1, rank)],
+                    [f"D{d}" for d in range(1, rank)])
+        self.body.line("i0 = rest")
 
     # ---------------------------------------------------------------- output
 

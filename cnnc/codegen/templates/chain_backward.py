@@ -115,25 +115,12 @@ def emit(ctx: EmitContext, recompute: bool) -> ChainGrads:
         b.argument(name, "value", name)
     b.group("output gradient, kept values, gradient buffers", ["gstart_ptr", *pointers],
             ["out", *calls])
-    b.group("elements", ["total"])
     b.group("strides (broadcast to the output's shape)", stride_params, strides)
     if dropout:  # a number the caller passes: not part of the launch's kept plan
         b.argument("seed", "scalar", "seed")
         b.group("the forward's dropout seed", ["seed"], ["seed"], per_call=True)
-    b.constants("output sizes", {f"D{d}": out.shape[d] for d in range(1, rank)})
-    b.problem(["total = out.numel()"], "total")
-    b.tile("BLOCK", "total")
-    b.grid_dims(("total", "BLOCK"))
-
+    b.flat_elements(out.shape)
     src = b.body
-    b.program_id("pid")
-    src.line("offs = pid * BLOCK + tl.arange(0, BLOCK)")
-    src.line("mask = offs < total")
-    src.line("rest = offs")
-    for d in reversed(range(1, rank)):
-        src.line(f"i{d} = rest % D{d}")
-        src.line(f"rest = rest // D{d}")
-    src.line("i0 = rest")
 
     def off(prefix: str) -> str:
         return " + ".join(f"i{d} * {prefix}{d}" for d in range(rank))

@@ -29,7 +29,6 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     _, operand_call = epilogue_arguments(epi)
     b.group("input, output", ["x_ptr", "out_ptr"], ["x", "out"])
     b.group("epilogue operands", epi.params(), operand_call)
-    b.group("elements", ["total"])
     # The first input is read through strides broadcast to the output.
     b.group("input and output strides", [f"sx{d}" for d in range(rank)]
             + [f"so{d}" for d in range(rank)], ["*broadcast_strides(x, out.shape)",
@@ -37,21 +36,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     if dropout:
         b.group("dropout's random seed", ["seed"],
                 ["int(torch.randint(0, 2**31 - 1, (1,)).item())"], per_call=True)
-    b.constants("output sizes", {f"D{d}": out.shape[d] for d in range(1, rank)})
-    b.problem(["total = out.numel()"], "total")
-    b.tile("BLOCK", "total")
-    b.grid_dims(("total", "BLOCK"))
-
+    b.flat_elements(out.shape)
     src = b.body
-    b.program_id("pid")
-    src.line("offs = pid * BLOCK + tl.arange(0, BLOCK)")
-    src.line("mask = offs < total")
-    src.line("# flat index -> (" + ", ".join(f"i{d}" for d in range(rank)) + ")")
-    src.line("rest = offs")
-    for d in reversed(range(1, rank)):
-        src.line(f"i{d} = rest % D{d}")
-        src.line(f"rest = rest // D{d}")
-    src.line("i0 = rest")
     x_off = " + ".join(f"i{d} * sx{d}" for d in range(rank))
     src.line(f"acc = tl.load(x_ptr + {x_off}, mask=mask, other=0.0).to(tl.float32)")
 

@@ -31,24 +31,11 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     _, operand_call = epilogue_arguments(epi)
     b.group("input, output", ["x_ptr", "out_ptr"], ["x", "out"])
     b.group("epilogue operands", epi.params(), operand_call)
-    b.group("elements", ["total"])
     b.group("input and output strides", [f"sx{d}" for d in range(rank)]
             + [f"so{d}" for d in range(rank)], ["*x.stride()", "*out.stride()"])
-    b.constants("groups, output sizes", {"G": groups}
-                | {f"D{d}": out.shape[d] for d in range(1, rank)})
-    b.problem(["total = out.numel()"], "total")
-    b.tile("BLOCK", "total")
-    b.grid_dims(("total", "BLOCK"))
-
+    b.constants("groups", {"G": groups})
+    b.flat_elements(out.shape)
     src = b.body
-    b.program_id("pid")
-    src.line("offs = pid * BLOCK + tl.arange(0, BLOCK)")
-    src.line("mask = offs < total")
-    src.line("rest = offs")
-    for d in reversed(range(1, rank)):
-        src.line(f"i{d} = rest % D{d}")
-        src.line(f"rest = rest // D{d}")
-    src.line("i0 = rest")
     src.line("c_in = (i1 % G) * (D1 // G) + i1 // G")
     x_off = " + ".join(["c_in * sx1"] + [f"i{d} * sx{d}" for d in range(rank) if d != 1])
     src.line(f"acc = tl.load(x_ptr + {x_off}, mask=mask, other=0.0).to(tl.float32)")
