@@ -105,11 +105,16 @@ def emit_module(graph: Graph, eval_plan: Plan, train_plan: Plan, origin: str,
         first = hosts[0][0]
         shared = f"; one body for {len(hosts)} kernels" if hosts[1:] else ""
         src.line(f"# ---- {first.name}: from {safe_file_name(origin)}{shared}")
-        for kernel, _ in hosts:
+        for kernel, _, _ in hosts:
             src.line(f"#   {kernel.name}:")
             src.extend(f"#     {line}" for line in headers[kernel.name])
         src.extend(jit.replace(BLANK, first.name).rstrip("\n").splitlines())
-        for _, host in hosts:
+        for _, _, kept in hosts:
+            for text in kept:
+                src.line("")
+                src.line("")
+                src.extend(text.rstrip("\n").splitlines())
+        for _, host, _ in hosts:
             src.line("")
             src.line("")
             src.extend(host.rstrip("\n").splitlines())
@@ -152,18 +157,31 @@ BLANK = "__cnnc_kernel__"  # a kernel's name inside its body, when bodies are co
 
 
 def _distinct_bodies(kernels: list[EmittedKernel]) -> dict[str, list]:
-    """Kernels by jit functions (their name blanked, companions' too: `t1_batch_norm` and
-    `t1_batch_norm_stats`): kernels whose bodies differ only in name share the first one's,
-    and their launchers call it. -> [(kernel, launcher text)]."""
+    """Kernels by jit functions: kernels whose main functions differ only in name share
+    the first one's, and their launchers call it; a companion function (a batch norm's
+    `..._stats`) is emitted once per distinct body too, whichever kernels carry it.
+    -> {main body, name blanked: [(kernel, launcher text, companions to emit)]}."""
     bodies: dict[str, list] = {}
+    companions: dict[str, str] = {}  # a companion's body, name blanked -> its first name
     for kernel in kernels:
         jit, host = kernel.parts()
-        body = re.sub(rf"\b{kernel.name}(?=\w*\()", BLANK, jit)
+        pieces = re.split(r"(?m)^(?=@triton\.jit)", jit)
+        others = [f for f in pieces if f.startswith("@triton.jit")
+                  and not re.search(rf"\bdef {kernel.name}\(", f)]
+        main = "".join(f for f in pieces if f not in others)
+        kept = []
+        for text in others:
+            name = re.search(r"\bdef (\w+)\(", text)[1]
+            first = companions.setdefault(re.sub(rf"\b{name}\(", BLANK + "(", text), name)
+            if first == name:
+                kept.append(text)
+            else:
+                host = re.sub(rf"\b{name}\[", f"{first}[", host)
+        body = re.sub(rf"\b{kernel.name}\(", BLANK + "(", main)
         users = bodies.setdefault(body, [])
         if users:
-            shared = users[0][0].name
-            host = re.sub(rf"\b{kernel.name}(\w*)\[", rf"{shared}\1[", host)
-        users.append((kernel, host))
+            host = re.sub(rf"\b{kernel.name}\[", f"{users[0][0].name}[", host)
+        users.append((kernel, host, kept))
     return bodies
 
 
