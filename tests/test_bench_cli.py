@@ -16,7 +16,9 @@ import cnnc
 from cnnc.cli import main
 from cnnc.passes import plan
 from cnnc.report.bench import bench
+from cnnc.report.run import random_inputs
 from cnnc.report.summary import summarize
+from cnnc.report.training import cnnc_step_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """
@@ -45,12 +47,15 @@ def test_bench_times_cnnc_eager_and_torch_compile_in_one_run(tmp_path):
     if not torch.cuda.is_available():
         assert out.startswith("note: on a CPU, cnnc's kernels run in Triton's interpreter")
         assert "these are interpreter times and say nothing about GPU speed" in out
-    assert "note: --training times the training-mode forward only" in out
-    assert "backward is not timed yet" in out
-    assert "Tiny: batch 3, float32, training-mode forward" in out and "median of 2" in out
+    assert "note: --training times one training step" in out
+    assert "Tiny: batch 3, float32, training step (forward + backward)" in out
+    assert "median of 2" in out and "ms per step" in out
     rows = {name.split(" (")[0]: (float(ms), ratio) for name, ms, ratio in ROW.findall(out)}
     assert set(rows) == {"cnnc", "PyTorch eager", "torch.compile(eager)"}, out
-    kernels = len(plan(graph, training=True).kernels)
+    # the kernels of one step: the differentiable forward's and the backward's
+    net = cnnc.compile(source)
+    kernels = cnnc_step_cost(net, random_inputs(graph, 3, "cpu", torch.float32)).kernels
+    assert kernels > len(plan(graph, training=True).kernels)
     assert f"cnnc ({kernels} kernels)" in out
     cnnc_ms = rows["cnnc"][0]
     for name in ("PyTorch eager", "torch.compile(eager)"):  # speed-up: their ms / cnnc ms
@@ -59,10 +64,10 @@ def test_bench_times_cnnc_eager_and_torch_compile_in_one_run(tmp_path):
     macs = summarize(graph, 3).macs
     # conv 3x3x3 -> 4 at 8x8, and 64 -> 5 linear, per image
     assert macs == 3 * (8 * 8 * 4 * 3 * 3 * 3 + 64 * 5)
-    flops = re.search(r"cnnc: ([\d.e+-]+) GFLOP per forward \(2 FLOPs per MAC\) in "
-                      r"([\d.]+) ms = ([\d.e+-]+) TFLOP/s", out)
-    assert float(flops[1]) == pytest.approx(2 * macs / 1e9, rel=1e-3)
-    assert float(flops[3]) == pytest.approx(2 * macs / (float(flops[2]) / 1e3) / 1e12,
+    flops = re.search(r"cnnc: ([\d.e+-]+) GFLOP per training step \(2 FLOPs per MAC, 3x "
+                      r"the forward's\) in ([\d.]+) ms = ([\d.e+-]+) TFLOP/s", out)
+    assert float(flops[1]) == pytest.approx(3 * 2 * macs / 1e9, rel=1e-3)
+    assert float(flops[3]) == pytest.approx(3 * 2 * macs / (float(flops[2]) / 1e3) / 1e12,
                                             rel=1e-2)
     diff = float(re.search(r"max \|cnnc - eager\| over the outputs: (\S+)", out)[1])
     assert diff < 1e-4

@@ -1,9 +1,11 @@
-"""`cnnc bench` (and bench/forward.py): one network's forward pass timed with cnnc's
-kernels, with PyTorch eager (the reference backend: the same torch.nn.functional calls a
+"""`cnnc bench` (and bench/forward.py): one network's forward pass (or, with --training,
+one training step: forward + backward of a sum of the outputs) timed with cnnc's kernels,
+with PyTorch eager (the reference backend: the same torch.nn.functional calls a
 torchvision model makes) and with `torch.compile` of that reference, in one run, on one
 device, with the same weights and inputs. TFLOP/s count 2 FLOPs per MAC (the MACs of
-`cnnc summary`); the fraction of peak uses the dense tensor-core (or FP32) peak of the
-GPU's architecture, from report/inspect.py.
+`cnnc summary`; a training step counts three times the forward's: the forward, the data
+gradients and the weight gradients); the fraction of peak uses the dense tensor-core (or
+FP32) peak of the GPU's architecture, from report/inspect.py.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from .summary import summarize
 
 CPU_NOTE = ("on a CPU, cnnc's kernels run in Triton's interpreter (numpy, one block after "
             "another): these are interpreter times and say nothing about GPU speed")
-TRAINING_NOTE = ("--training times the training-mode forward only (batch statistics, "
-                 "running statistics updated); backward is not timed yet")
+TRAINING_NOTE = ("--training times one training step: the training-mode forward (batch "
+                 "statistics, running statistics updated) and the backward of the sum of "
+                 "the outputs, without an optimiser step (bench/train.py adds SGD)")
 
 
 def timed(fn: Callable[[], object], device: str, warmup: int, repeat: int) -> float:
@@ -82,33 +85,40 @@ class BenchResult:
     dtype: torch.dtype
     device: str
     training: bool
-    kernels: int  # cnnc's launches per forward
+    kernels: int  # cnnc's launches per forward (per step with training)
     macs: int
     repeat: int
     timings: list[Timing]  # cnnc first
     max_abs_diff: float  # cnnc's outputs against eager's, once
 
     @property
+    def flop(self) -> int:
+        """2 FLOPs per MAC; a training step: the forward's three times over."""
+        return 2 * self.macs * (3 if self.training else 1)
+
+    @property
     def tflops(self) -> float:
-        return 2 * self.macs / max(self.timings[0].ms / 1e3, 1e-12) / 1e12
+        return self.flop / max(self.timings[0].ms / 1e3, 1e-12) / 1e12
 
     def lines(self) -> list[str]:
         """The report, as printed by `cnnc bench`."""
         dtype = str(self.dtype).removeprefix("torch.")
         where = self.device + (" (Triton interpreter)" if self.device == "cpu" else "")
-        mode = "training-mode forward" if self.training else "eval-mode forward"
+        mode = "training step (forward + backward)" if self.training else "eval-mode forward"
+        unit = "step" if self.training else "forward"
         cnnc_ms = self.timings[0].ms
         out = [f"{self.network}: batch {self.batch}, {dtype}, {mode}, on {where}; "
                f"median of {self.repeat}",
-               f"  {'':24} {'ms per forward':>14}   {'cnnc speed-up':>13}"]
+               f"  {'':24} {'ms per ' + unit:>14}   {'cnnc speed-up':>13}"]
         for t in self.timings:
             if t.ms is None:
                 out.append(f"  {t.name:24} {'-':>14}   {'-':>13}  ({t.error})")
                 continue
             ratio = "" if t is self.timings[0] else f"{t.ms / cnnc_ms:.3g}x"
             out.append(f"  {t.name:24} {t.ms:14.3f}   {ratio:>13}")
-        flop = 2 * self.macs
-        line = (f"  cnnc: {flop / 1e9:.4g} GFLOP per forward (2 FLOPs per MAC) in "
+        per = ("per training step (2 FLOPs per MAC, 3x the forward's)" if self.training
+               else "per forward (2 FLOPs per MAC)")
+        line = (f"  cnnc: {self.flop / 1e9:.4g} GFLOP {per} in "
                 f"{cnnc_ms:.3f} ms = {self.tflops:.3g} TFLOP/s")
         peak = device_peak(self.dtype) if self.device == "cuda" else None
         if peak is not None:
@@ -131,23 +141,50 @@ def bench(graph: Graph, net: torch.nn.Module, eager: torch.nn.Module, batch: int
     with torch.no_grad():
         got, expected = _outputs(net(*xs)), _outputs(eager(*xs))
         diff = max(float((a.float() - b.float()).abs().max()) for a, b in zip(got, expected))
-        timings = [Timing(f"cnnc ({len(net.plan)} kernels)", timed(lambda: net(*xs), device,
-                                                                    warmup, repeat)),
-                   Timing("PyTorch eager", timed(lambda: eager(*xs), device, warmup, repeat))]
-        timings.append(_compiled(eager, xs, device, warmup, repeat) if use_compile
-                       else Timing("torch.compile", None, "not run"))
-    return BenchResult(graph.name, batch, dtype, device, training, len(net.plan),
+    if training:
+        from .training import cnnc_step_cost
+
+        kernels = cnnc_step_cost(net, xs).kernels  # one step, counted (a warm-up too)
+        timings = [Timing(f"cnnc ({kernels} kernels)", timed(_step(net, xs), device, warmup,
+                                                             repeat)),
+                   Timing("PyTorch eager", timed(_step(eager, xs), device, warmup, repeat))]
+    else:
+        kernels = len(net.plan)
+        with torch.no_grad():
+            timings = [Timing(f"cnnc ({kernels} kernels)", timed(lambda: net(*xs), device,
+                                                                 warmup, repeat)),
+                       Timing("PyTorch eager", timed(lambda: eager(*xs), device, warmup,
+                                                     repeat))]
+    timings.append(_compiled(eager, xs, device, warmup, repeat, training) if use_compile
+                   else Timing("torch.compile", None, "not run"))
+    return BenchResult(graph.name, batch, dtype, device, training, kernels,
                        summarize(graph, batch).macs, repeat, timings, diff)
 
 
-def _compiled(eager: torch.nn.Module, xs, device: str, warmup: int, repeat: int) -> Timing:
+def _step(module: torch.nn.Module, xs) -> Callable[[], None]:
+    """One training step of `module` without an optimiser: forward, backward of a sum."""
+    def step():
+        for p in module.parameters():
+            p.grad = None
+        sum(y.float().sum() for y in _outputs(module(*xs))).backward()
+    return step
+
+
+def _compiled(eager: torch.nn.Module, xs, device: str, warmup: int, repeat: int,
+              training: bool = False) -> Timing:
     """torch.compile of the reference; its failure (no C++ compiler, say) is reported, not
     raised: it is PyTorch's tool, and cnnc's numbers stand without it."""
     name = "torch.compile(eager)"
     torch._dynamo.reset()
     compiled = torch.compile(eager)
+    if training:
+        fn = _step(compiled, xs)
+    else:
+        def fn():
+            with torch.no_grad():
+                compiled(*xs)
     try:
-        return Timing(name, timed(lambda: compiled(*xs), device, max(warmup, 2), repeat))
+        return Timing(name, timed(fn, device, max(warmup, 2), repeat))
     except Exception as e:  # noqa: BLE001 - any failure inside PyTorch's compiler
         first = str(e).strip().splitlines()[:1]
         return Timing(name, None, f"torch.compile failed: {type(e).__name__}"
