@@ -224,13 +224,15 @@ def cmd_inspect(args) -> int:
                             MofNCompleteColumn(), TextColumn("{task.fields[kernel]}"),
                             console=Console(stderr=True), transient=True)
         with progress:
-            task = progress.add_task("", total=total_launches(graph, args.training),
+            task = progress.add_task("", total=total_launches(graph, args.training,
+                                                              args.backward),
                                      target=args.target, kernel="")
             try:
                 inspection = inspect_network(
                     graph, args.target, dtype, args.batch, args.training,
                     progress=lambda i, kernel: progress.update(task, completed=i,
-                                                               kernel=kernel))
+                                                               kernel=kernel),
+                    backward=args.backward)
             except AotError as e:
                 raise CompileError(f"cannot compile ahead of time: {e}") from None
         render(inspection, console)
@@ -347,6 +349,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=_positive, default=1, metavar="B", help="default 1")
     p.add_argument("--training", action="store_true",
                    help="the training-mode forward (batch statistics)")
+    p.add_argument("--backward", action="store_true",
+                   help="one training step: the differentiable forward and every backward "
+                   "kernel")
     p.add_argument("--allow-tf32", action="store_true",
                    help="inspect as if torch.backends' allow_tf32 flags were set")
     p = command("graph", cmd_graph,
@@ -368,7 +373,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=list(DTYPES), default="fp32",
                    help="the dtype of weights and inputs (default fp32)")
     p.add_argument("--training", action="store_true",
-                   help="the training-mode forward (batch statistics); backward is not timed")
+                   help="time one training step: the training-mode forward (batch "
+                   "statistics) and its backward")
     p.add_argument("--repeat", type=_positive, default=None, metavar="R",
                    help="timed runs, median reported (default 20 on a GPU, 1 on a CPU)")
     help = "show the cache of generated files (directory, entries, size), or clear it"

@@ -121,3 +121,40 @@ def test_shared_bodies_and_two_kernel_launchers_map_to_their_plan_kernels():
     assert list(dict.fromkeys(r.launch.kernel for r in report.rows)) == plan
     assert report.rows[1].launch.function == report.rows[0].launch.function
     assert all(r.ops[0] == "batch_norm" for r in report.rows[2:])
+
+
+def test_backward_compiles_every_kernel_of_a_training_step(lenet):
+    """--backward: the differentiable forward's launches, then every backward kernel, each
+    attributed to its kernel group, as many as a training step launches (counted on the
+    interpreter), none failing and every dot on tensor cores; a gradient GEMM's FLOPs are
+    its anchor's."""
+    from cnnc.report.training import triton_launches
+
+    report = inspect_network(lenet, "sm_90", torch.bfloat16, batch=4, backward=True)
+    net = cnnc.compile(LENET).train()
+    x = torch.randn(4, 1, 28, 28)
+    with triton_launches() as forward:
+        y = net(x)
+    with triton_launches() as backward:
+        y.sum().backward()
+    assert [r.launch.backward for r in report.rows] == \
+        [False] * len(forward) + [True] * len(backward)
+    assert report.failures == [] and report.dots_off_tensor_cores == []
+    grad_plan = [row["kernel"] for row in net.grad_plan]
+    assert [r.launch.kernel for r in report.rows[:len(forward)]] == grad_plan
+    units = {r.launch.kernel for r in report.rows if r.launch.backward}
+    assert units <= set(grad_plan) | {"b" + k[1:] for k in grad_plan}
+    assert all(r.ops[0] == "backward of" for r in report.rows[len(forward):])
+    last = next(r for r in report.rows if r.launch.backward and r.launch.has_dot)
+    assert last.layers == ["logits"] and last.flops == 2 * 4 * 84 * 10
+
+
+def test_cli_inspect_backward_says_what_it_compiled(capsys, tmp_path):
+    from cnnc.cli import main
+
+    path = tmp_path / "t.cnn"
+    path.write_text("network T { input x: [N, 6] y = x -> linear(4) -> relu output y }")
+    assert main(["inspect", "--backward", "--dtype", "bf16", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "T: training step (forward + backward), bfloat16, batch 1, sm_90" in out
+    assert "backward of" in out and "0 failed to compile" in out

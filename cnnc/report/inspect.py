@@ -52,6 +52,7 @@ class Inspection:
     batch: int
     training: bool
     rows: list[KernelRow]
+    backward: bool = False  # a whole training step: the differentiable forward + backward
 
     @property
     def failures(self) -> list[KernelRow]:
@@ -70,18 +71,27 @@ class Inspection:
         return [r for r in self.rows if r.launch.has_dot and r.launch.pipelined != "all"]
 
 
-def total_launches(graph: Graph, training: bool) -> int:
-    """The kernels of the plan (for a progress bar; concat copies come on top)."""
-    return len(_kernel_nodes(graph, training))
+def total_launches(graph: Graph, training: bool, backward: bool = False) -> int | None:
+    """The kernels of the plan (for a progress bar; concat copies come on top), or None
+    for a training step, whose backward launches are known only as they come."""
+    return None if backward else len(_kernel_nodes(graph, training))
 
 
-def _kernel_nodes(graph: Graph, training: bool) -> dict[str, tuple]:
-    """jit function name -> (graph, nodes) for every kernel of the plan."""
+def _kernel_nodes(graph: Graph, training: bool, backward: bool = False) -> dict[str, tuple]:
+    """jit function name -> (graph, nodes) for every kernel of the plan; with backward,
+    the differentiable training plan's kernels, whose names also name their autograd
+    units and chain-backward kernels."""
+    from ..codegen.backward import GRAD_PREFIX
     from ..passes import plan as make_plan
 
-    plan = make_plan(graph, training=training)
-    prefix = "t" if training else "k"
-    return {EmitContext(plan.graph, k, prefix).name: (plan.graph, k.nodes) for k in plan.kernels}
+    if backward:
+        plan = make_plan(graph, training=True, differentiable=True)
+        prefixes = [GRAD_PREFIX["train"], "b" + GRAD_PREFIX["train"][1]]
+    else:
+        plan = make_plan(graph, training=training)
+        prefixes = ["t" if training else "k"]
+    return {EmitContext(plan.graph, k, prefix).name: (plan.graph, k.nodes)
+            for prefix in prefixes for k in plan.kernels}
 
 
 def _flops(graph: Graph, nodes, batch: int) -> int:
@@ -100,29 +110,48 @@ def _precision(launch: Launch, dtype: torch.dtype) -> str:
 
 
 def inspect_network(graph: Graph, target: str = "sm_90", dtype: torch.dtype = torch.float32,
-                    batch: int = 1, training: bool = False, progress=None) -> Inspection:
-    """Compile the network's kernels for `target` and describe each launch."""
+                    batch: int = 1, training: bool = False, progress=None,
+                    backward: bool = False) -> Inspection:
+    """Compile the network's kernels for `target` and describe each launch: of one forward
+    in eval or training mode, or with `backward` of one training step."""
     from ..compiler import generate
 
     generated = generate(graph)
     launches = compile_plan(generated.source, generated.class_name, target, dtype, batch,
-                            training, progress)
+                            training, progress, backward=backward)
     peak = PEAKS[target]
-    kernels = _kernel_nodes(graph, training)
+    kernels = _kernel_nodes(graph, training, backward)
     rows = []
     for launch in launches:
         plan_graph, nodes = kernels.get(launch.kernel, (None, []))
-        flops = _flops(plan_graph, nodes, batch) if plan_graph is not None else 0
+        if plan_graph is None:
+            flops = 0
+        elif launch.backward:  # a gradient GEMM does the anchor's MACs once per gradient
+            flops = _flops(plan_graph, nodes[:1], batch) * _gradient_gemms(launch)
+        else:
+            flops = _flops(plan_graph, nodes, batch)
         layers = list(dict.fromkeys(plan_graph.node(n).layer for n in nodes)) \
             if plan_graph is not None else []
         ops = [plan_graph.node(n).op for n in nodes] if plan_graph is not None else ["copy"]
+        if launch.backward:
+            ops = ["backward of"] + ops
         precision = _precision(launch, dtype)
         compute_s = flops / getattr(peak, precision)
         memory_s = launch.tensor_bytes / peak.bandwidth
         rows.append(KernelRow(launch, layers, ops, flops, precision,
                               max(compute_s, memory_s) * 1e6,
                               "compute" if compute_s >= memory_s else "memory"))
-    return Inspection(graph.name, target, peak, dtype, batch, training, rows)
+    return Inspection(graph.name, target, peak, dtype, batch, training or backward, rows,
+                      backward)
+
+
+def _gradient_gemms(launch: Launch) -> int:
+    """How many of an anchor's gradient GEMMs a backward launch computes: its data and
+    weight gradient kernels one each (a chain or reduction kernel none)."""
+    if not launch.has_dot:
+        return 0
+    name = launch.function
+    return int("_dx" in name) + int("_dw" in name) or 1
 
 
 def _name(launch: Launch) -> str:
@@ -143,9 +172,10 @@ def render(inspection: Inspection, console) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    mode = "training" if inspection.training else "eval"
+    mode = ("training step (forward + backward)" if inspection.backward else
+            "training forward" if inspection.training else "eval forward")
     dtype = str(inspection.dtype).replace("torch.", "")
-    table = Table(title=Text(f"{inspection.network}: {mode} forward, {dtype}, batch "
+    table = Table(title=Text(f"{inspection.network}: {mode}, {dtype}, batch "
                              f"{inspection.batch}, {inspection.target} "
                              f"({inspection.peak.name} peaks)"), title_justify="left")
     for column, justify in (("kernel", "left"), ("ops", "left"), ("regs", "right"),

@@ -49,6 +49,7 @@ class Launch:
     pipelined: str = "-"  # the dot loop's operand loads: "all" async/TMA, "some", "none"
     tensor_cores: bool = False  # mma / wgmma in the PTX
     has_dot: bool = False
+    backward: bool = False  # launched by the backward of a training step
 
 
 class _StandInDriver:
@@ -159,10 +160,11 @@ def _describe(launch: Launch, compiled) -> None:
 
 
 def compile_plan(source: str, class_name: str, target: str, dtype: torch.dtype, batch: int,
-                 training: bool, progress=None) -> list[Launch]:
+                 training: bool, progress=None, backward: bool = False) -> list[Launch]:
     """Compile every launch of one forward pass of a generated file for `target`, in a
-    worker process whose triton does not interpret. progress(i, name) is called as each
-    compilation starts (a progress bar's hook)."""
+    worker process whose triton does not interpret; with `backward`, of one training step
+    (the differentiable forward and the backward of a sum of the outputs). progress(i,
+    name) is called as each compilation starts (a progress bar's hook)."""
     if target not in TARGETS:
         raise AotError(f"unknown target {target}; expected one of {', '.join(TARGETS)}")
     with tempfile.TemporaryDirectory(prefix="cnnc_aot_") as folder:
@@ -170,7 +172,8 @@ def compile_plan(source: str, class_name: str, target: str, dtype: torch.dtype, 
         path.write_text(source, encoding="utf-8")
         request = {"path": str(path), "class": class_name, "arch": TARGETS[target],
                    "dtype": str(dtype).replace("torch.", ""), "batch": batch,
-                   "training": training, "tf32": _tf32_flags()}
+                   "training": training or backward, "backward": backward,
+                   "tf32": _tf32_flags()}
         env = dict(os.environ, TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
         worker = subprocess.Popen([sys.executable, "-m", "cnnc.runtime.aot", json.dumps(request)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -210,8 +213,10 @@ def _compile_in_worker(request: dict) -> None:
         def record(fn, grid):
             def launch(*args, **kwargs):
                 nonlocal count
-                entry = Launch(_launcher(sys._getframe(1)) or fn.__name__, fn.__name__,
-                               tuple(grid), _tensor_bytes(list(args) + list(kwargs.values())))
+                kernel, in_backward = _launcher(sys._getframe(1))
+                entry = Launch(kernel or fn.__name__, fn.__name__, tuple(grid),
+                               _tensor_bytes(list(args) + list(kwargs.values())),
+                               backward=in_backward)
                 emit({"progress": count, "kernel": fn.__name__})
                 count += 1
                 try:
@@ -224,20 +229,30 @@ def _compile_in_worker(request: dict) -> None:
 
         jit_function.__getitem__ = record
         net = getattr(module, request["class"])(dtype=dtype).train(request["training"])
-        with torch.no_grad():
-            net(*_inputs(module, request["batch"], dtype))
+        inputs = _inputs(module, request["batch"], dtype)
+        if request.get("backward"):  # nothing runs: the values are never read
+            outputs = net(*inputs)
+            outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+            torch.autograd.backward(outputs, [torch.zeros_like(y) for y in outputs])
+        else:
+            with torch.no_grad():
+                net(*inputs)
 
 
-def _launcher(frame) -> str | None:
+def _launcher(frame) -> tuple[str | None, bool]:
     """The plan kernel a launch belongs to: the generated `launch_<kernel>` function on the
     stack (one per plan kernel, even where kernels share a jit function or one launcher
-    starts two kernels)."""
+    starts two kernels), else the autograd unit `_bw_<kernel>` whose backward launches a
+    backward kernel of cnnc/runtime/grad; and whether it is part of a backward."""
+    kernel = None
     while frame is not None:
         name = frame.f_code.co_name
-        if name.startswith("launch_") and name != "launch_lock":
-            return name[len("launch_"):]
+        if kernel is None and name.startswith("launch_") and name != "launch_lock":
+            kernel = name[len("launch_"):]
+        if name.startswith("_bw_"):
+            return kernel or name[len("_bw_"):], True
         frame = frame.f_back
-    return None
+    return kernel, False
 
 
 def _tf32_flags() -> dict[str, bool]:
