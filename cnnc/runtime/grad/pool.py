@@ -15,11 +15,14 @@ memory format: no atomics, no zero-filled buffer, the same result on every run.
 - avg: dx[i] = sum over those outputs of dy[o] / divisor(o), with PyTorch's divisor
   (divisor_override; else the window clipped to the padded input when count_include_pad,
   to the input itself otherwise; an adaptive window's own size).
-- max: a first kernel recomputes each window's arg-max from x as PyTorch chooses it
-  (the first maximum in window order; a NaN wins, the last NaN in window order, since
-  PyTorch's `val > max || isnan(val)` replaces on every NaN; a window of -inf only gives
-  its first element) and stores the input position (flat over the spatial dims), one
-  int per output; the gather then takes dy[o] where o's arg-max is the element itself.
+- max: dx[i] = sum of dy[o] over the outputs o whose arg-max is i, the arg-max as
+  PyTorch chooses it (the first maximum in window order; a NaN wins, the last NaN in
+  window order, since PyTorch's `val > max || isnan(val)` replaces on every NaN; a window
+  of -inf only gives its first element). One launch: the gather reads each candidate
+  window from x and keeps o where no tap beats i (_pool_wins). Where that costs more than
+  _POOL_RECOMPUTE_LOADS loads of x an element (candidates x window size: big adaptive
+  windows), two: a first kernel stores each window's arg-max (its input position, flat
+  over the spatial dims, one int per output), and the gather compares with it.
 """
 
 import os
@@ -29,7 +32,7 @@ import triton
 import triton.language as tl
 
 from ..support import ceil_div
-from .tensor import _tensor_acc, _tensor_index_64
+from .tensor import _tensor_acc, _tensor_flat, _tensor_index_64, _tensor_unflatten
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -39,12 +42,24 @@ _POOL_TILE = 65536 if INTERPRET else 1024  # elements of a [rows, columns] tile
 
 
 @triton.jit
-def _pool_window_start(o, IN, OUT, S, P, ADAPTIVE: tl.constexpr):
-    """Where output o's window starts along a dim (before padding is clipped)."""
+def _pool_window(o, IN, OUT, S, P, ADAPTIVE: tl.constexpr):
+    """Where output o's window starts along a dim (before padding is clipped), and the
+    bound its taps stay below: the input's end, or an adaptive window's own end."""
     if ADAPTIVE:
-        return (o * IN) // OUT
+        return (o * IN) // OUT, ((o + 1) * IN + OUT - 1) // OUT
     else:
-        return o * S - P
+        return o * S - P, o * 0 + IN  # shaped as o, so that callers may index it
+
+
+@triton.jit
+def _pool_tap(start, limit, k, DIL, ADAPTIVE: tl.constexpr):
+    """Input index of tap k of a window along a dim (an adaptive window's DIL is 1), and
+    whether it lies in the input (an adaptive window starts inside it)."""
+    i = start + k * DIL
+    if ADAPTIVE:
+        return i, i < limit
+    else:
+        return i, (i >= 0) & (i < limit)
 
 
 @triton.jit
@@ -56,49 +71,23 @@ def _pool_argmax_kernel(
     ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     """Rows: outputs (n, c, od, oh, ow); columns: offsets in the window (kd, kh, kw)."""
-    pid = tl.program_id(0)
-    if INDEX_64:
-        offs_m = pid.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    else:
-        offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_mask = offs_m < M
-    ow = offs_m % OW
-    rest = offs_m // OW
-    oh = rest % OH
-    rest = rest // OH
-    od = rest % OD
-    rest = rest // OD
-    c = rest % C
-    n = rest // C
+    offs_m, m_mask = _tensor_flat(M, INDEX_64, BLOCK_M)
+    n, c, od, oh, ow = _tensor_unflatten(offs_m, C, OD, OH, OW)
     base = n * sx0 + c * sx1
-    start_d = _pool_window_start(od, ID, OD, SD, PD, ADAPTIVE)
-    start_h = _pool_window_start(oh, IH, OH, SH, PH, ADAPTIVE)
-    start_w = _pool_window_start(ow, IW, OW, SW, PW, ADAPTIVE)
-    if ADAPTIVE:
-        end_d = ((od + 1) * ID + OD - 1) // OD
-        end_h = ((oh + 1) * IH + OH - 1) // OH
-        end_w = ((ow + 1) * IW + OW - 1) // OW
+    start_d, lim_d = _pool_window(od, ID, OD, SD, PD, ADAPTIVE)
+    start_h, lim_h = _pool_window(oh, IH, OH, SH, PH, ADAPTIVE)
+    start_w, lim_w = _pool_window(ow, IW, OW, SW, PW, ADAPTIVE)
     best = tl.full((BLOCK_M,), float("-inf"), ACC)
     NONE = KD * KH * KW  # no element yet
     best_k = tl.full((BLOCK_M,), NONE, tl.int32)
     nan_k = tl.full((BLOCK_M,), -1, tl.int32)
     for k0 in range(0, KD * KH * KW, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        kw = offs_k % KW
-        kh = (offs_k // KW) % KH
-        kd = offs_k // (KW * KH)
-        if ADAPTIVE:
-            i_d = start_d[:, None] + kd[None, :]
-            i_h = start_h[:, None] + kh[None, :]
-            i_w = start_w[:, None] + kw[None, :]
-            inside = (i_d < end_d[:, None]) & (i_h < end_h[:, None]) & (i_w < end_w[:, None])
-        else:
-            i_d = start_d[:, None] + kd[None, :] * DD
-            i_h = start_h[:, None] + kh[None, :] * DH
-            i_w = start_w[:, None] + kw[None, :] * DW
-            inside = ((i_d >= 0) & (i_d < ID) & (i_h >= 0) & (i_h < IH)
-                      & (i_w >= 0) & (i_w < IW))
-        valid = m_mask[:, None] & (offs_k < KD * KH * KW)[None, :] & inside
+        _, _, kd, kh, kw = _tensor_unflatten(offs_k, 1, KD, KH, KW)
+        i_d, in_d = _pool_tap(start_d[:, None], lim_d[:, None], kd[None, :], DD, ADAPTIVE)
+        i_h, in_h = _pool_tap(start_h[:, None], lim_h[:, None], kh[None, :], DH, ADAPTIVE)
+        i_w, in_w = _pool_tap(start_w[:, None], lim_w[:, None], kw[None, :], DW, ADAPTIVE)
+        valid = m_mask[:, None] & (offs_k < KD * KH * KW)[None, :] & in_d & in_h & in_w
         v = tl.load(x_ptr + base[:, None] + i_d * sx2 + i_h * sx3 + i_w * sx4,
                     mask=valid, other=float("-inf")).to(ACC)
         is_nan = valid & (v != v)
@@ -111,17 +100,10 @@ def _pool_argmax_kernel(
         best = tl.where(take, top, best)
         best_k = tl.where(take, first, best_k)
     k = tl.where(nan_k >= 0, nan_k, best_k)
-    kw = k % KW
-    kh = (k // KW) % KH
-    kd = k // (KW * KH)
-    if ADAPTIVE:
-        i_d = start_d + kd
-        i_h = start_h + kh
-        i_w = start_w + kw
-    else:
-        i_d = start_d + kd * DD
-        i_h = start_h + kh * DH
-        i_w = start_w + kw * DW
+    _, _, kd, kh, kw = _tensor_unflatten(k, 1, KD, KH, KW)
+    i_d, _ = _pool_tap(start_d, lim_d, kd, DD, ADAPTIVE)
+    i_h, _ = _pool_tap(start_h, lim_h, kh, DH, ADAPTIVE)
+    i_w, _ = _pool_tap(start_w, lim_w, kw, DW, ADAPTIVE)
     # A window wholly in the padding (dilation can skip the input) takes no gradient.
     am = tl.where(k == NONE, -1, (i_d * IH + i_h) * IW + i_w)
     tl.store(am_ptr + offs_m, am, mask=m_mask)
@@ -155,44 +137,81 @@ def _pool_divisor_dim(o, IN, OUT, S, P, K, ADAPTIVE: tl.constexpr, INCLUDE_PAD: 
 
 
 @triton.jit
+def _pool_wins(
+    x_ptr, x_base, candidate, me, i_d, i_h, i_w, od, oh, ow, ID, IH, IW, OD, OH, OW,
+    sx2, sx3, sx4, SD, SH, SW, PD, PH, PW, KD, KH, KW, DD, DH, DW, ADAPTIVE: tl.constexpr,
+):
+    """Whether input element (i_d, i_h, i_w) (rows; its value `me`) is the arg-max PyTorch
+    picks in the window of each candidate output (od, oh, ow) (columns): it is a tap of
+    the window and no other tap beats it. A NaN is beaten only by a later NaN (the last
+    NaN wins); a number by any NaN, a larger number, or an equal one earlier in window
+    order (the first maximum wins; so a window of -inf gives its first element). Window
+    order is the order of input positions, so "earlier" compares positions."""
+    start_d, lim_d = _pool_window(od, ID, OD, SD, PD, ADAPTIVE)
+    start_h, lim_h = _pool_window(oh, IH, OH, SH, PH, ADAPTIVE)
+    start_w, lim_w = _pool_window(ow, IW, OW, SW, PW, ADAPTIVE)
+    wins = candidate
+    if not ADAPTIVE:  # a candidate's window spans the element, dilation may step over it
+        wins = wins & ((i_d[:, None] - start_d) % DD == 0) & ((i_h[:, None] - start_h) % DH == 0)
+        wins = wins & ((i_w[:, None] - start_w) % DW == 0)
+    my_pos = ((i_d * IH + i_h) * IW + i_w)[:, None]
+    me_nan = (me != me)[:, None]
+    me = me[:, None]
+    for kd in range(KD):
+        j_d, in_d = _pool_tap(start_d, lim_d, kd, DD, ADAPTIVE)
+        for kh in range(KH):
+            j_h, in_h = _pool_tap(start_h, lim_h, kh, DH, ADAPTIVE)
+            for kw in range(KW):
+                j_w, in_w = _pool_tap(start_w, lim_w, kw, DW, ADAPTIVE)
+                # Once beaten, a window reads no more.
+                read = wins & in_d & in_h & in_w
+                v = tl.load(x_ptr + x_base + j_d * sx2 + j_h * sx3 + j_w * sx4, mask=read,
+                            other=0.0).to(me.dtype)
+                pos = (j_d * IH + j_h) * IW + j_w
+                v_nan = v != v
+                beaten = tl.where(me_nan, v_nan & (pos > my_pos),
+                                  v_nan | (v > me) | ((v == me) & (pos < my_pos)))
+                wins = wins & ~(read & beaten)
+    return wins
+
+
+@triton.jit
 def _pool_gather_kernel(
-    dy_ptr, am_ptr, dx_ptr, TOTAL, C, ID, IH, IW, OD, OH, OW,
-    sdy0, sdy1, sdy2, sdy3, sdy4, sdx0, sdx1, sdx2, sdx3, sdx4,
+    dy_ptr, x_ptr, am_ptr, dx_ptr, TOTAL, C, ID, IH, IW, OD, OH, OW,
+    sdy0, sdy1, sdy2, sdy3, sdy4, sx0, sx1, sx2, sx3, sx4, sdx0, sdx1, sdx2, sdx3, sdx4,
     SD, SH, SW, PD, PH, PW, KD, KH, KW, DD, DH, DW, DIVISOR,
-    IS_MAX: tl.constexpr, ADAPTIVE: tl.constexpr, INCLUDE_PAD: tl.constexpr,
-    OVERRIDE: tl.constexpr, CD: tl.constexpr, CH: tl.constexpr, CW: tl.constexpr,
+    IS_MAX: tl.constexpr, RECOMPUTE: tl.constexpr, ADAPTIVE: tl.constexpr,
+    INCLUDE_PAD: tl.constexpr, OVERRIDE: tl.constexpr,
+    CD: tl.constexpr, CH: tl.constexpr, CW: tl.constexpr,
     CAND: tl.constexpr, ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    """Rows: input elements (n, c, id, ih, iw); columns: candidate outputs (jd, jh, jw)."""
-    pid = tl.program_id(0)
-    if INDEX_64:
-        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    else:
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < TOTAL
-    iw = offs % IW
-    rest = offs // IW
-    ih = rest % IH
-    rest = rest // IH
-    i_d = rest % ID
-    rest = rest // ID
-    c = rest % C
-    n = rest // C
+    """Rows: input elements (n, c, id, ih, iw); columns: candidate outputs (jd, jh, jw).
+    A max pool's arg-max comes from am (the arg-max kernel's) or, RECOMPUTE, from x."""
+    offs, mask = _tensor_flat(TOTAL, INDEX_64, BLOCK)
+    n, c, i_d, ih, iw = _tensor_unflatten(offs, C, ID, IH, IW)
     lo_d, hi_d = _pool_candidates(i_d, ID, OD, SD, PD, KD, DD, ADAPTIVE)
     lo_h, hi_h = _pool_candidates(ih, IH, OH, SH, PH, KH, DH, ADAPTIVE)
     lo_w, hi_w = _pool_candidates(iw, IW, OW, SW, PW, KW, DW, ADAPTIVE)
-    j = tl.arange(0, CAND)
-    od = lo_d[:, None] + (j // (CH * CW))[None, :]
-    oh = lo_h[:, None] + ((j // CW) % CH)[None, :]
-    ow = lo_w[:, None] + (j % CW)[None, :]
-    valid = (mask[:, None] & (j < CD * CH * CW)[None, :] & (od <= hi_d[:, None])
-             & (oh <= hi_h[:, None]) & (ow <= hi_w[:, None]))
+    _, _, jd, jh, jw = _tensor_unflatten(tl.arange(0, CAND), 1, CD, CH, CW)
+    od = lo_d[:, None] + jd[None, :]
+    oh = lo_h[:, None] + jh[None, :]
+    ow = lo_w[:, None] + jw[None, :]
+    valid = (mask[:, None] & (tl.arange(0, CAND) < CD * CH * CW)[None, :]
+             & (od <= hi_d[:, None]) & (oh <= hi_h[:, None]) & (ow <= hi_w[:, None]))
     g = tl.load(dy_ptr + (n * sdy0 + c * sdy1)[:, None] + od * sdy2 + oh * sdy3 + ow * sdy4,
                 mask=valid, other=0.0).to(ACC)
     if IS_MAX:
-        flat_o = (((n * C + c)[:, None] * OD + od) * OH + oh) * OW + ow
-        am = tl.load(am_ptr + flat_o, mask=valid, other=-1)
-        hit = valid & (am == ((i_d * IH + ih) * IW + iw)[:, None])
+        if RECOMPUTE:
+            x_base = n * sx0 + c * sx1
+            me = tl.load(x_ptr + x_base + i_d * sx2 + ih * sx3 + iw * sx4, mask=mask,
+                         other=0.0).to(ACC)
+            hit = _pool_wins(x_ptr, x_base[:, None], valid, me, i_d, ih, iw, od, oh, ow,
+                             ID, IH, IW, OD, OH, OW, sx2, sx3, sx4, SD, SH, SW, PD, PH, PW,
+                             KD, KH, KW, DD, DH, DW, ADAPTIVE)
+        else:
+            flat_o = (((n * C + c)[:, None] * OD + od) * OH + oh) * OW + ow
+            am = tl.load(am_ptr + flat_o, mask=valid, other=-1)
+            hit = valid & (am == ((i_d * IH + ih) * IW + iw)[:, None])
         acc = tl.sum(tl.where(hit, g, 0.0), axis=1)
     else:
         if OVERRIDE:
@@ -223,6 +242,11 @@ def _pool_sizes(t):
     return (1,) * (5 - t.dim()) + tuple(t.shape[2:])
 
 
+def _pool_volume(dims):
+    """The product of three per-dim counts (generated files import no math)."""
+    return dims[0] * dims[1] * dims[2]
+
+
 def _pool_pow2(n):
     return 1 << max(0, n - 1).bit_length()
 
@@ -230,6 +254,19 @@ def _pool_pow2(n):
 def _pool_adaptive_reach(size, out):
     """The most outputs an input index of a dim lies in (adaptive windows)."""
     return max(-((-(i + 1) * out) // size) - (i * out) // size for i in range(size))
+
+
+# The most loads of x an input element's gradient may cost when its windows' arg-maxes
+# are recomputed in the gather (candidate windows x window size; ResNet's 3x3 stride-2
+# pool: 4 x 9 = 36, LeNet's 2x2: 4). Past it, e.g. a big adaptive window spanning many
+# outputs' windows, one arg-max per window stored by a first kernel costs far less.
+_POOL_RECOMPUTE_LOADS = 256
+
+
+def _pool_recomputes(reach, window):
+    """Whether a max pool's backward is one launch (the gather recomputes each window's
+    arg-max) rather than two (arg-maxes stored, then gathered)."""
+    return _pool_volume(reach) * _pool_volume(window) <= _POOL_RECOMPUTE_LOADS
 
 
 def _pool_launch(dy, x, window, stride, padding, dilation, *, is_max, adaptive,
@@ -244,28 +281,30 @@ def _pool_launch(dy, x, window, stride, padding, dilation, *, is_max, adaptive,
     if dy.numel() == 0:
         return dx.zero_()
     index_64 = _tensor_index_64(x, dy)
-    am = dx  # unused unless is_max
-    if is_max:
-        am = torch.empty(dy.shape, dtype=torch.int64 if index_64 else torch.int32,
-                         device=x.device)
-        M = dy.numel()
-        block_k = min(_pool_pow2(window[0] * window[1] * window[2]), 256)
-        block_m = max(16, _POOL_TILE // block_k)
-        _pool_argmax_kernel[(ceil_div(M, block_m),)](
-            x, am, M, C, *isz, *osz, *_pool_strides(x), *stride, *padding, *dilation,
-            *window, ADAPTIVE=adaptive, ACC=_tensor_acc(x), INDEX_64=index_64,
-            BLOCK_M=block_m, BLOCK_K=block_k)
     if adaptive:
         reach = [_pool_adaptive_reach(i, o) for i, o in zip(isz, osz)]
     else:
         reach = [(k - 1) * d // s + 1 for k, d, s in zip(window, dilation, stride)]
-    cand = _pool_pow2(reach[0] * reach[1] * reach[2])
+    recompute = is_max and _pool_recomputes(reach, window)
+    am = dx  # unused unless a max pool's arg-max is stored
+    if is_max and not recompute:
+        am = torch.empty(dy.shape, dtype=torch.int64 if index_64 else torch.int32,
+                         device=x.device)
+        M = dy.numel()
+        # At least 16 rows, and a tile of _POOL_TILE elements: a wider one spills on sm_90.
+        block_k = min(_pool_pow2(_pool_volume(window)), _POOL_TILE // 16)
+        block_m = _POOL_TILE // block_k
+        _pool_argmax_kernel[(ceil_div(M, block_m),)](
+            x, am, M, C, *isz, *osz, *_pool_strides(x), *stride, *padding, *dilation,
+            *window, ADAPTIVE=adaptive, ACC=_tensor_acc(x), INDEX_64=index_64,
+            BLOCK_M=block_m, BLOCK_K=block_k)
+    cand = _pool_pow2(_pool_volume(reach))
     block = max(16, _pool_pow2(_POOL_TILE // cand) // 2)
     total = x.numel()
     _pool_gather_kernel[(ceil_div(total, block),)](
-        dy, am, dx, total, C, *isz, *osz, *_pool_strides(dy), *_pool_strides(dx),
-        *stride, *padding, *window, *dilation, divisor or 1,
-        IS_MAX=is_max, ADAPTIVE=adaptive, INCLUDE_PAD=bool(include_pad),
+        dy, x, am, dx, total, C, *isz, *osz, *_pool_strides(dy), *_pool_strides(x),
+        *_pool_strides(dx), *stride, *padding, *window, *dilation, divisor or 1,
+        IS_MAX=is_max, RECOMPUTE=recompute, ADAPTIVE=adaptive, INCLUDE_PAD=bool(include_pad),
         OVERRIDE=divisor is not None, CD=reach[0], CH=reach[1], CW=reach[2], CAND=cand,
         ACC=_tensor_acc(dy, x), INDEX_64=index_64, BLOCK=block)
     return dx

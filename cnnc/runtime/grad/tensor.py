@@ -52,8 +52,9 @@ def _tensor_acc(*tensors):
 
 
 @triton.jit
-def _tensor_offsets(offs, D1, D2, D3, D4, s0, s1, s2, s3, s4):
-    """Offsets of flat (row-major) indices into a rank-5 tensor of sizes (., D1..D4)."""
+def _tensor_unflatten(offs, D1, D2, D3, D4):
+    """The indices (i0, i1, i2, i3, i4) of flat (row-major) indices into sizes (., D1..D4):
+    every kernel's one decoding (fewer dims: size 1 in front, e.g. D1 = 1)."""
     i4 = offs % D4
     rest = offs // D4
     i3 = rest % D3
@@ -62,6 +63,13 @@ def _tensor_offsets(offs, D1, D2, D3, D4, s0, s1, s2, s3, s4):
     rest = rest // D2
     i1 = rest % D1
     i0 = rest // D1
+    return i0, i1, i2, i3, i4
+
+
+@triton.jit
+def _tensor_offsets(offs, D1, D2, D3, D4, s0, s1, s2, s3, s4):
+    """Offsets of flat (row-major) indices into a rank-5 tensor of sizes (., D1..D4)."""
+    i0, i1, i2, i3, i4 = _tensor_unflatten(offs, D1, D2, D3, D4)
     return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3 + i4 * s4
 
 
@@ -137,18 +145,8 @@ def _tensor_softmax_kernel(
     BLOCK_D: tl.constexpr,
 ):
     """Rows: positions of the other dims (a0..a3); columns: the reduced dim."""
-    pid = tl.program_id(0)
-    if INDEX_64:
-        rows = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    else:
-        rows = pid * BLOCK_R + tl.arange(0, BLOCK_R)
-    r_mask = rows < ROWS
-    a3 = rows % A3
-    rest = rows // A3
-    a2 = rest % A2
-    rest = rest // A2
-    a1 = rest % A1
-    a0 = rest // A1
+    rows, r_mask = _tensor_flat(ROWS, INDEX_64, BLOCK_R)
+    a0, _, a1, a2, a3 = _tensor_unflatten(rows, 1, A1, A2, A3)
     g_row = a0 * sg0 + a1 * sg1 + a2 * sg2 + a3 * sg3
     y_row = a0 * sy0 + a1 * sy1 + a2 * sy2 + a3 * sy3
     x_row = a0 * sx0 + a1 * sx1 + a2 * sx2 + a3 * sx3
@@ -269,14 +267,7 @@ def _tensor_upsample_kernel(
 ):
     """One program per block of outputs (n, c, od, oh, ow)."""
     offs, mask = _tensor_flat(TOTAL, INDEX_64, BLOCK)
-    ow = offs % OW
-    rest = offs // OW
-    oh = rest % OH
-    rest = rest // OH
-    od = rest % OD
-    rest = rest // OD
-    c = rest % C
-    n = rest // C
+    n, c, od, oh, ow = _tensor_unflatten(offs, C, OD, OH, OW)
     g = tl.load(dy_ptr + n * sg0 + c * sg1 + od * sg2 + oh * sg3 + ow * sg4, mask=mask,
                 other=0.0).to(acc_ptr.dtype.element_ty)
     base = n * sa0 + c * sa1
@@ -339,12 +330,7 @@ def _tensor_sum_kernel(
     INDEX_64: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     """Rows: elements of the result (kept dims); columns: the broadcast dims, summed."""
-    pid = tl.program_id(0)
-    if INDEX_64:
-        offs = pid.to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
-    else:
-        offs = pid * BLOCK_O + tl.arange(0, BLOCK_O)
-    o_mask = offs < KEPT
+    offs, o_mask = _tensor_flat(KEPT, INDEX_64, BLOCK_O)
     g_base = _tensor_offsets(offs, K1, K2, K3, K4, gk0, gk1, gk2, gk3, gk4)
     acc = tl.zeros((BLOCK_O,), ACC)
     for r0 in range(0, RED, BLOCK_R):
