@@ -86,6 +86,20 @@ class Values:
         self.in_place = in_place_concat_inputs(graph, plan) if plan is not None else {}
         self.shuffled = views.shuffled_concats(graph, plan)
 
+    def emit_return(self) -> None:
+        """A forward method's last line: the graph's outputs, one or a tuple."""
+        outs = [self.names[o] for o in self.graph.outputs]
+        self.src.line("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
+
+    def emit_shapes(self, method: str) -> None:
+        """After a forward method: the static method `method(sizes)` computing the table of
+        shapes it used (S), once per batch size."""
+        self.src.line("")
+        self.src.line("@staticmethod")
+        with self.src.indent(f"def {method}(sizes):"):
+            shapes = ", ".join(self.table)
+            self.src.line(f"return ({shapes}{',' if len(self.table) == 1 else ''})")
+
     def dim(self, node_id: int, index: int) -> str:
         """One dim of a node's shape: a number, or (batch-dependent) a run-time expression."""
         return self._entry(self._dim(node_id, index))
@@ -174,13 +188,8 @@ def emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
                 else:
                     args.append(f"P[{index[arg.ref]}]")
             src.line(f"{code.launcher}({', '.join([out] + args)})")
-        outs = [values.names[o] for o in graph.outputs]
-        src.line("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
-    src.line("")
-    src.line("@staticmethod")
-    with src.indent(f"def _shapes_{mode}(sizes):"):
-        shapes = ", ".join(values.table)
-        src.line(f"return ({shapes}{',' if len(values.table) == 1 else ''})")
+        values.emit_return()
+    values.emit_shapes(f"_shapes_{mode}")
 
 
 def _emit_view(src: Source, graph: Graph, step: View, values: Values) -> None:
