@@ -272,9 +272,9 @@ def _conv_launch(data, weight, *, kernel, stride, dilation, pads, mode, mask, dt
                 **_conv_xyz("K", K), **_conv_xyz("S", S), **_conv_xyz("D", D),
                 **_conv_xyz("P", P), MODE=_CONV_MODES[mode], HAS_DX=dx_programs > 0,
                 HAS_DW=dw_programs > 0, **dx_args, **dw_args)
+    absent = tuple(part for part, n in (("dx_", dx_programs), ("dw_", dw_programs)) if not n)
     for name in _conv_grad_kernel.arg_names:
-        absent = name.lower().startswith("dx_" if dx_programs == 0 else "dw_")
-        if absent and name not in args:
+        if name not in args and name.lower().startswith(absent):
             args[name] = dtype_of if name.endswith("_ptr") else 1
     _conv_grad_kernel[(dx_programs + dw_programs,)](
         **args, **_conv_meta(dtype_of, y, *(t for t in tensors if t is not None)))
@@ -282,8 +282,8 @@ def _conv_launch(data, weight, *, kernel, stride, dilation, pads, mode, mask, dt
 
 def _conv_check_mask(mask, dy):
     """mask: None or (y, lo, hi), y of dy's shape (any strides)."""
-    if mask is not None:
-        assert tuple(mask[0].shape) == tuple(dy.shape), (mask[0].shape, dy.shape)
+    if mask is not None and tuple(mask[0].shape) != tuple(dy.shape):
+        raise ValueError(f"mask's y has shape {tuple(mask[0].shape)}, dy {tuple(dy.shape)}")
 
 
 def grad_conv(dy, x, w, *, stride, pads, dilation, groups, padding_mode,

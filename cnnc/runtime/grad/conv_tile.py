@@ -70,6 +70,16 @@ def _conv_tile_live(v, y_ptr, y_offs, mask, lo, hi, MASKED: tl.constexpr):
 
 
 @triton.jit
+def _conv_tile_store(ptrs, acc, mask, ATOMIC: tl.constexpr):
+    """acc into ptrs: an fp32 atomic add (a split reduction's partial sum, or several
+    padded rows landing on one position), or a store in ptrs' dtype."""
+    if ATOMIC:
+        tl.atomic_add(ptrs, acc, mask=mask)
+    else:
+        tl.store(ptrs, acc.to(ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _conv_tile_dx(
         pid_m, pid_n, pid_g, a_ptr, w_ptr, out_ptr, y_ptr, lo, hi, N,
         A0, A1, A2, T0, T1, T2, Q0, Q1, Q2, LO0, LO1, LO2, HI0, HI1, HI2,
@@ -188,11 +198,7 @@ def _conv_tile_dx(
         i2 = p2
     out = (out_ptr + (n * so_n + i0 * so0 + i1 * so1 + i2 * so2)[:, None]
            + ((g * C_G + cols) * so_c)[None, :])
-    mask = m_mask[:, None] & c_mask[None, :]
-    if ATOMIC:
-        tl.atomic_add(out, acc, mask=mask)
-    else:
-        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    _conv_tile_store(out, acc, m_mask[:, None] & c_mask[None, :], ATOMIC)
 
 
 @triton.jit
@@ -290,14 +296,7 @@ def _conv_tile_dw(
     if COMPUTE_W:
         out = (dw_ptr + (rows * sw_m)[:, None]
                + (c * sw_c + k0 * sw0 + k1 * sw1 + k2 * sw2)[None, :])
-        mask = m_mask[:, None] & j_mask[None, :]
-        if ATOMIC:
-            tl.atomic_add(out, acc, mask=mask)
-        else:
-            tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=mask)
+        _conv_tile_store(out, acc, m_mask[:, None] & j_mask[None, :], ATOMIC)
     if FUSE_BIAS:
         if pid_n == 0:
-            if ATOMIC:
-                tl.atomic_add(db_ptr + rows * s_b, bacc, mask=m_mask)
-            else:
-                tl.store(db_ptr + rows * s_b, bacc.to(db_ptr.dtype.element_ty), mask=m_mask)
+            _conv_tile_store(db_ptr + rows * s_b, bacc, m_mask, ATOMIC)

@@ -1,17 +1,21 @@
-"""Backward of linear (y = x @ w.T + b, x of shape (..., in)) in Triton: two GEMMs.
+"""Backward of linear (y = x @ w.T + b, x of shape (..., in)) in Triton: two GEMMs in
+one launch (`_linear_grad_kernel`: its first programs run dx tiles, the rest dw(+db)
+tiles, each with its own tile sizes).
 
 Rows are the leading dims of x and dy taken together (read through their strides,
 merged where the strides allow, up to three of them; more that cannot merge are
-reshaped, a documented copy). `_linear_dx_kernel`: dx = dy @ w, rows x in-features, a
-reduction over out-features. `_linear_dw_kernel`: dw = dy^T @ x, out- x in-features, a
-reduction over the rows; on a GPU that reduction is split over grid axis 1 so that a
+reshaped, a documented copy). `_linear_dx_tile`: dx = dy @ w, rows x in-features, a
+reduction over out-features. `_linear_dw_tile`: dw = dy^T @ x, out- x in-features, a
+reduction over the rows; on a GPU that reduction is split across programs so that a
 long one (a large batch, a small layer) fills the machine, the splits adding their
 partial sums with fp32 atomics into a zeroed buffer (one split, stored directly, under
 the interpreter). The bias gradient, the sum of dy over the rows, rides in the programs
-of the first column tile (the same dy tiles); without a weight gradient the kernel runs
-with COMPUTE_W off as a plain reduction. Two launches at most, plus a cast where an fp32
-atomic buffer serves a bf16/fp16 gradient. Accumulation is fp32 (fp64 for fp64 tensors:
-they run in the interpreter, gradcheck, and compile for sm_90, untested on a GPU).
+of the first column tile (the same dy tiles); without a weight gradient the tile runs
+with COMPUTE_W off as a plain reduction. Both read dy through conv_tile's
+`_conv_tile_live` (a relu / relu6 derivative from the activation's output, `mask`). One
+launch, plus a cast where an fp32 atomic buffer serves a bf16/fp16 gradient.
+Accumulation is fp32 (fp64 for fp64 tensors: they run in the interpreter, gradcheck,
+and compile for sm_90, untested on a GPU).
 """
 
 import os
@@ -22,7 +26,7 @@ import triton.language as tl
 
 from ..support import allows_tf32, ceil_div, tile
 from .conv import _conv_accumulator, _conv_check_mask, _conv_finish, _conv_huge
-from .conv_tile import _conv_tile_live
+from .conv_tile import _conv_tile_live, _conv_tile_store
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -119,17 +123,10 @@ def _linear_dw_tile(
             acc += tl.dot(a, b, input_precision=DOT_PRECISION)
     if COMPUTE_W:
         out = dw_ptr + (o * sw_o)[:, None] + (i * sw_i)[None, :]
-        mask = o_mask[:, None] & i_mask[None, :]
-        if ATOMIC:
-            tl.atomic_add(out, acc, mask=mask)
-        else:
-            tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=mask)
+        _conv_tile_store(out, acc, o_mask[:, None] & i_mask[None, :], ATOMIC)
     if FUSE_BIAS:
         if pid_n == 0:
-            if ATOMIC:
-                tl.atomic_add(db_ptr + o * s_b, bacc, mask=o_mask)
-            else:
-                tl.store(db_ptr + o * s_b, bacc.to(db_ptr.dtype.element_ty), mask=o_mask)
+            _conv_tile_store(db_ptr + o * s_b, bacc, o_mask, ATOMIC)
 
 
 @triton.jit
@@ -270,6 +267,7 @@ def grad_linear(dy, x, w, *, needs=(True, True, True), has_bias=True, mask=None)
             dw_programs = tiles * splits
     if dx_programs + dw_programs:
         lo, hi = (float(mask[1]), float(mask[2])) if mask is not None else (0.0, 0.0)
+        meta = _linear_meta(dy, *(t for t in (dy, x, w, y, dx, dw) if t is not None))
         _linear_grad_kernel[(dx_programs + dw_programs,)](
             dy, x, w, dx if dx_programs else dy, dw if need_w else dy,
             db if need_b else dy, y, lo, hi, rows, sizes[1], sizes[2], n_out, n_in, chunk,
@@ -280,7 +278,7 @@ def grad_linear(dy, x, w, *, needs=(True, True, True), has_bias=True, mask=None)
             HAS_DX=dx_programs > 0, HAS_DW=dw_programs > 0, COMPUTE_W=need_w,
             FUSE_BIAS=need_b, ATOMIC=atomic, MASKED=mask is not None,
             DX_BLOCK_M=xm, DX_BLOCK_N=xn, DX_BLOCK_K=xk, DW_BLOCK_M=wm, DW_BLOCK_N=wn,
-            DW_BLOCK_K=wk, **_linear_meta(dy, *(t for t in (dy, x, w, y, dx, dw) if t is not None)))
+            DW_BLOCK_K=wk, **meta)
     if need_x and dx.shape != x_shape:  # the reshaped fallback
         dx = dx.view(x_shape)
     if dw is not None:
