@@ -337,7 +337,9 @@ def test_conv_backward_runs_no_aten_compute_op(monkeypatch):
 
 
 def test_conv_copy_after_marker_works(tmp_path):
-    namespace = copied_namespace(grad_conv_module, tmp_path)
+    from cnnc.runtime.grad import conv_tile  # copied before conv
+
+    namespace = copied_namespace(grad_conv_module, tmp_path, after=(conv_tile,))
     case = _fixed_case(dims=1, sizes=(6,), kernel=(3,), stride=(2,), dilation=(1,),
                        pads=((1, 2),), x_layout="contiguous", w_layout="contiguous")
     x, w, b = conv_tensors(case)
@@ -364,7 +366,8 @@ with _compiling_for(90) as jit_function:
                 _describe(entry, fn.warmup(*args, grid=grid, **kwargs))
             except Exception as e:
                 entry.error = f"{type(e).__name__}: {e}"[-300:]
-            print(json.dumps(dict(vars(entry), dtype=str(args[0].dtype))), flush=True)
+            first = next(v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor))
+            print(json.dumps(dict(vars(entry), dtype=str(first.dtype))), flush=True)
         return launch
     jit_function.__getitem__ = record
     C._CONV_FORCE_SPLITS = L._LINEAR_FORCE_SPLITS = 2
@@ -372,17 +375,21 @@ with _compiling_for(90) as jit_function:
     for dtype in (torch.float32, torch.bfloat16):
         x = torch.empty(8, 64, 28, 28, dtype=dtype).to(memory_format=cl)
         dy = torch.empty(8, 64, 14, 14, dtype=dtype).to(memory_format=cl)
+        relu = (torch.empty_like(dy), 0.0, float("inf"))  # a channels-last y
         for groups in (1, 64):
             w = torch.empty(64, 64 // groups, 3, 3, dtype=dtype).to(memory_format=cl)
             C.grad_conv(dy, x, w, stride=(2, 2), pads=((1, 1), (1, 1)), dilation=(1, 1),
                         groups=groups, padding_mode="reflect" if groups == 1 else "zeros")
+            C.grad_conv(dy, x, w, stride=(2, 2), pads=((1, 1), (1, 1)), dilation=(1, 1),
+                        groups=groups, padding_mode="zeros", mask=relu)
         C.grad_conv(dy, x, w, stride=(2, 2), pads=((1, 1), (1, 1)), dilation=(1, 1),
                     groups=64, padding_mode="zeros", needs=(False, False, True))
         C.grad_conv_transpose(torch.empty(8, 32, 56, 56, dtype=dtype), x,
                               torch.empty(64, 32, 4, 4, dtype=dtype), stride=(2, 2),
                               padding=(1, 1), output_padding=(0, 0), dilation=(1, 1), groups=1)
-        L.grad_linear(torch.empty(256, 64, dtype=dtype), torch.empty(256, 128, dtype=dtype),
-                      torch.empty(64, 128, dtype=dtype))
+        for mask in (None, (torch.empty(256, 64, dtype=dtype), 0.0, 6.0)):
+            L.grad_linear(torch.empty(256, 64, dtype=dtype), torch.empty(256, 128, dtype=dtype),
+                          torch.empty(64, 128, dtype=dtype), mask=mask)
 '''
 
 
@@ -402,8 +409,8 @@ def test_backward_kernels_compile_for_sm90():
     assert done.returncode == 0, done.stderr[-2000:]
     launches = [json.loads(line) for line in done.stdout.splitlines()]
     kernels = {entry["function"] for entry in launches}
-    assert kernels == {"_conv_dx_kernel", "_conv_dw_kernel", "_conv_cast_kernel",
-                       "_linear_dx_kernel", "_linear_dw_kernel"}  # linear casts with conv's
+    assert kernels == {"_conv_grad_kernel", "_conv_cast_kernel",
+                       "_linear_grad_kernel"}  # linear casts with conv's
     assert not [entry for entry in launches if entry["error"]]
     bf16 = [entry for entry in launches if entry["dtype"] == "torch.bfloat16"]
     assert not [entry for entry in bf16 if entry["spill_bytes"]]

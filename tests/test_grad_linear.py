@@ -151,9 +151,9 @@ def test_linear_backward_runs_no_aten_compute_op(monkeypatch):
 
 
 def test_linear_copy_after_marker_works(tmp_path):
-    from cnnc.runtime.grad import conv as grad_conv_module  # copied before linear
+    from cnnc.runtime.grad import conv, conv_tile  # copied before linear
 
-    namespace = copied_namespace(grad_linear_module, tmp_path, after=(grad_conv_module,))
+    namespace = copied_namespace(grad_linear_module, tmp_path, after=(conv_tile, conv))
     x, w, b, dy = torch.randn(3, 5), torch.randn(4, 5), torch.randn(4), torch.randn(3, 4)
     check(namespace["grad_linear"](dy, x, w), reference(x, w, b, dy), (True, True, True), True,
           x, w)

@@ -37,8 +37,9 @@ def test_a_file_holds_the_families_its_backward_calls():
 
 
 def test_a_family_brings_the_families_whose_names_it_uses():
-    # grad_linear sums into conv's accumulators: the conv family comes along
-    assert grad_families({"grad_linear"}) == ["tensor", "conv", "linear"]
+    # grad_linear sums into conv's accumulators and reads dy through conv_tile's mask:
+    # both families come along
+    assert grad_families({"grad_linear"}) == ["tensor", "conv_tile", "conv", "linear"]
     assert _launchers(LINEAR_ONLY) == {"grad_conv", "grad_linear", "grad_sum_to",
                                        "_conv_accumulator"}
     assert grad_families({"grad_group_norm"}) == ["tensor", "group_norm"]
