@@ -145,8 +145,12 @@ def test_backward_compiles_every_kernel_of_a_training_step(lenet):
     units = {r.launch.kernel for r in report.rows if r.launch.backward}
     assert units <= set(grad_plan) | {"b" + k[1:] for k in grad_plan}
     assert all(r.ops[0] == "backward of" for r in report.rows[len(forward):])
+    # the logits' backward: its data and weight gradients, each the forward's MACs; the
+    # first conv's: its weight gradient alone (the image needs none)
     last = next(r for r in report.rows if r.launch.backward and r.launch.has_dot)
-    assert last.layers == ["logits"] and last.flops == 2 * 4 * 84 * 10
+    assert last.layers == ["logits"] and last.flops == 2 * (2 * 4 * 84 * 10)
+    first = [r for r in report.rows if r.launch.backward and r.layers == ["c1"]][-1]
+    assert first.flops == 2 * 4 * 6 * 28 * 28 * 25
 
 
 def test_cli_inspect_backward_says_what_it_compiled(capsys, tmp_path):

@@ -146,12 +146,14 @@ def inspect_network(graph: Graph, target: str = "sm_90", dtype: torch.dtype = to
 
 
 def _gradient_gemms(launch: Launch) -> int:
-    """How many of an anchor's gradient GEMMs a backward launch computes: its data and
-    weight gradient kernels one each (a chain or reduction kernel none)."""
+    """How many of an anchor's gradient GEMMs a backward launch computes: the data and the
+    weight gradient parts its switches turn on (HAS_DX, HAS_DW with the weight computed,
+    not only the bias); a chain or reduction kernel none."""
     if not launch.has_dot:
         return 0
-    name = launch.function
-    return int("_dx" in name) + int("_dw" in name) or 1
+    on = launch.switches or {}
+    weight = on.get("HAS_DW", False) and on.get("DW_COMPUTE_W", on.get("COMPUTE_W", True))
+    return int(on.get("HAS_DX", False)) + int(weight) or 1
 
 
 def _name(launch: Launch) -> str:

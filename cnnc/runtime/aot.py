@@ -50,6 +50,7 @@ class Launch:
     tensor_cores: bool = False  # mma / wgmma in the PTX
     has_dot: bool = False
     backward: bool = False  # launched by the backward of a training step
+    switches: dict | None = None  # the launch's boolean keyword arguments (HAS_DX=True)
 
 
 class _StandInDriver:
@@ -216,7 +217,8 @@ def _compile_in_worker(request: dict) -> None:
                 kernel, in_backward = _launcher(sys._getframe(1))
                 entry = Launch(kernel or fn.__name__, fn.__name__, tuple(grid),
                                _tensor_bytes(list(args) + list(kwargs.values())),
-                               backward=in_backward)
+                               backward=in_backward,
+                               switches={k: v for k, v in kwargs.items() if type(v) is bool})
                 emit({"progress": count, "kernel": fn.__name__})
                 count += 1
                 try:
