@@ -11,6 +11,7 @@ synchronous; padding the channels would take a copy of the input and of the weig
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -19,9 +20,19 @@ import cnnc
 from cnnc.passes import plan as make_plan
 from cnnc.report.inspect import inspect_network
 
-CASES = [("examples/resnet.cnn", "ResNet18", "sm_90"),
-         ("examples/resnet.cnn", "ResNet18", "sm_80"),
-         ("examples/mobilenet_v2.cnn", "MobileNetV2", "sm_90")]
+HEAVY = pytest.mark.skipif(os.environ.get("CNNC_HEAVY_TESTS") != "1",
+                           reason="minutes of compilation: CNNC_HEAVY_TESTS=1 runs it")
+# (file, network, target, dtype): bf16 at batch 64, and VGG-16 in float32 with both TF32
+# flags on (its linears then take TF32 tensor cores too, as its convs do by default).
+CASES = [("examples/resnet.cnn", "ResNet18", "sm_90", torch.bfloat16),
+         ("examples/resnet.cnn", "ResNet18", "sm_80", torch.bfloat16),
+         ("examples/mobilenet_v2.cnn", "MobileNetV2", "sm_90", torch.bfloat16),
+         pytest.param("examples/resnet.cnn", "ResNet50", "sm_90", torch.bfloat16, marks=HEAVY),
+         pytest.param("examples/vgg16.cnn", "VGG16", "sm_90", torch.float32, marks=HEAVY),
+         pytest.param("examples/efficientnet_b0.cnn", "EfficientNetB0", "sm_90",
+                      torch.bfloat16, marks=HEAVY),
+         pytest.param("examples/mobilenet_v2.cnn", "MobileNetV2", "sm_80", torch.bfloat16,
+                      marks=HEAVY)]
 
 
 def _unaligned_convs(graph, dtype: torch.dtype) -> set[str]:
@@ -40,15 +51,22 @@ def _unaligned_convs(graph, dtype: torch.dtype) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path,network,target", CASES,
-                         ids=[f"{n}-{t}" for _, n, t in CASES])
-def test_kernels_compile_without_spills_pipelined_on_tensor_cores(path, network, target):
+def _id(case) -> str:
+    values = case.values if hasattr(case, "values") else case
+    return f"{values[1]}-{values[2]}-{str(values[3]).removeprefix('torch.')}"
+
+
+@pytest.mark.parametrize("path,network,target,dtype", CASES, ids=[_id(c) for c in CASES])
+def test_kernels_compile_without_spills_pipelined_on_tensor_cores(path, network, target,
+                                                                   dtype, monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     graph = cnnc.load(path, network)
-    report = inspect_network(graph, target, torch.bfloat16, batch=64)
+    report = inspect_network(graph, target, dtype, batch=64)
     assert report.failures == []
     assert [r.launch.kernel for r in report.spilling] == []
     assert [r.launch.kernel for r in report.dots_off_tensor_cores] == []
-    exempt = _unaligned_convs(graph, torch.bfloat16)
+    exempt = _unaligned_convs(graph, dtype)
     assert len(exempt) <= 1  # the stem
     assert [r.launch.kernel for r in report.dots_not_pipelined
             if r.launch.kernel not in exempt] == []
