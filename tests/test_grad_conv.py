@@ -227,7 +227,7 @@ def test_conv_alignment_hint_keeps_gradients(monkeypatch):
                                has_bias=False)
     for got, ref in zip(ours, torch.autograd.grad(y, (x, w), dy)):
         assert_close(got, ref)
-    assert chosen == [2, 2]
+    assert chosen == [2] * 4  # each launch: the weight gradient's x, then the rest
 
 
 @pytest.mark.parametrize("mode", ["zeros", "replicate"])
@@ -440,6 +440,15 @@ with _compiling_for(90) as jit_function:
                         torch.empty(16, 6, 5, 5, dtype=dtype).to(memory_format=cl),
                         stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1,
                         padding_mode="zeros", needs=needs)
+    # An image's channels (1: LeNet; 3: a stem) in bf16: x's 2- or 6-byte pixels are below
+    # cp.async's 4 aligned bytes, so its gather stays synchronous; dy's tiles go async.
+    tag = "image"
+    for channels in (1, 3):
+        C.grad_conv(torch.empty(32, 6, 28, 28, dtype=torch.bfloat16).to(memory_format=cl),
+                    torch.empty(32, channels, 28, 28, dtype=torch.bfloat16),
+                    torch.empty(6, channels, 5, 5, dtype=torch.bfloat16).to(memory_format=cl),
+                    stride=(1, 1), pads=((2, 2), (2, 2)), dilation=(1, 1), groups=1,
+                    padding_mode="zeros", needs=(False, True, True))
 '''
 
 
@@ -465,11 +474,13 @@ def test_backward_kernels_compile_for_sm90():
     bf16 = [entry for entry in launches if entry["dtype"] == "torch.bfloat16"]
     assert not [entry for entry in bf16 if entry["spill_bytes"]]
     assert all(entry["tensor_cores"] for entry in bf16 if entry["has_dot"])
-    # Every dot loop of these reads its operands through async copies (a 3-channel stem's
-    # weight gradient cannot in 16-bit: its 6-byte pixels are below cp.async's 4-byte
-    # aligned minimum, see _conv_tile_dw; it is left out here).
+    # Every dot loop of these reads its operands through async copies (an image's x
+    # cannot in 16 bits, see _conv_tile_dw: only dy's tiles do).
     aligned = [entry for entry in launches
                if entry["tag"] == "pipelined" and entry["function"] != "_conv_cast_kernel"]
     assert len(aligned) == 12
     assert [(e["function"], e["dtype"], e["pipelined"]) for e in aligned
             if e["pipelined"] != "all" or not e["tensor_cores"] or e["spill_bytes"]] == []
+    images = [entry for entry in launches
+              if entry["tag"] == "image" and entry["function"] != "_conv_cast_kernel"]
+    assert [entry["pipelined"] for entry in images] == ["some", "some"]

@@ -53,12 +53,13 @@ def _conv_grad_kernel(
         DW_COMPUTE_W: tl.constexpr, DW_FUSE_BIAS: tl.constexpr, DW_ATOMIC: tl.constexpr,
         DW_DEPTHWISE: tl.constexpr, DW_M_PER_X: tl.constexpr, DW_MASKED: tl.constexpr,
         DW_BLOCK_M: tl.constexpr, DW_BLOCK_N: tl.constexpr, DW_BLOCK_K: tl.constexpr,
-        ALIGN: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-        WIDE: tl.constexpr, ACC: tl.constexpr):
+        ALIGN: tl.constexpr, DW_X_ALIGN: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        UPCAST: tl.constexpr, WIDE: tl.constexpr, ACC: tl.constexpr):
     """A conv's backward in one launch (horizontal fusion): the first dx_programs programs
     compute data-gradient tiles, the rest weight(+bias)-gradient tiles. A part without
     programs (HAS_* off) is not compiled. ALIGN divides the strides of _CONV_ALIGNED (the
-    batch and spatial strides of channels-last tensors, the weight's but its channels')."""
+    batch and spatial strides of channels-last tensors, the weight's but its channels'),
+    DW_X_ALIGN those of the weight gradient's x."""
     sy_n = _conv_tile_aligned(sy_n, ALIGN)
     sy0 = _conv_tile_aligned(sy0, ALIGN)
     sy1 = _conv_tile_aligned(sy1, ALIGN)
@@ -84,10 +85,11 @@ def _conv_grad_kernel(
     dw_sg0 = _conv_tile_aligned(dw_sg0, ALIGN)
     dw_sg1 = _conv_tile_aligned(dw_sg1, ALIGN)
     dw_sg2 = _conv_tile_aligned(dw_sg2, ALIGN)
-    dw_sx_n = _conv_tile_aligned(dw_sx_n, ALIGN)
-    dw_sx0 = _conv_tile_aligned(dw_sx0, ALIGN)
-    dw_sx1 = _conv_tile_aligned(dw_sx1, ALIGN)
-    dw_sx2 = _conv_tile_aligned(dw_sx2, ALIGN)
+    # x's own (a 1- or 3-channel image's strides cannot be aligned; dy's still can)
+    dw_sx_n = _conv_tile_aligned(dw_sx_n, DW_X_ALIGN)
+    dw_sx0 = _conv_tile_aligned(dw_sx0, DW_X_ALIGN)
+    dw_sx1 = _conv_tile_aligned(dw_sx1, DW_X_ALIGN)
+    dw_sx2 = _conv_tile_aligned(dw_sx2, DW_X_ALIGN)
     pid = tl.program_id(0)
     if pid < dx_programs:
         if HAS_DX:
@@ -132,9 +134,9 @@ _CONV_ALIGNED = {
     "": ("sy_n", "sy0", "sy1", "sy2"),
     "dx_": ("dx_sa_n", "dx_sa0", "dx_sa1", "dx_sa2", "dx_so_n", "dx_so0", "dx_so1",
             "dx_so2", "dx_sw_g", "dx_sw0", "dx_sw1", "dx_sw2"),
-    "dw_": ("dw_sg_n", "dw_sg0", "dw_sg1", "dw_sg2", "dw_sx_n", "dw_sx0", "dw_sx1",
-            "dw_sx2"),
+    "dw_": ("dw_sg_n", "dw_sg0", "dw_sg1", "dw_sg2"),
 }
+_CONV_X_ALIGNED = ("dw_sx_n", "dw_sx0", "dw_sx1", "dw_sx2")  # by DW_X_ALIGN
 
 
 def _conv_alignment(values, element_size):
@@ -330,11 +332,14 @@ def _conv_launch(data, weight, *, kernel, stride, dilation, pads, mode, mask, dt
                for name in names]
     if dx_programs:  # the weight's dim 0 stride (as _conv_grad_kernel picks it)
         aligned.append(args["dx_sw_r" if args["DX_TRANSPOSED"] else "dx_sw_c"])
+    size = dtype_of.element_size()
+    if dw_programs:
+        args["DW_X_ALIGN"] = _conv_alignment([args[n] for n in _CONV_X_ALIGNED], size)
     for name in _conv_grad_kernel.arg_names:
         if name not in args and name.lower().startswith(absent):
             args[name] = dtype_of if name.endswith("_ptr") else 1
     _conv_grad_kernel[(dx_programs + dw_programs,)](
-        **args, ALIGN=_conv_alignment(aligned, dtype_of.element_size()),
+        **args, ALIGN=_conv_alignment(aligned, size),
         **_conv_meta(dtype_of, y, *(t for t in tensors if t is not None)))
 
 
