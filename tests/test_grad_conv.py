@@ -198,6 +198,38 @@ def test_conv_split_weight_gradient(monkeypatch, changes):
     assert all(g.dtype == torch.bfloat16 for g in ours)
 
 
+def test_conv_alignment_is_the_largest_useful_power_of_two():
+    align = grad_conv_module._conv_alignment
+    assert align([1000, 512, 0], 2) == 8  # 16 bytes of bf16: ResNet's fc rows
+    assert align([10, 84], 2) == 2 and align([10, 84], 4) == 2 and align([3, 6], 2) == 1
+    assert align([24, 8], 4) == 4  # fp32: 16 bytes are 4 elements
+    assert align([64, 4096, 0], 2) == 1  # multiples of 16: Triton sees them unaided
+
+
+def test_conv_alignment_hint_keeps_gradients(monkeypatch):
+    """Even channel counts below 16 (LeNet's 6 -> 16): the kernel rewrites strides as
+    multiples of ALIGN, which lets Triton prove rows aligned (async copies on a GPU); the
+    interpreter computes the rewrite, so a stride wrongly counted as aligned shows here.
+    A conv and a conv_transpose (whose weight's unit-strided dim is the other one)."""
+    real, chosen = grad_conv_module._conv_alignment, []
+    monkeypatch.setattr(grad_conv_module, "_conv_alignment",
+                        lambda values, size: chosen.append(real(values, size)) or chosen[-1])
+    case = _fixed_case(groups=1, c_in=6, c_out=10, mode="zeros", dy_layout="channels_last")
+    x, w, b = conv_tensors(case)
+    dy, refs = conv_reference(x, w, b, case, case["dy_layout"])
+    check_grads(run_conv(case, dy, x, w), refs, case["needs"], True, (x, w, b))
+    x = laid_out(torch.randn(2, 6, 4, 5), "channels_last").requires_grad_()
+    w = laid_out(torch.randn(6, 10, 2, 2), "channels_last").requires_grad_()
+    y = F.conv_transpose2d(x, w, stride=2)
+    dy = laid_out(torch.randn(y.shape), "channels_last")
+    ours = grad_conv_transpose(dy, x.detach(), w.detach(), stride=(2, 2), padding=(0, 0),
+                               output_padding=(0, 0), dilation=(1, 1), groups=1,
+                               has_bias=False)
+    for got, ref in zip(ours, torch.autograd.grad(y, (x, w), dy)):
+        assert_close(got, ref)
+    assert chosen == [2] * 4  # each launch: the weight gradient's x, then the rest
+
+
 @pytest.mark.parametrize("mode", ["zeros", "replicate"])
 def test_conv_bfloat16(mode):
     """bf16 tensors, fp32 accumulation: close to fp32 autograd of the same bf16 values."""
@@ -367,9 +399,10 @@ with _compiling_for(90) as jit_function:
             except Exception as e:
                 entry.error = f"{type(e).__name__}: {e}"[-300:]
             first = next(v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor))
-            print(json.dumps(dict(vars(entry), dtype=str(first.dtype))), flush=True)
+            print(json.dumps(dict(vars(entry), dtype=str(first.dtype), tag=tag)), flush=True)
         return launch
     jit_function.__getitem__ = record
+    tag = None
     C._CONV_FORCE_SPLITS = L._LINEAR_FORCE_SPLITS = 2
     cl = torch.channels_last
     for dtype in (torch.float32, torch.bfloat16):
@@ -390,6 +423,32 @@ with _compiling_for(90) as jit_function:
         for mask in (None, (torch.empty(256, 64, dtype=dtype), 0.0, 6.0)):
             L.grad_linear(torch.empty(256, 64, dtype=dtype), torch.empty(256, 128, dtype=dtype),
                           torch.empty(64, 128, dtype=dtype), mask=mask)
+    # Widths that are multiples of 8 (or 2) but not of 16, whose rows Triton cannot see
+    # aligned unless told (ALIGN): each part alone, since inspect's `pipelined` reads the
+    # first dot. ResNet's fc and LeNet's last linear; LeNet's second conv (6 -> 16 channels).
+    tag = "pipelined"
+    torch.backends.cuda.matmul.allow_tf32 = True  # fp32 dots on TF32 tensor cores
+    for dtype in (torch.float32, torch.bfloat16):
+        for n_out, n_in, rows in ((1000, 512, 64), (10, 84, 256)):
+            for needs in ((True, False, False), (False, True, True)):
+                L.grad_linear(torch.empty(rows, n_out, dtype=dtype),
+                              torch.empty(rows, n_in, dtype=dtype),
+                              torch.empty(n_out, n_in, dtype=dtype), needs=needs)
+        for needs in ((True, False, False), (False, True, True)):
+            C.grad_conv(torch.empty(32, 16, 10, 10, dtype=dtype).to(memory_format=cl),
+                        torch.empty(32, 6, 14, 14, dtype=dtype).to(memory_format=cl),
+                        torch.empty(16, 6, 5, 5, dtype=dtype).to(memory_format=cl),
+                        stride=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=1,
+                        padding_mode="zeros", needs=needs)
+    # An image's channels (1: LeNet; 3: a stem) in bf16: x's 2- or 6-byte pixels are below
+    # cp.async's 4 aligned bytes, so its gather stays synchronous; dy's tiles go async.
+    tag = "image"
+    for channels in (1, 3):
+        C.grad_conv(torch.empty(32, 6, 28, 28, dtype=torch.bfloat16).to(memory_format=cl),
+                    torch.empty(32, channels, 28, 28, dtype=torch.bfloat16),
+                    torch.empty(6, channels, 5, 5, dtype=torch.bfloat16).to(memory_format=cl),
+                    stride=(1, 1), pads=((2, 2), (2, 2)), dilation=(1, 1), groups=1,
+                    padding_mode="zeros", needs=(False, True, True))
 '''
 
 
@@ -415,3 +474,13 @@ def test_backward_kernels_compile_for_sm90():
     bf16 = [entry for entry in launches if entry["dtype"] == "torch.bfloat16"]
     assert not [entry for entry in bf16 if entry["spill_bytes"]]
     assert all(entry["tensor_cores"] for entry in bf16 if entry["has_dot"])
+    # Every dot loop of these reads its operands through async copies (an image's x
+    # cannot in 16 bits, see _conv_tile_dw: only dy's tiles do).
+    aligned = [entry for entry in launches
+               if entry["tag"] == "pipelined" and entry["function"] != "_conv_cast_kernel"]
+    assert len(aligned) == 12
+    assert [(e["function"], e["dtype"], e["pipelined"]) for e in aligned
+            if e["pipelined"] != "all" or not e["tensor_cores"] or e["spill_bytes"]] == []
+    images = [entry for entry in launches
+              if entry["tag"] == "image" and entry["function"] != "_conv_cast_kernel"]
+    assert [entry["pipelined"] for entry in images] == ["some", "some"]

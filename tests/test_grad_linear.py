@@ -109,6 +109,22 @@ def test_linear_bfloat16_and_split(monkeypatch, splits):
     check([g.float() for g in ours], refs, case["needs"], True, x, w, rtol=2e-2, atol=2e-2)
 
 
+def test_linear_alignment_hint_keeps_gradients(monkeypatch):
+    """Widths that are multiples of 4, not 16 (as ResNet's fc: 1000): the kernel rewrites
+    sizes and row strides as multiples of ALIGN, which lets Triton prove rows aligned
+    (async copies on a GPU); the interpreter computes the rewrite, so a value wrongly
+    counted as aligned shows here. dy masked by relu (y's strides are rewritten too)."""
+    real, chosen = grad_linear_module._conv_alignment, []
+    monkeypatch.setattr(grad_linear_module, "_conv_alignment",
+                        lambda values, size: chosen.append(real(values, size)) or chosen[-1])
+    x, w, b = torch.randn(3, 4, 12), torch.randn(20, 12), torch.randn(20)
+    y = F.linear(x, w, b)
+    dy = torch.randn(3, 4, 20)
+    ours = grad_linear(dy, x, w, mask=(y, 0.0, float("inf")))
+    check(ours, reference(x, w, b, dy * (y > 0)), (True, True, True), True, x, w)
+    assert chosen == [4]
+
+
 def test_linear_empty_batch():
     x, w, b, dy = torch.randn(0, 2, 5), torch.randn(4, 5), torch.randn(4), torch.randn(0, 2, 4)
     check(grad_linear(dy, x, w), reference(x, w, b, dy), (True, True, True), True, x, w)

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from ..support import allows_tf32, ceil_div, tile
-from .conv_tile import _conv_tile_dw, _conv_tile_dx
+from .conv_tile import _conv_tile_aligned, _conv_tile_dw, _conv_tile_dx
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -53,11 +53,43 @@ def _conv_grad_kernel(
         DW_COMPUTE_W: tl.constexpr, DW_FUSE_BIAS: tl.constexpr, DW_ATOMIC: tl.constexpr,
         DW_DEPTHWISE: tl.constexpr, DW_M_PER_X: tl.constexpr, DW_MASKED: tl.constexpr,
         DW_BLOCK_M: tl.constexpr, DW_BLOCK_N: tl.constexpr, DW_BLOCK_K: tl.constexpr,
-        DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
-        ACC: tl.constexpr):
+        ALIGN: tl.constexpr, DW_X_ALIGN: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        UPCAST: tl.constexpr, WIDE: tl.constexpr, ACC: tl.constexpr):
     """A conv's backward in one launch (horizontal fusion): the first dx_programs programs
     compute data-gradient tiles, the rest weight(+bias)-gradient tiles. A part without
-    programs (HAS_* off) is not compiled."""
+    programs (HAS_* off) is not compiled. ALIGN divides the strides of _CONV_ALIGNED (the
+    batch and spatial strides of channels-last tensors, the weight's but its channels'),
+    DW_X_ALIGN those of the weight gradient's x."""
+    sy_n = _conv_tile_aligned(sy_n, ALIGN)
+    sy0 = _conv_tile_aligned(sy0, ALIGN)
+    sy1 = _conv_tile_aligned(sy1, ALIGN)
+    sy2 = _conv_tile_aligned(sy2, ALIGN)
+    # (an absent part's placeholders, 1, may become 0: its branch is not compiled)
+    dx_sa_n = _conv_tile_aligned(dx_sa_n, ALIGN)
+    dx_sa0 = _conv_tile_aligned(dx_sa0, ALIGN)
+    dx_sa1 = _conv_tile_aligned(dx_sa1, ALIGN)
+    dx_sa2 = _conv_tile_aligned(dx_sa2, ALIGN)
+    dx_so_n = _conv_tile_aligned(dx_so_n, ALIGN)
+    dx_so0 = _conv_tile_aligned(dx_so0, ALIGN)
+    dx_so1 = _conv_tile_aligned(dx_so1, ALIGN)
+    dx_so2 = _conv_tile_aligned(dx_so2, ALIGN)
+    dx_sw_g = _conv_tile_aligned(dx_sw_g, ALIGN)
+    dx_sw0 = _conv_tile_aligned(dx_sw0, ALIGN)
+    dx_sw1 = _conv_tile_aligned(dx_sw1, ALIGN)
+    dx_sw2 = _conv_tile_aligned(dx_sw2, ALIGN)
+    if DX_TRANSPOSED:  # the weight's dim 0 (its channels, dim 1, are unit-strided)
+        dx_sw_r = _conv_tile_aligned(dx_sw_r, ALIGN)
+    else:
+        dx_sw_c = _conv_tile_aligned(dx_sw_c, ALIGN)
+    dw_sg_n = _conv_tile_aligned(dw_sg_n, ALIGN)
+    dw_sg0 = _conv_tile_aligned(dw_sg0, ALIGN)
+    dw_sg1 = _conv_tile_aligned(dw_sg1, ALIGN)
+    dw_sg2 = _conv_tile_aligned(dw_sg2, ALIGN)
+    # x's own (a 1- or 3-channel image's strides cannot be aligned; dy's still can)
+    dw_sx_n = _conv_tile_aligned(dw_sx_n, DW_X_ALIGN)
+    dw_sx0 = _conv_tile_aligned(dw_sx0, DW_X_ALIGN)
+    dw_sx1 = _conv_tile_aligned(dw_sx1, DW_X_ALIGN)
+    dw_sx2 = _conv_tile_aligned(dw_sx2, DW_X_ALIGN)
     pid = tl.program_id(0)
     if pid < dx_programs:
         if HAS_DX:
@@ -95,6 +127,29 @@ def _conv_cast_kernel(src_ptr, dst_ptr, total, BLOCK: tl.constexpr):
     mask = offs < total
     tl.store(dst_ptr + offs, tl.load(src_ptr + offs, mask=mask).to(dst_ptr.dtype.element_ty),
              mask=mask)
+
+
+# The arguments _conv_grad_kernel rewrites as multiples of ALIGN (when their part runs).
+_CONV_ALIGNED = {
+    "": ("sy_n", "sy0", "sy1", "sy2"),
+    "dx_": ("dx_sa_n", "dx_sa0", "dx_sa1", "dx_sa2", "dx_so_n", "dx_so0", "dx_so1",
+            "dx_so2", "dx_sw_g", "dx_sw0", "dx_sw1", "dx_sw2"),
+    "dw_": ("dw_sg_n", "dw_sg0", "dw_sg1", "dw_sg2"),
+}
+_CONV_X_ALIGNED = ("dw_sx_n", "dw_sx0", "dw_sx1", "dw_sx2")  # by DW_X_ALIGN
+
+
+def _conv_alignment(values, element_size):
+    """The largest power of two up to 16 bytes' worth of elements dividing every value
+    (sizes and strides; zero, a padded dim's stride, is divided by anything): the ALIGN
+    of the gradient kernels' `_conv_tile_aligned`. 1 (no rewrite) where every value is a
+    multiple of 16: Triton's own specialisation sees those."""
+    if all(v % 16 == 0 for v in values):
+        return 1
+    align = 16 // element_size
+    while align > 1 and any(v % align for v in values):
+        align //= 2
+    return align
 
 
 def _conv_spatial(t):
@@ -273,11 +328,19 @@ def _conv_launch(data, weight, *, kernel, stride, dilation, pads, mode, mask, dt
                 **_conv_xyz("P", P), MODE=_CONV_MODES[mode], HAS_DX=dx_programs > 0,
                 HAS_DW=dw_programs > 0, **dx_args, **dw_args)
     absent = tuple(part for part, n in (("dx_", dx_programs), ("dw_", dw_programs)) if not n)
+    aligned = [args[name] for part, names in _CONV_ALIGNED.items() if part not in absent
+               for name in names]
+    if dx_programs:  # the weight's dim 0 stride (as _conv_grad_kernel picks it)
+        aligned.append(args["dx_sw_r" if args["DX_TRANSPOSED"] else "dx_sw_c"])
+    size = dtype_of.element_size()
+    if dw_programs:
+        args["DW_X_ALIGN"] = _conv_alignment([args[n] for n in _CONV_X_ALIGNED], size)
     for name in _conv_grad_kernel.arg_names:
         if name not in args and name.lower().startswith(absent):
             args[name] = dtype_of if name.endswith("_ptr") else 1
     _conv_grad_kernel[(dx_programs + dw_programs,)](
-        **args, **_conv_meta(dtype_of, y, *(t for t in tensors if t is not None)))
+        **args, ALIGN=_conv_alignment(aligned, size),
+        **_conv_meta(dtype_of, y, *(t for t in tensors if t is not None)))
 
 
 def _conv_check_mask(mask, dy):

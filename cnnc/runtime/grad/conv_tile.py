@@ -59,6 +59,18 @@ def _conv_tile_remap(i, size, MODE: tl.constexpr):
 
 
 @triton.jit
+def _conv_tile_aligned(v, ALIGN: tl.constexpr):
+    """v (a size or stride the launcher found a multiple of ALIGN: conv's
+    `_conv_alignment`), rewritten so that the compiler knows it too. Triton only sees
+    divisibility by 16, so a row of 1000 bf16 values, 16-byte aligned, would be read
+    element by element, synchronously, where 16-byte async copies keep a dot loop
+    pipelined; the rewrite keeps the value (the interpreter's tests check that it holds)."""
+    if ALIGN > 1:
+        v = v // ALIGN * ALIGN
+    return v
+
+
+@triton.jit
 def _conv_tile_live(v, y_ptr, y_offs, mask, lo, hi, MASKED: tl.constexpr):
     """v, zeroed where the activation's output y lies at or beyond its bounds: relu's (lo 0,
     hi inf) and relu6's (0, 6) derivative applied as dy loads (NaN in y passes v, as
@@ -285,6 +297,10 @@ def _conv_tile_dw(
                 b = _conv_tile_live(b, y_ptr, y_offs, b_mask, lo, hi, MASKED == 2)
                 acc += tl.sum(a.to(ACC)[:, :, None] * b.to(ACC), axis=1)
             else:
+                # A gather (im2col). With few input channels in 16 bits it reads runs
+                # shorter than cp.async's 4 aligned bytes (a 3-channel stem: 6-byte
+                # pixels), so this load stays synchronous and the loop "some" pipelined;
+                # fp32 (4-byte elements) and channel counts that are even go async.
                 b = tl.load(x_ptr + x_col[None, :] + pos, mask=inside, other=0.0)
                 y_offs = ((grp * C_G + c) * sy_c)[None, :] + y_pos
                 b = _conv_tile_live(b, y_ptr, y_offs, inside, lo, hi, MASKED == 2)

@@ -25,8 +25,8 @@ import triton
 import triton.language as tl
 
 from ..support import allows_tf32, ceil_div, tile
-from .conv import _conv_accumulator, _conv_check_mask, _conv_finish, _conv_huge
-from .conv_tile import _conv_tile_live, _conv_tile_store
+from .conv import _conv_accumulator, _conv_alignment, _conv_check_mask, _conv_finish, _conv_huge
+from .conv_tile import _conv_tile_aligned, _conv_tile_live, _conv_tile_store
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -137,6 +137,7 @@ def _linear_grad_kernel(
         sm0, sm1, sm2, sm_f, sw_o, sw_i, sdw_o, sdw_i, s_b,
         HAS_DX: tl.constexpr, HAS_DW: tl.constexpr, COMPUTE_W: tl.constexpr,
         FUSE_BIAS: tl.constexpr, ATOMIC: tl.constexpr, MASKED: tl.constexpr,
+        ALIGN: tl.constexpr,
         DX_BLOCK_M: tl.constexpr, DX_BLOCK_N: tl.constexpr, DX_BLOCK_K: tl.constexpr,
         DW_BLOCK_M: tl.constexpr, DW_BLOCK_N: tl.constexpr, DW_BLOCK_K: tl.constexpr,
         DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
@@ -144,7 +145,21 @@ def _linear_grad_kernel(
     """A linear's backward in one launch (horizontal fusion): the first dx_programs
     programs compute dx tiles (dx_tiles_m x column tiles), the rest dw(+db) tiles (tiles
     x splits of dw_columns columns: IN, or 1 for the bias alone). A part without programs
-    (HAS_* off) is not compiled."""
+    (HAS_* off) is not compiled. ALIGN divides the sizes and row strides."""
+    OUT = _conv_tile_aligned(OUT, ALIGN)
+    IN = _conv_tile_aligned(IN, ALIGN)
+    if COMPUTE_W:  # dw_columns is IN (else 1, the bias alone)
+        dw_columns = IN
+    sy0, sy1, sy2 = (_conv_tile_aligned(sy0, ALIGN), _conv_tile_aligned(sy1, ALIGN),
+                     _conv_tile_aligned(sy2, ALIGN))
+    sx0, sx1, sx2 = (_conv_tile_aligned(sx0, ALIGN), _conv_tile_aligned(sx1, ALIGN),
+                     _conv_tile_aligned(sx2, ALIGN))
+    sdx0, sdx1, sdx2 = (_conv_tile_aligned(sdx0, ALIGN), _conv_tile_aligned(sdx1, ALIGN),
+                        _conv_tile_aligned(sdx2, ALIGN))
+    sm0, sm1, sm2 = (_conv_tile_aligned(sm0, ALIGN), _conv_tile_aligned(sm1, ALIGN),
+                     _conv_tile_aligned(sm2, ALIGN))
+    sw_o = _conv_tile_aligned(sw_o, ALIGN)
+    sdw_o = _conv_tile_aligned(sdw_o, ALIGN)
     pid = tl.program_id(0)
     if pid < dx_programs:
         if HAS_DX:
@@ -267,6 +282,8 @@ def grad_linear(dy, x, w, *, needs=(True, True, True), has_bias=True, mask=None)
             dw_programs = tiles * splits
     if dx_programs + dw_programs:
         lo, hi = (float(mask[1]), float(mask[2])) if mask is not None else (0.0, 0.0)
+        aligned = [n_out, n_in, *y_strides, *x_strides, *m_strides, w.stride(0),
+                   *(dx_strides[0] if need_x else ()), *(dw.stride()[:1] if need_w else ())]
         meta = _linear_meta(dy, *(t for t in (dy, x, w, y, dx, dw) if t is not None))
         _linear_grad_kernel[(dx_programs + dw_programs,)](
             dy, x, w, dx if dx_programs else dy, dw if need_w else dy,
@@ -277,6 +294,7 @@ def grad_linear(dy, x, w, *, needs=(True, True, True), has_bias=True, mask=None)
             w.stride(1), *(dw.stride() if need_w else (0, 0)), 1,
             HAS_DX=dx_programs > 0, HAS_DW=dw_programs > 0, COMPUTE_W=need_w,
             FUSE_BIAS=need_b, ATOMIC=atomic, MASKED=mask is not None,
+            ALIGN=_conv_alignment(aligned, dy.element_size()),
             DX_BLOCK_M=xm, DX_BLOCK_N=xn, DX_BLOCK_K=xk, DW_BLOCK_M=wm, DW_BLOCK_N=wn,
             DW_BLOCK_K=wk, **meta)
     if need_x and dx.shape != x_shape:  # the reshaped fallback
