@@ -85,6 +85,21 @@ def test_pipelining_reads_the_dot_loop():
     assert pipelining("%x = tt.load %p : tensor<1024x!tt.ptr<f32>>") == "-"
 
 
+def test_pipelining_judges_every_dot_loop():
+    """A fused data + weight gradient kernel: a dot loop in each branch of an scf.if; one
+    loop reading synchronously makes the kernel "some"; a dot outside any loop has nothing
+    to pipeline."""
+    synchronous = TTGIR_PIPELINED.replace("ttg.async_copy_global_to_local", "tt.load")
+    both = ("%c = arith.cmpi slt, %pid, %n : i32\nscf.if %c {\n" + TTGIR_PIPELINED
+            + "} else {\n" + "\n" * 41 + TTGIR_PIPELINED + "}\n")
+    assert pipelining(both) == "all"
+    mixed = ("scf.if %c {\n" + TTGIR_PIPELINED + "} else {\n" + "\n" * 41
+             + synchronous.replace("%b_1 = tt.load", "%b_1 = arith.addi") + "}\n")
+    assert pipelining(mixed) == "some"
+    single = "%a = tt.load %p : tensor<64x16x!tt.ptr<bf16>>\n%d = tt.dot %a, %b, %c\n"
+    assert pipelining(single) == "no loop"
+
+
 def test_cli_inspect_prints_the_table(capsys):
     from cnnc.cli import main
 

@@ -68,7 +68,8 @@ class Inspection:
 
     @property
     def dots_not_pipelined(self) -> list[KernelRow]:
-        return [r for r in self.rows if r.launch.has_dot and r.launch.pipelined != "all"]
+        return [r for r in self.rows if r.launch.has_dot
+                and r.launch.pipelined not in ("all", "no loop")]
 
 
 def total_launches(graph: Graph, training: bool, backward: bool = False) -> int | None:

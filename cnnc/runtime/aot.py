@@ -128,22 +128,49 @@ TENSOR_CORE_PTX = re.compile(r"\b(wgmma\.mma_async|mma\.sync)\b")
 
 
 def pipelining(ttgir: str) -> str:
-    """How the loop around the first dot loads its operands: "all" tiles through async
-    copies or TMA (a software pipeline), "some" (others read synchronously), or "none";
-    "-" when there is no dot."""
+    """How the loops around the dots load their operands: "all" tiles through async copies
+    or TMA (a software pipeline) in every such loop, "some" (some tiles read synchronously,
+    or a loop without async copies beside one with), or "none"; "no loop" when every dot
+    is a single step (nothing to pipeline); "-" when there is no dot. A kernel may hold
+    several dot loops (a fused data + weight gradient): each is judged."""
     lines = ttgir.splitlines()
-    dot = next((i for i, line in enumerate(lines) if DOT.search(line)), None)
-    if dot is None:
+    dots = [i for i, line in enumerate(lines) if DOT.search(line)]
+    if not dots:
         return "-"
-    start = next((i for i in range(dot, -1, -1) if "scf.for" in lines[i]), 0)
-    end = next((i for i in range(dot, len(lines)) if "scf.yield" in lines[i]), len(lines))
-    # Loads issued before the loop (a pipeline's prologue) belong to it too.
-    window = lines[max(0, start - 40):end]
-    asynchronous = sum(1 for line in window if ASYNC_LOAD.search(line))
-    synchronous = sum(1 for line in lines[start:end] if TILE_LOAD.search(line))
-    if asynchronous == 0:
-        return "none"
-    return "some" if synchronous else "all"
+    loops = sorted({loop for d in dots if (loop := _enclosing_loop(lines, d)) is not None})
+    if not loops:
+        return "no loop"
+    verdicts, previous_end = [], 0
+    for start, end in loops:
+        # Loads issued before the loop (a pipeline's prologue) belong to it too.
+        window = lines[max(previous_end, start - 40):end]
+        asynchronous = sum(1 for line in window if ASYNC_LOAD.search(line))
+        synchronous = sum(1 for line in lines[start:end] if TILE_LOAD.search(line))
+        verdicts.append("none" if asynchronous == 0 else "some" if synchronous else "all")
+        previous_end = end
+    if all(v == "all" for v in verdicts):
+        return "all"
+    return "none" if all(v == "none" for v in verdicts) else "some"
+
+
+def _enclosing_loop(lines: list[str], line: int) -> tuple[int, int] | None:
+    """(first, last line) of the innermost scf.for whose body holds `line`, by braces (an
+    scf.if's region is looked through), or None."""
+    balance = 0
+    for i in range(line - 1, -1, -1):
+        balance += lines[i].count("{") - lines[i].count("}")
+        if balance > 0:  # line i opens a region around `line`
+            if "scf.for" in lines[i]:
+                depth = 0
+                for j in range(i, len(lines)):
+                    depth += lines[j].count("{") - lines[j].count("}")
+                    if depth <= 0:
+                        return i, j
+                return i, len(lines)
+            if "tt.func" in lines[i]:
+                return None
+            balance = 0
+    return None
 
 
 def _describe(launch: Launch, compiled) -> None:
