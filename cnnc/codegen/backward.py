@@ -2,11 +2,15 @@
 autograd unit (support.CnncGroup) with a generated forward and backward function.
 
 The forward function allocates the group's output, launches the group's kernel and names
-what the backward needs: the group's inputs that its backward reads and, where an
-activation ends its epilogue, its output. The backward function, in reverse:
+what the backward needs: the group's inputs that its backward reads, what the launcher
+returned where the anchor's GradRule reads "stats" and, where an activation ends its
+epilogue, its output. The backward function, in reverse:
 1. the epilogue chain (templates/chain_backward.py): one kernel giving the gradient of
    the anchor's result and of every tensor the chain adds (a pointwise group recomputes
-   its whole chain from its inputs instead);
+   its whole chain from its inputs instead). None where the epilogue is adds and then one
+   activation with an Op.output_window (or that activation alone) and the anchor's
+   launcher takes `mask=` (and `masked_out=` where there are adds): the launcher folds
+   the activation's derivative in, and gives the added tensors' gradient;
 2. the anchor: its Op's GradRule names a launcher of cnnc/runtime/grad and what it reads;
 3. gradients summed per input tensor, reduced over broadcast dims (grad_sum_to).
 
@@ -16,10 +20,12 @@ gives the inputs narrow views of one buffer, no copies.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..ir.graph import Graph
 from ..ops import OPS
+from ..ops.registry import GradRule
 from ..passes.plan import Kernel, Plan, View
 from .kernel import EmitContext, EmittedKernel
 from .source import Source, text_literal
@@ -38,6 +44,8 @@ class Group:
     refs: list  # the unit's tensors, in order: ("value", node id) or ("param", name)
     needs_y: bool
     unsupported: str | None = None  # why it cannot be differentiated (raised at backward)
+    rule: GradRule | None = None  # the anchor's backward (None for a pointwise group)
+    window: tuple[float, float] | None = None  # the activation the anchor's launcher folds in
 
     @property
     def name(self) -> str:
@@ -52,29 +60,47 @@ def plan_groups(plan: Plan, emitted: list[EmittedKernel], mode: str) -> list[Gro
         anchor = graph.node(kernel.anchor)
         op = OPS[anchor.op]
         pointwise = kernel.kind == "pointwise"
+        rule = None if pointwise else op.grad_rule(anchor.attrs)
+        window = None if pointwise else _folded_window(graph, kernel, rule)
         unsupported = None
         chain = None
         ctx = EmitContext(graph, kernel, "b" + GRAD_PREFIX[mode][1])
         try:
-            if pointwise or _needs_chain_kernel(graph, kernel):
+            if pointwise or (window is None and _needs_chain_kernel(graph, kernel)):
                 chain = chain_backward.emit(ctx, recompute=pointwise)
         except ValueError as e:
             unsupported = str(e)
-        if not pointwise and op.grad_rule(anchor.attrs) is None:
+        if not pointwise and rule is None:
             unsupported = f"{anchor.op} has no backward yet"
         if kernel.prologue or kernel.pool is not None or kernel.folded_bn is not None:
             unsupported = "a fused prologue, pool or folded batch norm"
-        needs_y = (chain is not None and "y" in chain.reads) or (
-            not pointwise and "y" in (op.grad_rule(anchor.attrs) or _NO_RULE).reads)
-        groups.append(Group(kernel, code, chain, refs, needs_y, unsupported))
+        needs_y = (chain is not None and "y" in chain.reads) or window is not None or (
+            rule is not None and "y" in rule.reads)
+        groups.append(Group(kernel, code, chain, refs, needs_y, unsupported, rule, window))
     return groups
 
 
-class _NoRule:
-    reads = ()
-
-
-_NO_RULE = _NoRule()
+def _folded_window(graph: Graph, kernel: Kernel, rule: GradRule | None):
+    """(lo, hi) of the activation ending the anchor's epilogue where the anchor's launcher
+    can fold its derivative in: the epilogue is adds of tensors from outside the group
+    (only with `masked_out`, which gives their gradient) then that one activation, the
+    output has the anchor's shape. Else None (a chain kernel, where one is needed)."""
+    if rule is None or not rule.mask or not kernel.epilogue:
+        return None
+    if graph.node(kernel.output).shape != graph.node(kernel.anchor).shape:
+        return None
+    *adds, last = kernel.epilogue
+    if adds and not rule.masked_out:
+        return None
+    previous = kernel.anchor
+    for n in kernel.epilogue:
+        node = graph.node(n)
+        inside = [i for i in node.inputs if i in kernel.nodes]
+        if inside != [previous] or (n != last and OPS[node.op].combine != "+"):
+            return None
+        previous = n
+    node = graph.node(last)
+    return OPS[node.op].output_window(node.attrs)
 
 
 def _needs_chain_kernel(graph: Graph, kernel: Kernel) -> bool:
@@ -106,22 +132,25 @@ def _var(i: int) -> str:
 
 
 def _saved(graph: Graph, group: Group) -> list[str]:
-    """The variables the backward reads, in order (`y` last where needed)."""
+    """The variables the backward reads, in order (`stats`, then `y` last, where needed)."""
     names = []
     for i, ref in enumerate(group.refs):
         if _reads(graph, group, ref):
             names.append(_var(i))
-    return names + (["y"] if group.needs_y else [])
+    return names + (["stats"] if _keeps_stats(group) else []) + (["y"] if group.needs_y else [])
+
+
+def _keeps_stats(group: Group) -> bool:
+    """Whether the backward reads what the forward's launcher returned."""
+    return group.rule is not None and "stats" in group.rule.reads
 
 
 def _reads(graph: Graph, group: Group, ref) -> bool:
-    kind, what = ref
     anchor = graph.node(group.kernel.anchor)
-    op = OPS[anchor.op]
     if group.chain is not None and group.kernel.kind == "pointwise":
         wanted = [r if isinstance(r, tuple) else ("value", r) for r in group.chain.reads]
         return ref in wanted
-    rule = op.grad_rule(anchor.attrs)
+    rule = group.rule
     if rule is None:
         return False
     for read in rule.reads:
@@ -151,7 +180,8 @@ def _emit_forward_function(src: Source, graph: Graph, group: Group, layout: str)
         if dropout:
             src.line("state = rng_state()  # the launch draws dropout's seed from it")
         call = [_var(group.refs.index((a.kind, a.ref))) for a in group.forward.arguments]
-        src.line(f"{group.forward.launcher}({', '.join(['out', *call])})")
+        kept = "stats = " if _keeps_stats(group) else ""
+        src.line(f"{kept}{group.forward.launcher}({', '.join(['out', *call])})")
         saved = [s if s != "y" else "out" for s in _saved(graph, group)]
         tup = "(" + ", ".join(saved) + ("," if len(saved) == 1 else "") + ")"
         shapes = "(" + "".join(f"{a}.shape, " for a in args) + ")"
@@ -182,9 +212,11 @@ def _ref_index(group: Group, ref) -> int | None:
 def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) -> None:
     kernel = group.kernel
     anchor = graph.node(kernel.anchor)
-    op = OPS[anchor.op]
     chain = group.chain
     pointwise = kernel.kind == "pointwise"
+    if group.window is not None:
+        _emit_folded_backward(src, graph, group, anchor)
+        return
     if chain is None:
         src.line("g_anchor = g")
         # an epilogue of adds: each added tensor's gradient is g itself (reduced to it)
@@ -233,7 +265,29 @@ def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) ->
             if j is not None:
                 _accumulate(src, j, "g_anchor")
             return
-    _emit_anchor_backward(src, graph, group, anchor, op)
+    _emit_anchor_backward(src, graph, group, anchor)
+
+
+def _emit_folded_backward(src: Source, graph: Graph, group: Group, anchor) -> None:
+    """The anchor's launcher reads g, the activation's output gradient, with mask=(y, lo,
+    hi); where the epilogue adds tensors, it writes their gradient into `masked`."""
+    kernel = group.kernel
+    added = [j for n in kernel.epilogue[:-1] for i in graph.node(n).inputs
+             if i not in kernel.nodes and (j := _ref_index(group, ("value", i))) is not None]
+    lo, hi = group.window
+    keywords = {"mask": f"(y, {_float(lo)}, {_float(hi)})"}
+    src.line("g_anchor = g")
+    if added:
+        wanted = " or ".join(dict.fromkeys(f"needs[{j}]" for j in added))
+        src.line(f"masked = torch.empty_like(y) if {wanted} else None")
+        keywords["masked_out"] = "masked"
+    _emit_anchor_backward(src, graph, group, anchor, keywords)
+    for j in added:
+        _accumulate(src, j, "masked")
+
+
+def _float(value: float) -> str:
+    return repr(float(value)) if math.isfinite(value) else f"float({str(float(value))!r})"
 
 
 def _sum_shape(graph: Graph, owner: int, leaf: str, kernel: Kernel) -> str:
@@ -251,11 +305,16 @@ def _accumulate(src: Source, j: int, grad: str) -> None:
     src.line(f"    d[{j}] = add_grad(d[{j}], grad_sum_to({grad}, state[0][{j}]))")
 
 
-def _emit_anchor_backward(src: Source, graph: Graph, group: Group, anchor, op) -> None:
-    rule = op.grad_rule(anchor.attrs)
+def _emit_anchor_backward(src: Source, graph: Graph, group: Group, anchor,
+                          keywords: dict[str, str] | None = None) -> None:
+    """The anchor's launcher call; keywords: more `name=expression` arguments."""
+    rule = group.rule
+    keywords = dict(keywords or {})
     reads = []
     for read in rule.reads:
-        if read == "y":
+        if read == "stats":
+            keywords["stats"] = "stats"
+        elif read == "y":
             reads.append("y")
         elif read == "x" or (read.startswith("x") and read[1:].isdigit()):
             position = 0 if read == "x" else int(read[1:])
@@ -274,6 +333,7 @@ def _emit_anchor_backward(src: Source, graph: Graph, group: Group, anchor, op) -
             leaf = _param(anchor, result)
             targets.append(_ref_index(group, ("param", leaf)) if leaf is not None else None)
     options = "".join(f", {k}={_option(v)}" for k, v in rule.options)
+    options += "".join(f", {k}={v}" for k, v in keywords.items())
     if rule.needs:
         needs = ", ".join(f"needs[{j}]" if j is not None else "False" for j in targets)
         src.line(f"grads = {rule.function}(g_anchor, {', '.join(reads)}{options}, "
@@ -381,9 +441,7 @@ def backward_table(plan: Plan, groups: list[Group]) -> list[dict]:
         kernels = []
         if group.chain is not None:
             kernels.append(group.chain.kernel.name)
-        anchor = graph.node(group.kernel.anchor)
-        op = OPS[anchor.op]
-        if group.kernel.kind != "pointwise" and op.grad_rule(anchor.attrs) is not None:
-            kernels.append(op.grad_rule(anchor.attrs).function)
+        if group.rule is not None:
+            kernels.append(group.rule.function)
         rows.append({"group": group.name, **_row(graph, kernels, group.kernel.nodes)})
     return rows

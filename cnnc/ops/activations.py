@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,13 +51,16 @@ Grad = Callable[[str, str, str, object], str]  # (g, x, y, attrs) -> dL/dx, a Tr
 class Activation(Op):
     """An elementwise activation. `grad` gives its derivative times g (PyTorch autograd's
     formula and its values at kinks), reading only what `uses` names: "output", or
-    "input", or a function of the attrs choosing one of them."""
+    "input", or a function of the attrs choosing one of them. `window`: where `grad` is
+    g strictly inside (lo, hi) of the output and 0 elsewhere, a function of the attrs
+    giving (lo, hi) (see Op.output_window)."""
 
     fusion = "epilogue"
 
     def __init__(self, name: str, fn: Callable, expr: Callable[[str, object], str],
                  attrs_type: type = NoAttrs, *args: Arg, grad: Grad | None = None,
-                 uses: str | Callable[[object], str] = "input"):
+                 uses: str | Callable[[object], str] = "input",
+                 window: Callable[[object], tuple[float, float]] | None = None):
         self.name = name
         self.attrs_type = attrs_type
         self.signature = (Arg("input", Tensor()), *args)
@@ -64,6 +68,7 @@ class Activation(Op):
         self._expr = expr
         self._grad = grad
         self._uses = uses
+        self._window = window
 
     def triton_expr(self, attrs, x: str) -> str:
         return self._expr(x, attrs)
@@ -73,6 +78,9 @@ class Activation(Op):
 
     def derivative_uses(self, attrs) -> str:
         return self._uses(attrs) if callable(self._uses) else self._uses
+
+    def output_window(self, attrs) -> tuple[float, float] | None:
+        return None if self._window is None else self._window(attrs)
 
     def infer(self, attrs, inputs: list[TensorInfo]) -> Shape:
         return inputs[0].shape
@@ -108,11 +116,12 @@ def _where_positive(g: str, v: str, negative: str) -> str:
 register(
     # relu: PyTorch's threshold_backward(g, y, 0) passes g unless y <= 0 (NaN passes it).
     Activation("relu", lambda x, a: F.relu(x), lambda x, a: _clamp(x, 0.0),
-               grad=lambda g, x, y, a: f"tl.where({y} <= 0.0, 0.0, {g})", uses="output"),
+               grad=lambda g, x, y, a: f"tl.where({y} <= 0.0, 0.0, {g})", uses="output",
+               window=lambda a: (0.0, math.inf)),
     # relu6 is hardtanh(0, 6): zero at and beyond both bounds.
     Activation("relu6", lambda x, a: F.relu6(x), lambda x, a: _clamp(x, 0.0, 6.0),
                grad=lambda g, x, y, a: f"tl.where(({y} <= 0.0) | ({y} >= 6.0), 0.0, {g})",
-               uses="output"),
+               uses="output", window=lambda a: (0.0, 6.0)),
     Activation("sigmoid", lambda x, a: x.sigmoid(), lambda x, a: f"tl.sigmoid({x})",
                grad=lambda g, x, y, a: f"({g} * (1.0 - {y}) * {y})", uses="output"),
     Activation("tanh", lambda x, a: x.tanh(), lambda x, a: _tanh(x),

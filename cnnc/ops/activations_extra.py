@@ -152,7 +152,7 @@ register(
     Hardtanh(
         "hardtanh", lambda x, a: F.hardtanh(x, a.min_val, a.max_val), hardtanh_expr,
         HardtanhAttrs, Arg("min_val", FLOAT32, -1), Arg("max_val", FLOAT32, 1),
-        grad=hardtanh_grad, uses="output",
+        grad=hardtanh_grad, uses="output", window=lambda a: (a.min_val, a.max_val),
     ),
     PReLU(),
 )

@@ -63,10 +63,11 @@ class BatchNorm(Op):
         return tuple(specs)
 
     def grad_rule(self, attrs: BatchNormAttrs) -> GradRule:
-        """With batch statistics (training, or no running statistics); in eval a batch
-        norm with running statistics is an affine in an elementwise chain."""
-        return GradRule("grad_batch_norm", ("x", "weight"), ("x", "weight", "bias"),
-                        (("eps", attrs.eps),), needs=True)
+        """With batch statistics (training, or no running statistics), read from what the
+        forward kept (templates/batch_norm_train.py); in eval a batch norm with running
+        statistics is an affine in an elementwise chain."""
+        return GradRule("grad_batch_norm", ("x", "weight", "stats"), ("x", "weight", "bias"),
+                        (("eps", attrs.eps),), needs=True, mask=True, masked_out=True)
 
     def reference(self, attrs: BatchNormAttrs, xs, p, training):
         # nn.modules.batchnorm._BatchNorm.forward, step for step.

@@ -39,9 +39,18 @@ class GradRule:
     gradients named by `results`, in order (None for those not needed).
 
     reads/results name "x" (input 0), "x1" (input 1, ...), "y" (the op's output) or a
-    parameter's leaf name ("weight", "bias"). options: numbers, strings, tuples and
-    booleans only (they are written into generated code). needs: whether the function
-    takes `needs=` (a bool per result); otherwise it returns one gradient, for "x".
+    parameter's leaf name ("weight", "bias"); a read "stats" is what the forward kernel's
+    launcher returned (batch norm's mean and invstd), kept for the backward and passed as
+    `stats=`. options: numbers, strings, tuples and booleans only (they are written into
+    generated code). needs: whether the function takes `needs=` (a bool per result);
+    otherwise it returns one gradient, for "x".
+
+    mask: the function takes `mask=(y, lo, hi)`, y the output of an activation the anchor's
+    epilogue ends with, whose derivative is 0 where y <= lo or y >= hi and 1 elsewhere
+    (Op.output_window): dy is then that activation's output gradient, and the function
+    folds the derivative in on load (no chain kernel). masked_out: it also takes
+    `masked_out=`, a tensor of dy's shape it fills with the activation's input gradient
+    (the gradient of tensors the epilogue adds before the activation).
     """
 
     function: str
@@ -49,6 +58,8 @@ class GradRule:
     results: tuple[str, ...] = ("x",)
     options: tuple[tuple[str, Any], ...] = ()
     needs: bool = False
+    mask: bool = False
+    masked_out: bool = False
 
 
 class Op:
@@ -128,6 +139,12 @@ class Op:
         `g`, the op's input `x` and output `y` (float32 values; it reads only the one
         `derivative_uses` names), with PyTorch autograd's values at kinks and for NaN.
         None: no derivative (yet)."""
+        return None
+
+    def output_window(self, attrs: Any) -> tuple[float, float] | None:
+        """For elementwise ops whose derivative is 1 strictly inside a window of their output
+        and 0 at or beyond its bounds: (lo, hi) (hi may be inf: no upper bound; relu's is
+        (0, inf)), with `derivative` giving exactly that. None: no such window."""
         return None
 
     def derivative_uses(self, attrs: Any) -> str:

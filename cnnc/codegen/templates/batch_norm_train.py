@@ -15,7 +15,10 @@ chunk of rows); on a GPU there are enough chunks to fill the machine even with f
    one chunk (FUSED: the interpreter, small tensors) computes them itself as in 1; updates
    the running statistics (the first chunk's programs) as nn.BatchNorm does; normalises its
    chunk, applies the affine and the fused epilogue, and stores. The input is read once
-   for the statistics and once here.
+   for the statistics and once here. Its first chunk's programs also store the batch mean
+   and invstd it normalised with, float32, into a [2, C] tensor the launcher returns: the
+   training backward (cnnc/runtime/grad/norm.py) reads them rather than recomputing them
+   (forward-only plans drop it: 2 * C floats).
 
 Running statistics: running = (1 - f) * running + f * batch, with the unbiased variance
 (n / (n - 1)), f the momentum or, with momentum none, 1 / num_batches_tracked after this
@@ -84,8 +87,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             b.argument(leaf, "param", params_by_leaf[leaf])
     for ref_name, kind, ref in epilogue_refs(epi):
         b.argument(ref_name, kind, ref)
-    pointers = ["x_ptr", "out_ptr", "part_ptr"]
-    call = ["x", "out", "part"]
+    pointers = ["x_ptr", "out_ptr", "part_ptr", "stats_ptr"]
+    call = ["x", "out", "part", "stats"]
     if affine:
         pointers += ["weight_ptr", "bias_ptr"]
         call += ["weight", "bias"]
@@ -95,7 +98,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     if cumulative:
         pointers.append("count_ptr")
         call.append("count")
-    b.group("input, output, partials, parameters and buffers", pointers, call, per_call=True)
+    b.group("input, output, partials, statistics kept, parameters and buffers", pointers, call,
+            per_call=True)
     _, operand_call = epilogue_arguments(epi)
     b.group("epilogue operands", epi.params(), operand_call)
     _shape_groups(b, rank, consts, out_strides=True)
@@ -125,6 +129,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     b.kept.update({"FUSED_": "P == 1", "STATS_GRID": "(CB, P)", "PARTS": f"(2, P, {channels})",
                    f"{s.name.upper()}_ARGS": "(" + ", ".join(stats_values) + ",)"})
     before = Source()
+    before.line(f"stats = torch.empty((2, {channels}), device=x.device, dtype=torch.float32)")
     with before.indent("if FUSED_:  # each program sees all of its channels' rows: one kernel"):
         before.line("part = x  # not read")
         if cumulative:
@@ -142,6 +147,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                        "they changed.")
         for buffer in ("running_mean", "running_var", "num_batches_tracked"):
             b.after.append(f"torch.autograd.graph.increment_version({buffer})")
+    b.after.append("return stats  # the batch mean and invstd normalised with, for the backward")
     b.companions.append(s.jit().text())
 
     src = b.body
@@ -187,6 +193,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 src.line(f"tl.store({ptr} + c, new.to({ptr}.dtype.element_ty), mask=c_ok)")
     # Rounded division and square root: as PyTorch's 1 / std::sqrt(var + eps).
     src.line(f"scale = tl.div_rn(1.0, tl.sqrt_rn(var + {number(float(a.eps))}))")
+    with src.indent("if p == 0:  # the statistics normalised with, kept for the backward"):
+        src.line("tl.store(stats_ptr + c, mean, mask=c_ok)")
+        src.line("tl.store(stats_ptr + C + c, scale, mask=c_ok)")
     if affine:
         src.line("scale = scale * tl.load(weight_ptr + c, mask=c_ok, other=1.0)"
                  ".to(tl.float32)")

@@ -8,15 +8,23 @@ contiguous runs. With M rows per channel, xc = x - mean and xhat = xc * invstd:
     train:  dx = weight * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat))
     eval:   dx = dy * weight * invstd,  invstd = 1 / sqrt(running_var + eps)
 
-all in float32 (float64 for float64 tensors). The forward need not keep its statistics:
-without `mean` a first pass sums x, without `invstd` the second pass also sums xc**2 (the
-biased variance, as the forward normalised with). Passes are programs of (block of
+all in float32 (float64 for float64 tensors). The training forward keeps the statistics
+it normalised with (`stats`: mean and invstd, as a [2, C] tensor), so the backward reads
+them rather than recomputing: one pass of sums, one of dx. Without them a first pass sums
+x and the second also sums xc**2 (the biased variance, as the forward normalised with).
+
+An activation whose derivative is 0 outside a window of its output and 1 inside (relu:
+y <= 0; relu6 and hardtanh: y <= lo or y >= hi, as cnnc/ops/activations.py's derivatives)
+is folded in: `mask=(y, lo, hi)` makes dy read as dz = where(y at or past a bound, 0, dy),
+and `masked_out` receives dz (the gradient of a tensor the forward added before the
+activation, a residual's), written by the pass of sums. Passes are programs of (block of
 channels, chunk of rows), each writing one partial per channel and chunk (no atomics: the
 result is the same on every run); whoever needs a channel's sum adds its chunks' partials.
 The interpreter runs one chunk; a GPU splits the rows so that even a few channels fill it.
 
-Kernels: `_norm_sum_kernel` (pass 1: sum x; pass 2: sum dy, sum dy*xc and maybe sum
-xc**2), then `_norm_apply_kernel` (dx, and from its first chunk dweight and dbias).
+Kernels: `_norm_sum_kernel` (pass 1: sum x; pass 2: sum dz, sum dz*xc and maybe sum
+xc**2, and dz itself for `masked_out`), then `_norm_apply_kernel` (dx, and from its first
+chunk dweight and dbias).
 """
 
 import os
@@ -80,15 +88,32 @@ def _norm_invstd(invstd_ptr, p2_ptr, cs, cmask, C, CHUNKS, M, eps,
 
 
 @triton.jit
+def _norm_load_dz(dy_ptr, y_ptr, rs, cs, m, y_off, S2, S3, S4, sm0, sm1, sm2, sm3, sm4, lo, hi,
+                  MASK: tl.constexpr, ACC: tl.constexpr):
+    """dy at rows rs of channels cs (offsets y_off); with MASK, times the activation's
+    derivative from its output y: 0 where y <= lo (MASK 1), or y <= lo or y >= hi (2)."""
+    dz = tl.load(dy_ptr + y_off, mask=m, other=0.0).to(ACC)
+    if MASK > 0:
+        m_off = _norm_rows(rs, S2, S3, S4, sm0, sm2, sm3, sm4)[:, None] + cs[None, :] * sm1
+        y = tl.load(y_ptr + m_off, mask=m, other=0.0).to(ACC)
+        cut = y <= lo
+        if MASK == 2:
+            cut = cut | (y >= hi)
+        dz = tl.where(cut, 0.0, dz)
+    return dz
+
+
+@triton.jit
 def _norm_sum_kernel(
-    x_ptr, dy_ptr, mean_ptr, p1_ptr, out_ptr, R, C, S2, S3, S4, ROWS_PER, CHUNKS,
-    sx0, sx1, sx2, sx3, sx4, sy0, sy1, sy2, sy3, sy4,
+    x_ptr, dy_ptr, mean_ptr, p1_ptr, out_ptr, y_ptr, dz_ptr, R, C, S2, S3, S4, ROWS_PER,
+    CHUNKS, lo, hi, sx0, sx1, sx2, sx3, sx4, sy0, sy1, sy2, sy3, sy4,
+    sm0, sm1, sm2, sm3, sm4, sz0, sz1, sz2, sz3, sz4,
     PASS: tl.constexpr, MEAN_GIVEN: tl.constexpr, VARIANCE: tl.constexpr,
-    READ_X: tl.constexpr, ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    READ_X: tl.constexpr, MASK: tl.constexpr, WRITE_DZ: tl.constexpr, ACC: tl.constexpr,
+    INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    """Pass 1: out[chunk, c] = sum x. Pass 2: out[0|1|2, chunk, c] = sum dy, sum dy*xc,
-    sum xc**2 (the last only with VARIANCE; xc only with READ_X)."""
+    """Pass 1: out[chunk, c] = sum x. Pass 2: out[0|1|2, chunk, c] = sum dz, sum dz*xc,
+    sum xc**2 (the last only with VARIANCE; xc only with READ_X); dz stored with WRITE_DZ."""
     cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     chunk = tl.program_id(1)
     if INDEX_64:
@@ -113,11 +138,16 @@ def _norm_sum_kernel(
             s_a += tl.sum(x, axis=0)
         else:
             y_off = _norm_rows(rs, S2, S3, S4, sy0, sy2, sy3, sy4)[:, None] + cs[None, :] * sy1
-            dy = tl.load(dy_ptr + y_off, mask=m, other=0.0).to(ACC)
-            s_a += tl.sum(dy, axis=0)
+            dz = _norm_load_dz(dy_ptr, y_ptr, rs, cs, m, y_off, S2, S3, S4,
+                               sm0, sm1, sm2, sm3, sm4, lo, hi, MASK, ACC)
+            if WRITE_DZ:
+                z_off = (_norm_rows(rs, S2, S3, S4, sz0, sz2, sz3, sz4)[:, None]
+                         + cs[None, :] * sz1)
+                tl.store(dz_ptr + z_off, dz.to(dz_ptr.dtype.element_ty), mask=m)
+            s_a += tl.sum(dz, axis=0)
             if READ_X:
                 xc = tl.where(m, x - mean[None, :], 0.0)
-                s_b += tl.sum(dy * xc, axis=0)
+                s_b += tl.sum(dz * xc, axis=0)
                 if VARIANCE:
                     s_c += tl.sum(xc * xc, axis=0)
     tl.store(out_ptr + chunk * C + cs, s_a, mask=cmask)
@@ -130,12 +160,13 @@ def _norm_sum_kernel(
 @triton.jit
 def _norm_apply_kernel(
     x_ptr, dy_ptr, w_ptr, mean_ptr, invstd_ptr, p1_ptr, p2_ptr, dx_ptr, dw_ptr, db_ptr,
-    R, C, S2, S3, S4, ROWS_PER, CHUNKS, eps,
+    y_ptr, R, C, S2, S3, S4, ROWS_PER, CHUNKS, eps, lo, hi,
     sx0, sx1, sx2, sx3, sx4, sy0, sy1, sy2, sy3, sy4, sd0, sd1, sd2, sd3, sd4,
+    sm0, sm1, sm2, sm3, sm4,
     TRAIN: tl.constexpr, MEAN_GIVEN: tl.constexpr, INVSTD_FROM: tl.constexpr,
     AFFINE: tl.constexpr, DX: tl.constexpr, DW: tl.constexpr, DB: tl.constexpr,
-    SUMS: tl.constexpr, ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_C: tl.constexpr,
+    SUMS: tl.constexpr, MASK: tl.constexpr, ACC: tl.constexpr, INDEX_64: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     chunk = tl.program_id(1)
@@ -165,7 +196,8 @@ def _norm_apply_kernel(
             rs = r0 + tl.arange(0, BLOCK_R)
             m = (rs < r_end)[:, None] & cmask[None, :]
             y_off = _norm_rows(rs, S2, S3, S4, sy0, sy2, sy3, sy4)[:, None] + cs[None, :] * sy1
-            dy = tl.load(dy_ptr + y_off, mask=m, other=0.0).to(ACC)
+            dy = _norm_load_dz(dy_ptr, y_ptr, rs, cs, m, y_off, S2, S3, S4,
+                               sm0, sm1, sm2, sm3, sm4, lo, hi, MASK, ACC)
             if TRAIN:
                 x_off = (_norm_rows(rs, S2, S3, S4, sx0, sx2, sx3, sx4)[:, None]
                          + cs[None, :] * sx1)
@@ -181,6 +213,8 @@ def _norm_apply_kernel(
 
 def _norm_strides(t):
     """Strides of an [N, C, *spatial] tensor as [N, C, D, H, W] (0 for absent dims)."""
+    if t is None:
+        return (0,) * 5
     s = t.stride()
     return (s[0], s[1], *((0,) * (5 - t.dim())), *s[2:])
 
@@ -193,10 +227,27 @@ def _norm_chunks(rows, block_r, c_blocks):
     return max(1, min(256, ceil_div(rows, block_r * 8), ceil_div(1024, c_blocks)))
 
 
-def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train):
+def _norm_mask(mask, dy):
+    """(y, lo, hi, MASK) for the kernels from mask=(y, lo, hi) or None; hi None or +inf:
+    no upper bound (relu's derivative passes y = +inf)."""
+    if mask is None:
+        return dy, 0.0, 0.0, 0
+    y, lo, hi = mask
+    if y.shape != dy.shape:
+        raise ValueError(f"batch norm gradient: mask's y {tuple(y.shape)} is not dy's shape "
+                         f"{tuple(dy.shape)}")
+    upper = hi is not None and hi != float("inf")
+    return y, float(lo), float(hi) if upper else 0.0, 2 if upper else 1
+
+
+def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train, mask=None,
+                 masked_out=None):
     if dy.dim() < 2 or dy.dim() > 5 or (x is not None and x.shape != dy.shape):
         raise ValueError(f"batch norm gradient: dy {tuple(dy.shape)} and x "
                          f"{None if x is None else tuple(x.shape)} must be one [N, C, ...] shape")
+    if masked_out is not None and masked_out.shape != dy.shape:
+        raise ValueError(f"batch norm gradient: masked_out {tuple(masked_out.shape)} is not "
+                         f"dy's shape {tuple(dy.shape)}")
     need_dx, need_dw, need_db = needs
     affine = weight is not None
     need_dw, need_db = need_dw and affine, need_db and affine
@@ -206,11 +257,13 @@ def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train):
     dx = torch.empty_like(dy if x is None else x) if need_dx else None
     dw = torch.empty_like(weight) if need_dw else None
     db = torch.empty_like(weight) if need_db else None
-    if not (need_dx or need_dw or need_db) or dy.numel() == 0:
+    write_dz = masked_out is not None
+    if not (need_dx or need_dw or need_db or write_dz) or dy.numel() == 0:
         for g in (dw, db):
             if g is not None:
                 g.zero_()  # an empty batch: nothing to sum
         return dx, dw, db
+    y, lo, hi, masking = _norm_mask(mask, dy)
     block_c = min(triton.next_power_of_2(C), _NORM_CHANNELS)
     block_r = max(16, _NORM_TILE // block_c)
     c_blocks = ceil_div(C, block_c)
@@ -223,36 +276,48 @@ def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train):
     mean_given = mean is not None
     read_x = train or need_dw
     variance = invstd_from == 2
-    xs = _norm_strides(x) if x is not None else (0,) * 5
+    xs, ms = _norm_strides(x), _norm_strides(y)
     common = (R, C, *spatial, rows_per, chunks)
+    tiles = dict(ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
     p1 = p2 = torch.empty(1, **work)
     if read_x and not mean_given:
         p1 = torch.empty((chunks, C), **work)
         _norm_sum_kernel[(c_blocks, chunks)](
-            x, dy, p1, p1, p1, *common, *xs, *_norm_strides(dy), PASS=1, MEAN_GIVEN=False,
-            VARIANCE=False, READ_X=True, ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
-    if train or need_dw or need_db:
+            x, dy, p1, p1, p1, dy, dy, *common, 0.0, 0.0, *xs, *_norm_strides(dy), *ms,
+            *_norm_strides(None), PASS=1, MEAN_GIVEN=False, VARIANCE=False, READ_X=True,
+            MASK=0, WRITE_DZ=False, **tiles)
+    if train or need_dw or need_db or write_dz:
         p2 = torch.empty((3 if variance else 2, chunks, C), **work)
         _norm_sum_kernel[(c_blocks, chunks)](
-            x if read_x else dy, dy, mean if mean_given else p1, p1, p2, *common, *xs,
-            *_norm_strides(dy), PASS=2, MEAN_GIVEN=mean_given, VARIANCE=variance,
-            READ_X=read_x, ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
+            x if read_x else dy, dy, mean if mean_given else p1, p1, p2, y,
+            masked_out if write_dz else dy, *common, lo, hi, *xs, *_norm_strides(dy), *ms,
+            *_norm_strides(masked_out), PASS=2, MEAN_GIVEN=mean_given, VARIANCE=variance,
+            READ_X=read_x, MASK=masking, WRITE_DZ=write_dz, **tiles)
+    if not (need_dx or need_dw or need_db):
+        return dx, dw, db
+    if write_dz:  # dz is written: the apply pass reads it instead of dy and y
+        dy, masking = masked_out, 0
     _norm_apply_kernel[(c_blocks, chunks if need_dx else 1)](
         x if x is not None else dy, dy, weight if affine else p2, mean if mean_given else p1,
         invstd if invstd is not None else p2, p1, p2, dx if need_dx else p2,
-        dw if need_dw else p2, db if need_db else p2, *common, eps, *xs, *_norm_strides(dy),
-        *(_norm_strides(dx) if need_dx else (0,) * 5), TRAIN=train, MEAN_GIVEN=mean_given,
+        dw if need_dw else p2, db if need_db else p2, y, *common, eps, lo, hi, *xs,
+        *_norm_strides(dy), *_norm_strides(dx), *ms, TRAIN=train, MEAN_GIVEN=mean_given,
         INVSTD_FROM=invstd_from, AFFINE=affine, DX=need_dx, DW=need_dw, DB=need_db,
-        SUMS=train or need_dw or need_db, ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
+        SUMS=train or need_dw or need_db, MASK=masking, **tiles)
     return dx, dw, db
 
 
-def grad_batch_norm(dy, x, weight, *, eps, needs=(True, True, True), mean=None, invstd=None):
+def grad_batch_norm(dy, x, weight, *, eps, needs=(True, True, True), stats=None, mask=None,
+                    masked_out=None):
     """(dx, dweight, dbias) of training-mode batch norm (batch statistics over every dim
-    but 1, biased variance). mean and invstd: the forward's per-channel statistics if it
-    kept them, else recomputed from x. weight None (affine=False): dweight, dbias None."""
+    but 1, biased variance). stats: the forward's [2, C] (mean, invstd) it normalised with
+    (one pass of sums, one of dx), else recomputed from x. weight None (affine=False):
+    dweight, dbias None. mask=(y, lo, hi): dy is the gradient of an activation's output y
+    whose derivative is 0 where y <= lo or y >= hi (hi None or inf: no upper bound);
+    masked_out: a tensor of dy's shape that receives that activation's input gradient dz."""
+    mean, invstd = (None, None) if stats is None else (stats[0], stats[1])
     return _norm_launch(dy, x, weight, mean, invstd, 0 if invstd is not None else 2, eps,
-                        needs, train=True)
+                        needs, train=True, mask=mask, masked_out=masked_out)
 
 
 def grad_batch_norm_eval(dy, x, weight, running_mean, running_var, *, eps,
