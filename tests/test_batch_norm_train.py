@@ -149,6 +149,17 @@ def test_special_values_propagate_as_in_torch(planted, channels_last, seed):
     _check_state(net, bn, 0)
 
 
+def _gpu_launch_shape(monkeypatch, net):
+    """Make net's kernels launch as on a GPU (chunks of rows) under the interpreter, with
+    small tiles; returns its generated module."""
+    module = sys.modules[type(net).__module__]
+    monkeypatch.setattr(module, "INTERPRET", False)
+    monkeypatch.setitem(module.CONFIGS, "batch_norm", [dict(BLOCK=64, num_warps=4,
+                                                            num_stages=1)])
+    monkeypatch.setattr(module, "PLANS", {})  # plans worked out with the interpreter's tiles
+    return module
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_chunked_launch_of_a_gpu(monkeypatch, channels_last):
     """The GPU launch shape (several chunks of rows per channel, merged by the apply
@@ -156,11 +167,7 @@ def test_chunked_launch_of_a_gpu(monkeypatch, channels_last):
     shape = (4, 8, 9, 10)  # 360 rows: 22 tiles of 16 rows, 2 chunks per channel block
     bn = _torch_bn(shape, momentum=None)
     net = _compiled(_source(shape, "momentum=none", " -> relu"), bn)
-    module = sys.modules[type(net).__module__]
-    monkeypatch.setattr(module, "INTERPRET", False)
-    monkeypatch.setitem(module.CONFIGS, "batch_norm", [dict(BLOCK=64, num_warps=4,
-                                                            num_stages=1)])
-    monkeypatch.setattr(module, "PLANS", {})  # plans worked out with the interpreter's tiles
+    module = _gpu_launch_shape(monkeypatch, net)
     grids = []
     name = next(n for n in dir(module) if n.endswith("batch_norm_stats"))
 
@@ -193,3 +200,23 @@ def test_kernels_fill_an_sm90_and_do_not_spill():
         for size in row.launch.grid:
             programs *= size
         assert programs >= 132, (row.launch.kernel, row.launch.grid)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_the_forward_keeps_the_statistics_it_normalised_with(monkeypatch, chunked):
+    """What a training forward saves for the backward: the batch mean and 1 / sqrt(biased
+    variance + eps) per channel, float32 [2, C], as one chunk or merged from several."""
+    shape = (4, 8, 9, 10)
+    bn = _torch_bn(shape)
+    net = _compiled(_source(shape, tail=" -> relu"), bn)
+    if chunked:
+        _gpu_launch_shape(monkeypatch, net)
+    x = _layout(torch.randn(shape, generator=torch.Generator().manual_seed(5)) * 3 + 2, True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        net(x)
+    kept = [t for t in saved if t.shape == (2, 8) and t.dtype == torch.float32]
+    assert len(kept) == 1, [t.shape for t in saved]
+    var, mean = torch.var_mean(x.double(), dim=(0, 2, 3), unbiased=False)
+    expected = torch.stack([mean, 1 / torch.sqrt(var + bn.eps)]).float()
+    torch.testing.assert_close(kept[0], expected, rtol=1e-5, atol=1e-6)

@@ -145,3 +145,80 @@ def test_float64_gradcheck():
 
     args = tuple(t.requires_grad_() for t in (x, w, b))
     assert torch.autograd.gradcheck(BatchNorm.apply, args, fast_mode=True)
+
+
+def _folded_reference(x, w, b, r, window, eps, dtype):
+    """PyTorch autograd of activation(batch_norm(x) [+ r]) in `dtype`: dy at the
+    activation's output, and the gradients of x, weight, bias and r."""
+    leaves = [t.detach().to(dtype).requires_grad_() for t in (x, w, b, r)]
+    xr, wr, br, rr = leaves
+    z = F.batch_norm(xr, None, None, wr, br, training=True, eps=eps) + rr
+    lo, hi = window
+    y = torch.relu(z) if hi == float("inf") else F.hardtanh(z, lo, hi)
+    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    y.backward(dy)
+    return y.detach(), dy, [t.grad for t in leaves]
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**16), window=st.sampled_from([(0.0, float("inf")), (0.0, 6.0),
+                                                           (-1.0, 1.0)]),
+       channels_last=st.booleans(), chunks=st.sampled_from([None, 2]),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_kept_statistics_and_a_folded_activation_match_float64_autograd(
+        seed, window, channels_last, chunks, dtype):
+    """grad_batch_norm(stats=, mask=, masked_out=) against float64 autograd of
+    activation(batch_norm(x) + r): dx, dweight, dbias and r's gradient (masked_out)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 5, 4, 3, generator=g, dtype=torch.float64) * 2 + 1
+    w = torch.rand(5, generator=g, dtype=torch.float64) + 0.5
+    b = torch.randn(5, generator=g, dtype=torch.float64)
+    r = torch.randn(3, 5, 4, 3, generator=g, dtype=torch.float64)
+    y, dy, truth = _folded_reference(x, w, b, r, window, 1e-5, torch.float64)
+    var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+    stats = torch.stack([mean, 1 / torch.sqrt(var + 1e-5)]).to(dtype)
+    if channels_last:  # the forward's layout for y, another for dy
+        x, y = (t.to(memory_format=torch.channels_last) for t in (x, y))
+    x, w, y, dy = (t.to(dtype) for t in (x, w, y, dy))
+    masked = torch.empty_like(dy)
+    original = norm._norm_chunks
+    if chunks:
+        norm._norm_chunks = lambda rows, block_r, c_blocks: chunks
+    try:
+        got = grad_batch_norm(dy, x, w, eps=1e-5, stats=stats, mask=(y, *window),
+                              masked_out=masked)
+    finally:
+        norm._norm_chunks = original
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    for name, a, e in zip(("dx", "dweight", "dbias", "dr"), (*got, masked), truth):
+        assert a.dtype == dtype, name
+        err = (a.double() - e).abs().max() / e.abs().max().clamp_min(1e-12)
+        assert err <= tol, (name, float(err))
+
+
+def test_kept_statistics_take_two_launches_and_recomputed_ones_three():
+    from cnnc.report.training import triton_launches
+
+    x = torch.randn(2, 4, 3, 3)
+    dy, w = torch.randn(2, 4, 3, 3), torch.rand(4)
+    var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+    stats = torch.stack([mean, 1 / torch.sqrt(var + 1e-5)])
+    y = torch.relu(torch.randn(2, 4, 3, 3))
+    with triton_launches() as kept:
+        grad_batch_norm(dy, x, w, eps=1e-5, stats=stats, mask=(y, 0.0, float("inf")),
+                        masked_out=torch.empty_like(dy))
+    with triton_launches() as recomputed:
+        grad_batch_norm(dy, x, w, eps=1e-5)
+    assert kept == ["_norm_sum_kernel", "_norm_apply_kernel"]
+    assert recomputed == ["_norm_sum_kernel", "_norm_sum_kernel", "_norm_apply_kernel"]
+
+
+def test_masked_out_alone_is_written():
+    """No parameter or input gradient wanted, only the residual's: dz still comes back."""
+    x, dy = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    y = torch.randn(2, 3, 4)
+    masked = torch.full_like(dy, float("nan"))
+    got = grad_batch_norm(dy, x, torch.rand(3), eps=1e-5, needs=(False, False, False),
+                          mask=(y, 0.0, 6.0), masked_out=masked)
+    assert got == (None, None, None)
+    torch.testing.assert_close(masked, torch.where((y <= 0) | (y >= 6), 0.0, dy))

@@ -388,3 +388,60 @@ network D {{
     assert torch.equal(x.grad, torch.where(kept, torch.tensor(scale * 3.0), 0.0))
     if 0 < p < 1:
         assert 0 < kept.float().mean() < 1
+
+
+# Batch norm groups whose activation the batch norm's backward folds in (no chain kernel):
+# bn + relu, bn + add + relu6 (the added tensor's gradient from masked_out), bn + hardtanh.
+FOLDED = """
+network Folded {
+    input x: [N, 4, 6, 6]
+    input r: [N, 8, 6, 6]
+    a = x -> conv2d(8, 3, padding=1, bias=false) -> batch_norm -> relu
+    b = a -> conv2d(8, 3, padding=1, bias=false) -> batch_norm -> add(r) -> relu6
+    c = b -> batch_norm -> add(a) -> relu
+    d = c -> batch_norm(affine=false) -> hardtanh(-0.5, 0.5)
+    output d
+}
+"""
+
+
+def test_batch_norm_groups_fold_their_activation_and_match_autograd():
+    torch.manual_seed(10)
+    net, ref = _pair(source=FOLDED)
+    xs = [torch.randn(2, 4, 6, 6) * 2, torch.randn(2, 8, 6, 6) * 3]
+    weight = torch.randn(2, 8, 6, 6)
+    found = []
+    for model in (net, ref):
+        model.train()
+        inputs = [x.clone().requires_grad_(True) for x in xs]
+        (model(*inputs) * weight).sum().backward()
+        found.append({"x": inputs[0].grad, "r": inputs[1].grad,
+                      **{name: p.grad for name, p in model.named_parameters()}})
+    for name, expected in found[1].items():
+        _close(found[0][name], expected, name)
+    bn_rows = [row for row in net.backward_plan if row["ops"][0] == "batch_norm"]
+    assert len(bn_rows) == 4 and all(row["kernels"] == ["grad_batch_norm"] for row in bn_rows)
+
+
+@pytest.mark.parametrize("tail", ["-> relu", "-> add(r) -> relu"])
+def test_one_batch_norm_group_backward_is_two_launches(tail):
+    from cnnc.report.training import triton_launches
+
+    torch.manual_seed(11)
+    residual = "input r: [N, 6, 5, 5]" if "add" in tail else ""
+    net, ref = _pair(source=f"network T {{ input x: [N, 6, 5, 5] {residual} "
+                            f"y = x -> batch_norm {tail} output y }}")
+    xs = [torch.randn(2, 6, 5, 5) for _ in range(2 if residual else 1)]
+    dy = torch.randn(2, 6, 5, 5)
+    grads, launches = [], []
+    for model in (net, ref):
+        model.train()
+        inputs = [x.clone().requires_grad_(True) for x in xs]
+        y = model(*inputs)
+        with triton_launches() as launched:
+            y.backward(dy)
+        launches.append(launched)
+        grads.append([x.grad for x in inputs] + [p.grad for p in model.parameters()])
+    for mine, theirs in zip(*grads):
+        _close(mine, theirs, "gradient")
+    assert launches[0] == ["_norm_sum_kernel", "_norm_apply_kernel"]
