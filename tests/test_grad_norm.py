@@ -222,3 +222,42 @@ def test_masked_out_alone_is_written():
                           mask=(y, 0.0, 6.0), masked_out=masked)
     assert got == (None, None, None)
     torch.testing.assert_close(masked, torch.where((y <= 0) | (y >= 6), 0.0, dy))
+
+
+NORM_SM90_CALLS = r'''
+    import cnnc.runtime.grad.norm as N
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.empty(8, 64, 28, 28, dtype=dtype).to(memory_format=torch.channels_last)
+        dy, w, stats = torch.empty_like(x), torch.empty(64, dtype=dtype), torch.empty(2, 64)
+        N.grad_batch_norm(dy, x, w, eps=1e-5)
+        N.grad_batch_norm(dy, x, w, eps=1e-5, stats=stats, mask=(x, 0.0, float("inf")))
+        N.grad_batch_norm(dy, x, w, eps=1e-5, stats=stats, mask=(x, 0.0, 6.0),
+                          masked_out=torch.empty_like(x))
+        N.grad_batch_norm_eval(dy, x, w, stats[0], stats[1], eps=1e-5)
+'''
+
+
+def test_backward_kernels_compile_for_sm90():
+    """Every variant (statistics recomputed or kept, a folded activation with one or two
+    bounds, masked_out, eval) with its GPU launch shape compiles for sm_90 without a GPU,
+    and the bf16 ones (training's dtype) do not spill."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from test_grad_conv import SM90_SCRIPT
+
+    # test_grad_conv's harness (sm_90 JIT, one JSON line per launch), then these calls
+    script = SM90_SCRIPT[:SM90_SCRIPT.index("    C._CONV_FORCE_SPLITS")] + NORM_SM90_CALLS
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    launches = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {entry["function"] for entry in launches} == {"_norm_sum_kernel",
+                                                          "_norm_apply_kernel"}
+    assert len(launches) == 2 * (3 + 2 + 2 + 2)
+    assert not [entry for entry in launches if entry["error"]]
+    assert not [entry for entry in launches
+                if entry["dtype"] == "torch.bfloat16" and entry["spill_bytes"]]
