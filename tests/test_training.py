@@ -451,3 +451,12 @@ def test_one_batch_norm_group_backward_is_two_launches(tail):
     for mine, theirs in zip(*grads):
         _close(mine, theirs, "gradient")
     assert launches[0] == ["_norm_sum_kernel", "_norm_apply_kernel"]
+
+
+def test_conv_and_linear_groups_fold_their_relu():
+    """Needs grad_conv / grad_linear with mask= (issue 7's conv and linear branch)."""
+    torch.manual_seed(12)
+    net, ref = _pair("examples/lenet5.cnn")
+    _compare_step(net, ref, torch.randn(2, 1, 28, 28))
+    folded = [row for row in net.backward_plan if row["ops"][-1] == "relu"]
+    assert folded and all(len(row["kernels"]) == 1 for row in folded), net.backward_plan

@@ -174,7 +174,8 @@ class Conv(Op):
         return GradRule("grad_conv", ("x", "weight"), ("x", "weight", "bias"), (
             ("stride", attrs.stride), ("pads", conv_pads(attrs)),
             ("dilation", attrs.dilation), ("groups", attrs.groups),
-            ("padding_mode", attrs.padding_mode), ("has_bias", attrs.bias)), needs=True)
+            ("padding_mode", attrs.padding_mode), ("has_bias", attrs.bias)), needs=True,
+            mask=True)  # grad_conv(mask=(y, lo, hi)): a relu-like epilogue folded in
 
     def reference(self, attrs: ConvAttrs, xs, p, training):
         (x,) = xs

@@ -54,7 +54,8 @@ class Linear(Op):
 
     def grad_rule(self, attrs: LinearAttrs) -> GradRule:
         return GradRule("grad_linear", ("x", "weight"), ("x", "weight", "bias"),
-                        (("has_bias", attrs.bias),), needs=True)
+                        (("has_bias", attrs.bias),), needs=True,
+                        mask=True)  # grad_linear(mask=(y, lo, hi)): relu-like epilogue folded
 
     def reference(self, attrs, xs, p, training):
         return F.linear(xs[0], p["weight"], p.get("bias"))
