@@ -170,3 +170,18 @@ def test_linear_masked_gradcheck_float64():
     inputs = [torch.randn(*s, dtype=torch.float64).requires_grad_()
               for s in ((2, 3, 5), (4, 5), (4,))]
     assert torch.autograd.gradcheck(_LinearRelu.apply, inputs, fast_mode=True)
+
+
+def test_relu_mask_passes_the_gradient_at_plus_inf_and_nan_as_pytorch_does():
+    """relu's derivative is zero only where y <= 0: y = +inf or NaN passes the gradient
+    (PyTorch's threshold_backward), relu6's is zero at and beyond 6 as well."""
+    x, w = torch.randn(4, 3), torch.randn(5, 3)
+    dy = torch.randn(4, 5)
+    y = torch.tensor([[1.0, 0.0, float("inf"), float("nan"), -2.0]] * 4)
+    live = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    dx, dw, db = grad_linear(dy, x, w, mask=(y, 0.0, float("inf")))
+    torch.testing.assert_close(db, (dy * live).sum(0))
+    torch.testing.assert_close(dx, (dy * live) @ w)
+    y6 = torch.tensor([[1.0, 0.0, 6.0, float("nan"), 5.5]] * 4)
+    _, _, db6 = grad_linear(dy, x, w, mask=(y6, 0.0, 6.0))
+    torch.testing.assert_close(db6, (dy * torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])).sum(0))

@@ -74,10 +74,11 @@ def _conv_tile_aligned(v, ALIGN: tl.constexpr):
 def _conv_tile_live(v, y_ptr, y_offs, mask, lo, hi, MASKED: tl.constexpr):
     """v, zeroed where the activation's output y lies at or beyond its bounds: relu's (lo 0,
     hi inf) and relu6's (0, 6) derivative applied as dy loads (NaN in y passes v, as
-    PyTorch's threshold_backward does)."""
+    PyTorch's threshold_backward does; an unbounded window has no upper test, so relu
+    passes v at y = +inf as PyTorch does)."""
     if MASKED:
         y = tl.load(y_ptr + y_offs, mask=mask, other=0.0)
-        v = tl.where((y <= lo) | (y >= hi), 0.0, v).to(v.dtype)
+        v = tl.where((y <= lo) | ((y >= hi) & (hi < float("inf"))), 0.0, v).to(v.dtype)
     return v
 
 
