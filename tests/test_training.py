@@ -213,12 +213,15 @@ def test_torch_compile_trains_and_matches_eager():
         _close(p.grad, expected[name], name)
 
 
-def test_a_training_step_launches_fewer_kernels_and_saves_no_more_than_eager():
+def test_a_lenet5_step_launches_at_most_half_of_eager_and_saves_no_more():
+    """Issue 7's target for LeNet-5: at most 15 launches a step, half of eager's compute
+    ops or fewer (7 forward; backward: one launch per linear and conv with the relu's
+    derivative folded in, one per max pool)."""
     torch.manual_seed(6)
     net, ref = _pair("examples/lenet5.cnn")
     x = torch.randn(2, 1, 28, 28)
     mine, eager = cnnc_step_cost(net, [x]), eager_step_cost(ref, [x])
-    assert mine.kernels < eager.kernels, (mine, eager)
+    assert mine.kernels <= 15 and 2 * mine.kernels <= eager.kernels, (mine, eager)
     assert mine.saved_bytes <= eager.saved_bytes, (mine, eager)
 
 

@@ -397,13 +397,8 @@ def emit_grad_method(src: Source, mode: str, plan: Plan, groups: list[Group], va
             src.line(f"{name} = CnncGroup.apply((_fw_{group.name}, _bw_{group.name}, {spec}), "
                      f"{', '.join(tensors)})")
             values.names[step.output] = name
-        outs = [values.names[o] for o in graph.outputs]
-        src.line("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
-    src.line("")
-    src.line("@staticmethod")
-    with src.indent(f"def _shapes_grad_{mode}(sizes):"):
-        shapes = ", ".join(values.table)
-        src.line(f"return ({shapes}{',' if len(values.table) == 1 else ''})")
+        values.emit_return()
+    values.emit_shapes(f"_shapes_grad_{mode}")
 
 
 # ------------------------------------------------------------------ plan tables
