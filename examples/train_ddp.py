@@ -101,6 +101,7 @@ def main() -> None:
         print(f"{images} images in {seconds:.1f} s: {images / seconds:.1f} images/s", flush=True)
         if args.out is not None:
             torch.save(net.state_dict(), args.out)
+    dist.barrier()  # no process tears its connections down while another still uses them
     dist.destroy_process_group()
 
 

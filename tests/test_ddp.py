@@ -81,6 +81,8 @@ def _worker(rank: int, port: int, states: dict, out: str) -> None:
             cross_entropy(model(x), y).backward()
             found[name] = _grads(net)
         torch.save(found, Path(out) / f"rank{rank}.pt")
+        # Neither process tears its connections down while the other still uses them.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
