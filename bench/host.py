@@ -64,7 +64,7 @@ def empty_call():
     pass
 
 
-def empty_launcher(*args):
+def empty_launcher(*args, **kwargs):
     pass
 
 
@@ -88,7 +88,12 @@ def measure(file: str, network: str, batch: int, repeat: int, inner: int) -> dic
 def _measure(file: str, network: str, batch: int, repeat: int, inner: int) -> dict:
     net = cnnc.compile(str(ROOT / "examples" / file), network, device="meta").eval()
     spec = net.plan
-    declared = sys.modules[type(net).__module__].INPUTS
+    generated = sys.modules[type(net).__module__]
+    # The GPU's host path, not the interpreter's: tile choices, index widths and the
+    # precision checks a CUDA launch makes (the launch itself is stubbed).
+    generated.INTERPRET = False
+    generated.PLANS.clear()
+    declared = generated.INPUTS
     inputs = [torch.empty([batch * d[1] if isinstance(d, tuple) else d for d in dims],
                           device="meta") for _, dims in declared]
     with StubbedLaunches() as stub:

@@ -32,7 +32,7 @@ def _stubbed(net, monkeypatch) -> list[str]:
     module = sys.modules[type(net).__module__]
     called: list[str] = []
     for name in [n for n in vars(module) if n.startswith("launch_k")]:
-        monkeypatch.setattr(module, name, lambda *args, _n=name: called.append(_n))
+        monkeypatch.setattr(module, name, lambda *args, _n=name, **kw: called.append(_n))
     return called
 
 
@@ -201,3 +201,25 @@ def test_a_new_layout_or_batch_size_gets_its_own_plan(tmp_path, monkeypatch):
         x = torch.randn(5, 3, 8, 8)
         assert_same(net(x), ref(x))
         assert len(module.PLANS) > kept
+
+
+def test_the_dot_precision_is_worked_out_once_a_forward(resnet18, monkeypatch):
+    """PyTorch's TF32 flags are read once per forward, not once per launch, and each
+    launcher is given what the forward found (it follows a change of the flags at the next
+    forward: tests/test_precision.py)."""
+    module = sys.modules[type(resnet18).__module__]
+    given: dict[str, object] = {}
+    for name in [n for n in vars(module) if n.startswith("launch_k")]:
+        monkeypatch.setattr(module, name, lambda *args, _n=name, **kw: given.update(
+            {_n: kw.get("DOT_PRECISION")}))
+    asked = []
+    for flag in ("conv_precision", "dot_precision"):
+        original = getattr(module, flag)
+        monkeypatch.setattr(module, flag, lambda x, _f=original, _n=flag: (
+            asked.append(_n), _f(x))[1])
+    with torch.no_grad():
+        resnet18(torch.empty(2, 3, 224, 224, device="meta"))
+    assert sorted(asked) == ["conv_precision", "dot_precision"]
+    dots = {n: v for n, v in given.items() if "conv2d" in n or "linear" in n}
+    assert len(dots) == 21 and set(dots.values()) == {"ieee"}  # the interpreter's
+    assert given["launch_k1_max_pool2d"] is None

@@ -106,6 +106,8 @@ class KernelBuilder:
         dot's precision follows PyTorch's TF32 flags)."""
         if flags:
             if keyed:
+                for expr in flags.values():
+                    assert re.fullmatch(r"\w+\(x\)", expr), "a keyed flag is function(x)"
                 self.keyed.update(flags)
             self.groups.append(_Group(comment, list(flags),
                                       list(flags) if keyed else list(flags.values()), True))
@@ -262,15 +264,23 @@ class KernelBuilder:
         launcher = f"launch_{self.name}"
         params = ["out"] + [a.name for a in self.arguments]
         call, runs = self._launch_call(params)
-        host.line(f"def {launcher}({', '.join(params)}, config=None, force_int64=False):")
+        given = "".join(f", {name}=None" for name in self.keyed)
+        host.line(f"def {launcher}({', '.join(params)}, config=None, force_int64=False"
+                  f"{given}):")
         with host.indent():
             host.line(f'"""Launch {self.name}: grid, sizes, strides, constants and tiles are')
             host.line("worked out once per key (dtype, shapes, strides) and kept in PLANS.")
             host.line("config: a dict of the family's fields to launch with (default: "
                       "choose_config's);")
-            host.line('force_int64: index in int64 even where int32 suffices (tests)."""')
+            if self.keyed:
+                host.line("force_int64: index in int64 even where int32 suffices (tests);")
+                host.line(", ".join(self.keyed) + ": as the forward worked it out (else here)."
+                          '"""')
+            else:
+                host.line('force_int64: index in int64 even where int32 suffices (tests)."""')
             for name, expr in self.keyed.items():
-                host.line(f"{name} = {expr}")
+                with host.indent(f"if {name} is None:"):
+                    host.line(f"{name} = {expr}")
             key = self._key(params)
             with host.indent(f"key = ({', '.join(key[:4])},"):
                 for k in range(4, len(key), 4):
@@ -312,4 +322,4 @@ class KernelBuilder:
             host.extend(self.after)
         return EmittedKernel(self.name, jit.text() + "\n\n" + host.text(), launcher,
                              self.arguments, helpers=self.helpers, jit=jit.text(),
-                             host=host.text())
+                             host=host.text(), keyed=dict(self.keyed))

@@ -175,6 +175,7 @@ def emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
     with src.indent(f"def _forward_{mode}(self, P, S, device, dtype, {', '.join(inputs)}):"):
         values = Values(graph, plan, src, table=True)
         code_of = {id(k): e for k, e in zip(plan.kernels, emitted)}
+        flags = _keyed_flags(src, emitted)
         for step in plan.steps:
             if isinstance(step, View):
                 _emit_view(src, graph, step, values)
@@ -187,9 +188,23 @@ def emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
                     args.append(values.names[arg.ref])
                 else:
                     args.append(f"P[{index[arg.ref]}]")
-            src.line(f"{code.launcher}({', '.join([out] + args)})")
+            given = [f"{name}={flags[expr]}" for name, expr in code.keyed.items()]
+            src.line(f"{code.launcher}({', '.join([out] + args + given)})")
         values.emit_return()
     values.emit_shapes(f"_shapes_{mode}")
+
+
+def _keyed_flags(src: Source, emitted: list[EmittedKernel]) -> dict[str, str]:
+    """Each distinct keyed flag of the plan's launchers (a dot's precision, which follows
+    PyTorch's TF32 flags) computed once per forward from the compute dtype: expression ->
+    the variable holding it."""
+    flags: dict[str, str] = {}
+    for code in emitted:
+        for expr in code.keyed.values():
+            if expr not in flags:
+                flags[expr] = expr.split("(")[0] + "_now"
+                src.line(f"{flags[expr]} = {expr.replace('(x)', '(dtype)')}  # once a forward")
+    return flags
 
 
 def _emit_view(src: Source, graph: Graph, step: View, values: Values) -> None:

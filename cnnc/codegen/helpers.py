@@ -155,16 +155,17 @@ def split_buffers(split):
 
 
 def conv_precision(x):
-    """A convolution's tl.dot input_precision: TF32 for float32 where PyTorch's convolutions
-    use it. The interpreter's dots stay exact float32."""
-    if x.dtype == torch.float32 and not INTERPRET and allows_tf32("conv"):
+    """A convolution's tl.dot input_precision for a tensor (or a dtype) x: TF32 for float32
+    where PyTorch's convolutions use it. The interpreter's dots stay exact float32."""
+    if getattr(x, "dtype", x) == torch.float32 and not INTERPRET and allows_tf32("conv"):
         return "tf32"
     return "ieee"
 
 
 def dot_precision(x):
-    """A linear's tl.dot input_precision: TF32 for float32 where PyTorch's matmuls use it."""
-    if x.dtype == torch.float32 and not INTERPRET and allows_tf32("matmul"):
+    """A linear's tl.dot input_precision for a tensor (or a dtype) x: TF32 for float32
+    where PyTorch's matmuls use it."""
+    if getattr(x, "dtype", x) == torch.float32 and not INTERPRET and allows_tf32("matmul"):
         return "tf32"
     return "ieee"
 

@@ -33,6 +33,9 @@ class EmittedKernel:
     helpers: set[str] = field(default_factory=set)  # shared jit helpers it calls
     jit: str = ""  # the @triton.jit function alone (builder kernels say; see parts())
     host: str = ""  # the launcher alone
+    # flags the launcher computes from global state unless given (name -> `function(x)`):
+    # a forward computes each once (`function(dtype)`) and passes it to every launch
+    keyed: dict[str, str] = field(default_factory=dict)
 
     def parts(self) -> tuple[str, str]:
         """(the @triton.jit function, the launcher): a template that writes both into

@@ -76,11 +76,13 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     strides = ([f"AS{i}" for i in range(in_rank)] + ["WS0", "WS1"]
                + [f"OS{i}" for i in range(rank)])
     b.flags("input, weight and output strides", {s: f"{STRIDES[s[0]]}[{s[2:]}]" for s in strides})
-    flags = {"DOT_PRECISION": "dot_precision(x)", "UPCAST_DOT": "upcast_dot(x)"}
+    b.flags("the dot's precision: TF32 where PyTorch's matmuls use it",
+            {"DOT_PRECISION": "dot_precision(x)"}, keyed=True)
+    flags = {"UPCAST_DOT": "upcast_dot(x)"}
     if prologue == "flatten":
         flags["FLAT"] = f"x_strides[1:] == {tuple(_contiguous_strides(source.shape[1:]))}"
-    b.flags("precision" + (", whether the input is contiguous" if prologue == "flatten" else ""),
-            flags)
+    b.flags("the interpreter's bfloat16 dot" + (", whether the input is contiguous"
+                                                  if prologue == "flatten" else ""), flags)
     rows = " * ".join(["x.shape[0]"] + [str(linear.shape[d]) for d in range(1, lead)])
     b.problem([f"M = {rows}",
                "x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()"], "M")
