@@ -27,6 +27,7 @@ from ..ir.graph import Graph
 from ..ops import OPS
 from ..ops.registry import GradRule
 from ..passes.plan import Kernel, Plan, View
+from .forward import partials_variable
 from .kernel import EmitContext, EmittedKernel
 from .source import Source, text_literal
 from .templates import chain_backward
@@ -181,11 +182,16 @@ def _emit_forward_function(src: Source, graph: Graph, group: Group, layout: str)
             src.line("state = rng_state()  # the launch draws dropout's seed from it")
         call = [_var(group.refs.index((a.kind, a.ref))) for a in group.forward.arguments]
         kept = "stats = " if _keeps_stats(group) else ""
+        partials = group.kernel.bn_stats is not None
+        kept = "partials = " if partials else kept
         src.line(f"{kept}{group.forward.launcher}({', '.join(['out', *call])})")
         saved = [s if s != "y" else "out" for s in _saved(graph, group)]
         tup = "(" + ", ".join(saved) + ("," if len(saved) == 1 else "") + ")"
-        shapes = "(" + "".join(f"{a}.shape, " for a in args) + ")"
-        src.line(f"return out, {tup}, ({shapes}, {'state' if dropout else 'None'})")
+        shapes = "(" + "".join(f"{a}.shape, " if ref[0] != "stats" else "None, "
+                               for a, ref in zip(args, group.refs)) + ")"
+        # a conv's partial statistics for its batch norm: more outputs, not differentiable
+        result = "(out, *partials)" if partials else "out"
+        src.line(f"return {result}, {tup}, ({shapes}, {'state' if dropout else 'None'})")
 
 
 def _emit_backward_function(src: Source, graph: Graph, group: Group, layout: str) -> None:
@@ -391,11 +397,17 @@ def emit_grad_method(src: Source, mode: str, plan: Plan, groups: list[Group], va
             group = by_kernel[id(step)]
             tensors = []
             for kind, ref in group.refs:
-                tensors.append(values.names[ref] if kind == "value" else f"P[{index[ref]}]")
+                tensors.append(values.names[ref] if kind == "value" else
+                               f"({partials_variable(ref)}, {partials_variable(ref)}_rows)"
+                               if kind == "stats" else f"P[{index[ref]}]")
             name = f"v{step.output}"
+            if step.bn_stats is not None:  # the conv's unit also gives its partials
+                part = partials_variable(step.anchor)
+                name = f"{name}, {part}, {part}_rows"
             spec = f"({values.shape(step.output)}, device, dtype)"
             src.line(f"{name} = CnncGroup.apply((_fw_{group.name}, _bw_{group.name}, {spec}), "
                      f"{', '.join(tensors)})")
+            name = f"v{step.output}"
             values.names[step.output] = name
         values.emit_return()
     values.emit_shapes(f"_shapes_grad_{mode}")

@@ -47,6 +47,12 @@ def emit_forward_empty(src: Source, graph: Graph, inputs: list[str],
         src.line("return " + (outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"))
 
 
+def partials_variable(conv: int) -> str:
+    """The variable holding what a conv's launcher returned for the training batch norm
+    that reads its output (Kernel.bn_stats): its partial statistics, rows per partial."""
+    return f"part{conv}"
+
+
 def in_place_concat_inputs(graph: Graph, plan: Plan) -> dict[int, tuple[int, int, int]]:
     """value -> (concat node, dim, offset) for the values their producing kernel writes
     straight into a slice of a concat's output; every other concat input is copied."""
@@ -186,10 +192,13 @@ def emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
             for arg in code.arguments:
                 if arg.kind == "value":
                     args.append(values.names[arg.ref])
+                elif arg.kind == "stats":  # what a conv's launcher returned (below)
+                    args.append(partials_variable(arg.ref))
                 else:
                     args.append(f"P[{index[arg.ref]}]")
             given = [f"{name}={flags[expr]}" for name, expr in code.keyed.items()]
-            src.line(f"{code.launcher}({', '.join([out] + args + given)})")
+            kept = f"{partials_variable(step.anchor)} = " if step.bn_stats is not None else ""
+            src.line(f"{kept}{code.launcher}({', '.join([out] + args + given)})")
         values.emit_return()
     values.emit_shapes(f"_shapes_{mode}")
 

@@ -18,7 +18,10 @@ Groups, in eval mode:
 - a channel_shuffle of such a concat as a view too: the producers write into strided
   slices of the shuffled output (op.concat_slices says where), so neither copies.
 In training mode batch norm is not folded: it runs as a kernel of its own that computes
-the batch statistics, with the following elementwise chain in its epilogue.
+the batch statistics, with the following elementwise chain in its epilogue. Where its
+input is a conv's output (no epilogue, no pool) that only it reads, the conv's epilogue
+computes partial statistics of its tiles (Kernel.bn_stats / stats_from), so the batch
+norm reads the conv's output once.
 
 Differentiable plans (the forward of a module whose outputs carry an autograd graph) fuse
 only what the backward can differentiate from the tensors a group keeps: its inputs and
@@ -64,7 +67,9 @@ class _Fuser:
             return self.add(View("strided", node.id))
         if op.uses_batch_statistics(node.attrs, self.training):
             # batch statistics: a kernel of its own (without running stats, eval too)
-            return self.add(Kernel(op.statistics_template, node.id))
+            kernel = Kernel(op.statistics_template, node.id)
+            self.add(kernel)
+            return self.try_statistics_from_conv(node, kernel)
         if op.folds_into_producer and self.try_fold(node):
             return
         if getattr(op, "concat_slices", None) and not self.differentiable \
@@ -179,6 +184,22 @@ class _Fuser:
         step.folded_bn = bn.id
         self.producer[bn.id] = step
         return True
+
+    def try_statistics_from_conv(self, bn: Node, kernel: Kernel) -> None:
+        """A training batch norm of a conv's output that only it reads: the conv's epilogue
+        computes the partial statistics, so the batch norm reads its input once."""
+        value = bn.inputs[0]
+        step = self.producer.get(value)
+        if not self.training or not isinstance(step, Kernel) or step.kind != "conv":
+            return  # nothing to pair with: not a refusal worth reporting
+        reason = self.sole_consumer(value, bn)
+        if reason is None and (step.output != value or step.pool is not None
+                               or step.folded_bn is not None):
+            reason = "the conv's kernel has an epilogue or a pool"
+        if reason is not None:
+            self.refuse(bn, value, f"statistics not from the conv's epilogue: {reason}")
+            return
+        step.bn_stats, kernel.stats_from = bn.id, step.anchor
 
     def try_concat_view(self, node: Node) -> bool:
         """A shuffle of a concat's channels that only it reads: a View of kind "shuffle"

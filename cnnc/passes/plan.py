@@ -16,6 +16,10 @@ class Kernel:
                computed from the live parameters, to each output channel
     epilogue   elementwise nodes applied to the anchor's result, in order
     pool       a max/avg pool applied to the (epilogue'd) result inside the same kernel
+    bn_stats   (a conv, training plans) the batch norm that alone reads its output: the
+               conv's epilogue stores per-(row tile, channel) partial statistics for it
+    stats_from (a training batch norm) that conv's node: it merges the conv's partials
+               rather than reading its input for them
     """
 
     kind: str
@@ -24,6 +28,8 @@ class Kernel:
     folded_bn: int | None = None
     epilogue: list[int] = field(default_factory=list)
     pool: int | None = None
+    bn_stats: int | None = None
+    stats_from: int | None = None
     index: int = -1  # position among the plan's kernels, set when the plan is complete
 
     @property

@@ -305,7 +305,10 @@ class CnncGroup(torch.autograd.Function):
     apply(step, *tensors): step = (forward, backward, spec). forward(spec, *tensors) ->
     (output, tensors to save, state); backward(state, grad, needs, *saved) -> one gradient
     per tensor (None where not needed). Saved tensors go through ctx.save_for_backward, so
-    saved-tensor hooks, checkpointing and offloading see them.
+    saved-tensor hooks, checkpointing and offloading see them. The output may be a tuple
+    (output, *more): the more (a conv's partial statistics for the batch norm reading its
+    output) are not differentiable; a tensor argument that is not a tensor (those partials,
+    with their rows) gets no gradient.
     """
 
     @staticmethod
@@ -314,10 +317,12 @@ class CnncGroup(torch.autograd.Function):
         out, saved, state = forward(spec, *tensors)
         ctx.cnnc_backward, ctx.cnnc_state = backward, state
         ctx.save_for_backward(*saved)
+        if isinstance(out, tuple):
+            ctx.mark_non_differentiable(*(t for t in out[1:] if isinstance(t, torch.Tensor)))
         return out
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, *more):
         if torch.is_grad_enabled():
             raise RuntimeError(DOUBLE_BACKWARD)
         grads = ctx.cnnc_backward(ctx.cnnc_state, grad, ctx.needs_input_grad[1:],

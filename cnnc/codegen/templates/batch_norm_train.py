@@ -20,6 +20,14 @@ chunk of rows); on a GPU there are enough chunks to fill the machine even with f
    training backward (cnnc/runtime/grad/norm.py) reads them rather than recomputing them
    (forward-only plans drop it: 2 * C floats).
 
+From a conv (Kernel.stats_from, passes/fuse.py): where the input is a conv's output that
+only the batch norm reads, the conv's epilogue stored partial statistics (mean, M2) per
+tile of BLOCK_M rows of its [N * spatial, C] output and channel, the rows in the batch
+norm's [rows, C] order; its launcher returned (partials, BLOCK_M), which this launcher
+takes as `partials`. There is no kernel 1: the apply kernel merges the conv's partials,
+relative to a pivot (the first tile's mean), counts the batch, and normalises. The input
+is read once.
+
 Running statistics: running = (1 - f) * running + f * batch, with the unbiased variance
 (n / (n - 1)), f the momentum or, with momentum none, 1 / num_batches_tracked after this
 batch, read from a tensor no program of the same kernel writes.
@@ -36,6 +44,7 @@ from ..source import Source, number
 # channels, but at least MIN_TILES tiles of rows per program and at most MAX_CHUNKS chunks
 # per channel (every apply program merges all of its channels' chunks).
 PROGRAMS, MIN_TILES, MAX_CHUNKS = 1024, 8, 256
+CONV_PARTS_BLOCK = 64  # a conv's partials merged per step (there is one per tile of rows)
 
 
 def emit(ctx: EmitContext) -> EmittedKernel:
@@ -54,29 +63,15 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     channels = x.shape[1]
     consts = {"C": channels, **{d.upper(): x.shape[2 + i] for i, d in enumerate(dims)}}
     inner, outer = min(_pow2(channels), 32), min(_pow2(channels), 4)
+    from_conv = kernel.stats_from is not None
 
     # ------------------------------------------------------------------ kernel 1: partials
-    s = KernelBuilder(ctx, "batch_norm", f"batch_norm statistics over a rank-{rank} input: per "
-                      "(channel block, chunk of rows), the chunk's mean and M2 per channel.",
-                      name=f"{ctx.name}_stats")
-    s.wide_in_interpreter = True  # as it was: the interpreter checks int32 index math
-    s.argument("x", "value", bn.inputs[0])
-    s.group("input, partials" + (", batch count" if track else ""),
-            ["x_ptr", "part_ptr"] + (["tracked_ptr"] if track else []),
-            ["x", "part"] + (["num_batches_tracked"] if track else []), per_call=True)
-    _shape_groups(s, rank, consts)
-    src = s.body
-    _channels_and_pivot(src)
-    if track:
-        with src.indent("if cb + p == 0:  # count the batch"):
-            src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
-    _chunk_statistics(src, dims)
-    src.line("tl.store(part_ptr + p * C + c, chunk_mean, mask=c_ok)")
-    src.line("tl.store(part_ptr + (P + p) * C + c, chunk_m2, mask=c_ok)")
+    s = None if from_conv else _statistics_kernel(ctx, rank, consts, track, dims)
 
     # ------------------------------------------------------------ kernel 2: merge + apply
+    source = "the conv's epilogue stored" if from_conv else "of kernel 1"
     b = KernelBuilder(ctx, "batch_norm", f"batch_norm with batch statistics over a rank-{rank} "
-                      "input: merge the partials of kernel 1, then normalise one chunk of rows.")
+                      f"input: merge the partials {source}, then normalise one chunk of rows.")
     b.wide_in_interpreter = True
     b.argument("x", "value", bn.inputs[0])
     if affine:
@@ -87,6 +82,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             b.argument(leaf, "param", params_by_leaf[leaf])
     for ref_name, kind, ref in epilogue_refs(epi):
         b.argument(ref_name, kind, ref)
+    if from_conv:  # what the conv's launcher returned: (partials, rows per partial)
+        b.argument("partials", "stats", kernel.stats_from)
     pointers = ["x_ptr", "out_ptr", "part_ptr", "stats_ptr"]
     call = ["x", "out", "part", "stats"]
     if affine:
@@ -103,8 +100,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     _, operand_call = epilogue_arguments(epi)
     b.group("epilogue operands", epi.params(), operand_call)
     _shape_groups(b, rank, consts, out_strides=True)
-    b.tile_expr("BLOCK_P", "tile(P, 16)")
-    b.tile_expr("FUSED", "P == 1")
+    if from_conv:
+        b.group("the conv's partials: how many, rows each (the last one's: the rest)",
+                ["NP", "PART_ROWS"], ["part.shape[1]", "part_rows"], per_call=True)
     b.problem([f"R = x.numel() // {channels}  # values per channel: rows of the [rows, C] view",
                "if R <= 1:",
                '    raise ValueError("batch_norm with batch statistics: expected more than 1 '
@@ -123,61 +121,49 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         "ROWS_PER = (T + P - 1) // P * BLOCK_R",
         "P = (R + ROWS_PER - 1) // ROWS_PER  # no chunk is empty",
     ]
-    b.tile_lines = b.tile_lines[2:] + b.tile_lines[:2]  # BLOCK_P and FUSED need P
+    if from_conv:  # a conv's partials are many (a tile of rows each): wide blocks of them
+        b.tile_expr("BLOCK_P", str(CONV_PARTS_BLOCK))
+    else:
+        b.tile_expr("BLOCK_P", "tile(P, 16)")
+        b.tile_expr("FUSED", "P == 1")
     b.grid_dims(("CB", None), ("P", None))
-    stats_call, stats_values = s.launch_values(["x", "part", "num_batches_tracked"])
-    b.kept.update({"FUSED_": "P == 1", "STATS_GRID": "(CB, P)", "PARTS": f"(2, P, {channels})",
-                   f"{s.name.upper()}_ARGS": "(" + ", ".join(stats_values) + ",)"})
-    before = Source()
-    before.line(f"stats = torch.empty((2, {channels}), device=x.device, dtype=torch.float32)")
-    with before.indent("if FUSED_:  # each program sees all of its channels' rows: one kernel"):
-        before.line("part = x  # not read")
+    b.before.append(f"stats = torch.empty((2, {channels}), device=x.device, "
+                    "dtype=torch.float32)")
+    if from_conv:
+        _launch_merge(b, _merge_kernel(ctx, channels), channels)
         if cumulative:
-            before.line("# the count after this batch, apart from the one the kernel writes")
-            before.line("count = num_batches_tracked + 1")
-    with before.indent("else:"):
-        before.line("part = torch.empty(PARTS, device=x.device, dtype=torch.float32)")
-        before.line(f"{s.name}[STATS_GRID]({', '.join(stats_call)}, num_warps=warps, "
-                    "num_stages=stages)")
-        if cumulative:
-            before.line("count = num_batches_tracked  # counted by the kernel")
-    b.before += before.lines
+            b.before.append("count = num_batches_tracked + 1  # the count after this batch")
+    else:
+        _launch_statistics(b, s, channels, cumulative)
     if track:
         b.after.append("# Written by the kernels: tell PyTorch (and cached folded weights) that "
                        "they changed.")
         for buffer in ("running_mean", "running_var", "num_batches_tracked"):
             b.after.append(f"torch.autograd.graph.increment_version({buffer})")
     b.after.append("return stats  # the batch mean and invstd normalised with, for the backward")
-    b.companions.append(s.jit().text())
 
     src = b.body
-    _channels_and_pivot(src)
+    _channels_and_pivot(src, from_partials=from_conv)
     src.line("total = R.to(tl.float32)")
-    with src.indent("if FUSED:  # one chunk: this program's statistics are the batch's"):
-        _chunk_statistics(src, dims)
-        src.line("batch_mean = chunk_mean")
-        src.line("squares = chunk_m2")
-    with src.indent("else:"):
-        src.line("# Merge every chunk's (mean, M2) of these channels (Chan et al.).")
-        src.line("sum_mean = tl.zeros((BLOCK_C,), dtype=tl.float32)")
-        with src.indent("for q0 in range(0, P, BLOCK_P):"):
-            _partials(src)
-            src.line("sum_mean += tl.sum(n_q[:, None] * chunk_mean, axis=0)")
-        src.line("batch_mean = sum_mean / total")
-        src.line("squares = tl.zeros((BLOCK_C,), dtype=tl.float32)")
-        with src.indent("for q0 in range(0, P, BLOCK_P):"):
-            _partials(src)
-            src.line("chunk_m2 = tl.load(part_ptr + (P + q[:, None]) * C + c[None, :], "
-                     "mask=q_mask, other=0.0)")
-            src.line("dev = chunk_mean - batch_mean[None, :]")
-            src.line("squares += tl.sum(chunk_m2 + n_q[:, None] * dev * dev, axis=0)")
+    if from_conv:
+        _merge(src, "NP", "PART_ROWS", pivoted=True)
+    else:
+        with src.indent("if FUSED:  # one chunk: this program's statistics are the batch's"):
+            _chunk_statistics(src, dims)
+            src.line("batch_mean = chunk_mean")
+            src.line("squares = chunk_m2")
+        with src.indent("else:"):
+            _merge(src, "P", "ROWS_PER", pivoted=False)
     src.line("var = squares / total")
     src.line("mean = pivot + batch_mean")
     if track:
         with src.indent("if p == 0:"):
-            with src.indent("if FUSED:"):
-                with src.indent("if cb == 0:  # count the batch (else kernel 1 does)"):
+            with src.indent("if cb == 0:  # count the batch" if from_conv else "if FUSED:"):
+                if from_conv:
                     src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
+                else:
+                    with src.indent("if cb == 0:  # count the batch (else kernel 1 does)"):
+                        src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
             src.line("# Running statistics, updated in place (the running variance is "
                      "unbiased).")
             if cumulative:
@@ -224,6 +210,126 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     return b.build()
 
 
+def _statistics_kernel(ctx: EmitContext, rank: int, consts: dict, track: bool,
+                       dims: tuple[str, ...]) -> KernelBuilder:
+    """Kernel 1: per (channel block, chunk of rows), the chunk's mean and M2 per channel."""
+    bn = ctx.graph.node(ctx.kernel.anchor)
+    s = KernelBuilder(ctx, "batch_norm", f"batch_norm statistics over a rank-{rank} input: per "
+                      "(channel block, chunk of rows), the chunk's mean and M2 per channel.",
+                      name=f"{ctx.name}_stats")
+    s.wide_in_interpreter = True  # as it was: the interpreter checks int32 index math
+    s.argument("x", "value", bn.inputs[0])
+    s.group("input, partials" + (", batch count" if track else ""),
+            ["x_ptr", "part_ptr"] + (["tracked_ptr"] if track else []),
+            ["x", "part"] + (["num_batches_tracked"] if track else []), per_call=True)
+    _shape_groups(s, rank, consts)
+    src = s.body
+    _channels_and_pivot(src)
+    if track:
+        with src.indent("if cb + p == 0:  # count the batch"):
+            src.line("tl.store(tracked_ptr, tl.load(tracked_ptr) + 1)")
+    _chunk_statistics(src, dims)
+    src.line("tl.store(part_ptr + p * C + c, chunk_mean, mask=c_ok)")
+    src.line("tl.store(part_ptr + (P + p) * C + c, chunk_m2, mask=c_ok)")
+    return s
+
+
+def _launch_statistics(b: KernelBuilder, s: KernelBuilder, channels: int,
+                       cumulative: bool) -> None:
+    """The apply kernel's launcher lines that launch kernel 1 (unless FUSED)."""
+    stats_call, stats_values = s.launch_values(["x", "part", "num_batches_tracked"])
+    b.kept.update({"FUSED_": "P == 1", "STATS_GRID": "(CB, P)", "PARTS": f"(2, P, {channels})",
+                   f"{s.name.upper()}_ARGS": "(" + ", ".join(stats_values) + ",)"})
+    before = Source()
+    with before.indent("if FUSED_:  # each program sees all of its channels' rows: one kernel"):
+        before.line("part = x  # not read")
+        if cumulative:
+            before.line("# the count after this batch, apart from the one the kernel writes")
+            before.line("count = num_batches_tracked + 1")
+    with before.indent("else:"):
+        before.line("part = torch.empty(PARTS, device=x.device, dtype=torch.float32)")
+        before.line(f"{s.name}[STATS_GRID]({', '.join(stats_call)}, num_warps=warps, "
+                    "num_stages=stages)")
+        if cumulative:
+            before.line("count = num_batches_tracked  # counted by the kernel")
+    b.before += before.lines
+    b.companions.append(s.jit().text())
+
+
+def _merge_kernel(ctx: EmitContext, channels: int) -> KernelBuilder:
+    """Kernel 1 where a conv gave the statistics in more than CONV_PARTIALS partials (one
+    per tile of its rows): per (channel block, group of GROUP consecutive partials), their
+    merge, stored in the same format (so the apply kernel merges at most CONV_PARTIALS)."""
+    m = KernelBuilder(ctx, "batch_norm", "batch_norm statistics from a conv's partials: per "
+                      "(channel block, group of partials), the group's mean and M2.",
+                      name=f"{ctx.name}_merge")
+    m.wide_in_interpreter = True
+    m.group("the conv's partials, the merged ones", ["part_ptr", "merged_ptr"],
+            ["part", "merged"], per_call=True)
+    m.group("rows per channel; the conv's partials: how many, rows each, per group",
+            ["R", "NP", "PART_ROWS", "GROUP"], ["R_", "NP_", "part_rows", "group"],
+            per_call=True)
+    m.constants("channels", {"C": channels})
+    m.tiles += ["BLOCK_C", "BLOCK_P"]
+    src = m.body
+    m.program_id("cb", 0)
+    m.program_id("p", 1)
+    src.line("c = cb * BLOCK_C + tl.arange(0, BLOCK_C)")
+    src.line("c_ok = c < C")
+    src.line("q_start = p * GROUP")
+    src.line("q_end = tl.minimum(q_start + GROUP, NP)")
+    src.line("total = (tl.minimum(q_end * PART_ROWS, R) - q_start * PART_ROWS).to(tl.float32)")
+    src.line("# The pivot: the group's first mean (0 if that is not finite).")
+    src.line("pivot = tl.load(part_ptr + q_start * C + c, mask=c_ok, other=0.0)")
+    src.line("pivot = tl.where(pivot - pivot == 0.0, pivot, 0.0)")
+    _merge(src, "q_end", "PART_ROWS", pivoted=True, first="q_start", parts="NP")
+    src.line("tl.store(merged_ptr + p * C + c, pivot + batch_mean, mask=c_ok)")
+    src.line("tl.store(merged_ptr + (tl.num_programs(1) + p) * C + c, squares, mask=c_ok)")
+    return m
+
+
+def _launch_merge(b: KernelBuilder, m: KernelBuilder, channels: int) -> None:
+    """The apply kernel's launcher lines taking the conv's partials, merged in groups first
+    (kernel 1) where there are more than CONV_PARTIALS of them."""
+    call, values = m.launch_values(["part", "merged"])
+    b.kept.update({"R_": "R", "CB_": "CB",
+                   f"{m.name.upper()}_ARGS": "(" + ", ".join(values) + ",)"})
+    b.before += [
+        "part, part_rows = partials  # the conv's partial statistics, rows per partial",
+        "if part.shape[1] > CONV_PARTIALS:  # many: merge them in groups first",
+        "    NP_ = part.shape[1]",
+        "    group = (NP_ + CONV_PARTIALS - 1) // CONV_PARTIALS",
+        f"    merged = torch.empty((2, (NP_ + group - 1) // group, {channels}), "
+        "device=x.device, dtype=torch.float32)",
+        f"    {m.name}[(CB_, merged.shape[1])]({', '.join(call)}, num_warps=warps, "
+        "num_stages=stages)",
+        "    part, part_rows = merged, group * part_rows",
+    ]
+    b.companions.append(m.jit().text())
+
+
+def _merge(src: Source, count: str, rows: str, pivoted: bool, first: str = "0",
+           parts: str | None = None) -> None:
+    """batch_mean and squares (M2) of these channels from partials first ... count - 1
+    (mean, M2) of `rows` rows each (the last one's: the rest) and `total` rows in all,
+    merged as Chan et al.; pivoted: the partials' means are not yet relative to the pivot.
+    parts: how many partials the [2, parts, C] workspace holds (default: count)."""
+    parts = parts or count
+    src.line("# Merge every partial's (mean, M2) of these channels (Chan et al.).")
+    src.line("sum_mean = tl.zeros((BLOCK_C,), dtype=tl.float32)")
+    with src.indent(f"for q0 in range({first}, {count}, BLOCK_P):"):
+        _partials(src, count, rows, pivoted)
+        src.line("sum_mean += tl.sum(n_q[:, None] * chunk_mean, axis=0)")
+    src.line("batch_mean = sum_mean / total")
+    src.line("squares = tl.zeros((BLOCK_C,), dtype=tl.float32)")
+    with src.indent(f"for q0 in range({first}, {count}, BLOCK_P):"):
+        _partials(src, count, rows, pivoted)
+        src.line(f"chunk_m2 = tl.load(part_ptr + ({parts} + q[:, None]) * C + c[None, :], "
+                 "mask=q_mask, other=0.0)")
+        src.line("dev = chunk_mean - batch_mean[None, :]")
+        src.line("squares += tl.sum(chunk_m2 + n_q[:, None] * dev * dev, axis=0)")
+
+
 def _shape_groups(b: KernelBuilder, rank: int, consts: dict, out_strides: bool = False) -> None:
     """What both kernels take after their pointers: the [rows, C] view's size, the chunking,
     the strides, the shape constants; and their tiles."""
@@ -239,8 +345,9 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _channels_and_pivot(src: Source) -> None:
-    """Program ids, this program's channels and rows, and each channel's pivot."""
+def _channels_and_pivot(src: Source, from_partials: bool = False) -> None:
+    """Program ids, this program's channels and rows, and each channel's pivot: its first
+    value, or (from_partials) the first partial's mean."""
     src.line("cb = tl.program_id(0)")
     src.line("p = tl.program_id(1)")
     with src.indent("if INDEX_64:  # 64-bit offsets only where a tensor can reach 2**31 elements"):
@@ -251,8 +358,10 @@ def _channels_and_pivot(src: Source) -> None:
     src.line("x_col = c * sx1")
     src.line("start = p * ROWS_PER")
     src.line("end = tl.minimum(start + ROWS_PER, R)")
-    src.line("# The pivot: the channel's first value (0 if that is not finite).")
-    src.line("pivot = tl.load(x_ptr + x_col, mask=c_ok, other=0.0).to(tl.float32)")
+    first = "the first partial's mean" if from_partials else "the channel's first value"
+    src.line(f"# The pivot: {first} (0 if that is not finite).")
+    src.line("pivot = tl.load(" + ("part_ptr + c" if from_partials else "x_ptr + x_col")
+             + ", mask=c_ok, other=0.0).to(tl.float32)")
     src.line("pivot = tl.where(pivot - pivot == 0.0, pivot, 0.0)")
 
 
@@ -277,16 +386,19 @@ def _rows(src: Source, dims: tuple[str, ...], name: str, strides: str) -> None:
     src.line(f"{name}_row = {offset}")
 
 
-def _partials(src: Source) -> None:
-    """A block of chunks q: their row counts and their means for these channels."""
+def _partials(src: Source, count: str, rows: str, pivoted: bool) -> None:
+    """A block of partials q: their row counts and their means (less the pivot) for these
+    channels."""
     src.line("q = q0 + tl.arange(0, BLOCK_P)")
     with src.indent("if INDEX_64:"):
         src.line("q = q.to(tl.int64)")
-    src.line("q_ok = q < P")
+    src.line(f"q_ok = q < {count}")
     src.line("q_mask = q_ok[:, None] & c_ok[None, :]")
-    src.line("n_q = tl.where(q_ok, tl.minimum(ROWS_PER, R - q * ROWS_PER), 0).to(tl.float32)")
+    src.line(f"n_q = tl.where(q_ok, tl.minimum({rows}, R - q * {rows}), 0).to(tl.float32)")
     src.line("chunk_mean = tl.load(part_ptr + q[:, None] * C + c[None, :], mask=q_mask, "
              "other=0.0)")
+    if pivoted:
+        src.line("chunk_mean = tl.where(q_mask, chunk_mean - pivot[None, :], 0.0)")
 
 
 def _chunk_statistics(src: Source, dims: tuple[str, ...]) -> None:

@@ -116,6 +116,11 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         b.group("split-K: partial sums and tile counters (fresh at each launch)",
                 ["ws_ptr", "count_ptr"], ["*split_buffers(SPLIT)"], per_call=True)
     b.group("epilogue operands", epi.params(), operand_call)
+    bn_stats = kernel.bn_stats is not None
+    if bn_stats:
+        b.group("the batch norm's partial statistics [2, row tiles, C_out] (fresh at each "
+                "launch), row tiles", ["bn_part_ptr"], ["bn_part"], per_call=True)
+        b.group("row tiles of BLOCK_M rows", ["TILES_M"], ["(M + BLOCK_M - 1) // BLOCK_M"])
     b.group("batch size", ["N"])
     b.constants("channels per group, sizes, kernel, stride, padding, dilation"
                 + (", pool" if pool else "") + ", taps", consts)
@@ -146,6 +151,14 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         b.kept["SPLIT"] = f"split_plan(SPLIT_K, M, {c_out}, TILES_MN, out)"
         slices = f"{groups} * SPLIT_K"
     b.grid_dims(("M", rows_per_program), (str(columns), "BLOCK_N"), (slices, None))
+    if bn_stats:
+        # the batch norm merges these partials (templates/batch_norm_train.py): it needs
+        # their number and their rows, BLOCK_M each (the last tile's, the rest)
+        b.kept["BN_PARTS"] = f"(2, (M + BLOCK_M - 1) // BLOCK_M, {c_out})"
+        b.kept["BN_ROWS"] = "BLOCK_M"
+        b.before.append("bn_part = torch.empty(BN_PARTS, device=out.device, "
+                        "dtype=torch.float32)")
+        b.after.append("return bn_part, BN_ROWS  # for the batch norm that reads `out`")
 
     src = b.body
     src.line("pid_m = tl.program_id(0)")
@@ -253,15 +266,17 @@ def emit(ctx: EmitContext) -> EmittedKernel:
 
     body = {"channels": channel_blocks, "taps": tap_blocks, "depthwise": depthwise}[loop]
 
+    # C_out by name, not number: kernels of layers that differ only in their channel
+    # counts keep one body
+    c_total = ("C_OUT" if "C_OUT" in consts else
+               "C_OUT_G" if a.groups == 1 else f"(C_OUT_G * {a.groups})")
+
     def conv_tile(positions: list[str], valid: str) -> None:
         window_start(positions)
         src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
         body(positions, valid)
         if splits:
-            # C_out by name, not number: kernels of layers that differ only in their
-            # channel counts keep one body
-            _combine_split(src, "C_OUT" if "C_OUT" in consts else
-                           "C_OUT_G" if a.groups == 1 else f"(C_OUT_G * {a.groups})")
+            _combine_split(src, c_total)
         if has_bias:
             src.line("acc += bias[None, :]")
 
@@ -298,12 +313,14 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             result = "acc"
         else:
             result = _pool_lines(src, pool, dims, conv_tile, epi, index_for, tile_mask, rank)
+        store_mask = "keep" if splits else tile_mask  # split-K: the last program's tile
         src.line("# Store through the output's strides (it may be a slice of a concat).")
         row = "n * OS0" + "".join(f" + {var} * OS{2 + i}" for i, var in enumerate(rows))
         src.line(f"o_row = {row}")
-        store_mask = "keep" if splits else tile_mask  # split-K: the last program's tile
         src.line(f"tl.store(out_ptr + o_row[:, None] + co[None, :] * OS1, "
                  f"{result}.to(out_ptr.dtype.element_ty), mask={store_mask})")
+        if bn_stats:
+            _partial_statistics(src, store_mask, first, c_total)
 
     if row_tiles:
         src.line("# The reduction is one step: nothing for a K loop to overlap. A loop over")
@@ -334,6 +351,29 @@ def _combine_split(src, c_out: str) -> None:
         src.line('acc = tl.load(ws, mask=keep, other=0.0, cache_modifier=".cg")')
     with src.indent("else:"):
         src.line("keep = m_mask[:, None] & n_mask[None, :]")
+
+
+def _partial_statistics(src, mask: str, tile: str, c_out: str) -> None:
+    """The batch norm's partial statistics of this tile (Kernel.bn_stats): per output
+    channel, the mean and M2 of the values just stored (rounded to the output's dtype, as
+    the batch norm reads them), a two-pass over the registers. The tile is read back (from
+    L2) rather than reduced from `acc`: reductions of the dot's accumulator layout took
+    ResNet's sm_90 convs from ~108 registers to 130-238 (one program per SM instead of
+    two); read back, 124. Programs of a split-K tile that do not apply the epilogue have
+    no valid rows and store nothing."""
+    src.line("# The batch norm's partial statistics of this tile: mean and M2 per channel,")
+    src.line("# of the values this program just stored (a barrier makes them visible to all")
+    src.line("# of its threads).")
+    src.line("tl.debug_barrier()")
+    src.line(f"bn_v = tl.load(out_ptr + o_row[:, None] + co[None, :] * OS1, mask={mask}, "
+             "other=0.0).to(tl.float32)")
+    src.line(f"bn_rows = tl.sum(({mask}).to(tl.float32), axis=0)")
+    src.line("bn_mean = tl.sum(bn_v, axis=0) / tl.maximum(bn_rows, 1.0)")
+    src.line(f"bn_dev = tl.where({mask}, bn_v - bn_mean[None, :], 0.0)")
+    src.line(f"bn_part = bn_part_ptr + {tile} * {c_out} + co")
+    src.line("tl.store(bn_part, bn_mean, mask=bn_rows > 0.0)")
+    src.line(f"tl.store(bn_part + TILES_M * {c_out}, tl.sum(bn_dev * bn_dev, axis=0), "
+             "mask=bn_rows > 0.0)")
 
 
 def _padding_lines(mode: str, var: str, size: str) -> list[str]:
