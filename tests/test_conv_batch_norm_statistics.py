@@ -60,8 +60,9 @@ def _steps(net, ref, shape, channels_last, backward, scale=1.0, shift=0.0, steps
     g = torch.Generator().manual_seed(3)
     for step in range(steps):
         x = torch.randn(shape, generator=g) * scale + shift
-        if channels_last:
-            x = x.to(memory_format=torch.channels_last)
+        if channels_last and x.dim() in (4, 5):
+            x = x.to(memory_format=torch.channels_last if x.dim() == 4 else
+                     torch.channels_last_3d)
         if backward:
             xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
             ya, yb = net(xa), ref(xb)
@@ -105,6 +106,33 @@ def test_a_conv_read_by_another_op_keeps_its_own_statistics():
 def test_conv_batch_norm_relu_trains_as_torch(channels_last, backward):
     net, ref = _pair(_source())
     _steps(net, ref, (3, 3, 7, 6), channels_last, backward)
+
+
+SHAPES = {  # every loop of the conv template, 1-d and 3-d: (layers, input shape)
+    "depthwise": ("conv2d(6, 3, padding=1, groups=6)", (2, 6, 7, 6)),
+    "grouped": ("conv2d(8, 3, padding=1, groups=2, bias=false)", (2, 4, 7, 6)),
+    "taps": ("conv2d(5, 3, stride=2)", (3, 3, 7, 6)),
+    "one_step": ("conv2d(8, 1)", (2, 16, 7, 6)),  # a 1x1 over 16 channels: row tiles
+    "conv1d": ("conv1d(6, 3, padding=1)", (3, 12, 9)),
+    "conv3d": ("conv3d(4, 2)", (2, 3, 3, 4, 5)),
+}
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_every_conv_loop_gives_the_statistics(monkeypatch, name):
+    """In the GPU's launch shape (several tiles of rows, row tiles of 4 where the reduction
+    is one step) too."""
+    layer, shape = SHAPES[name]
+    dims = ", ".join(["N", *map(str, shape[1:])])
+    source = f"network T {{ input x: [{dims}] y = x -> {layer} -> batch_norm -> relu output y }}"
+    net, ref = _pair(source, config="conv:BLOCK_M=16")
+    assert [row["ops"] for row in net.plan] == [[layer.split("(")[0]], ["batch_norm", "relu"]]
+    _steps(net, ref, shape, False, False, steps=1)
+    module = sys.modules[type(net).__module__]
+    monkeypatch.setattr(module, "INTERPRET", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the interpreter's dot
+    monkeypatch.setattr(module, "PLANS", {})
+    _steps(net, ref, shape, True, False, steps=1)
 
 
 @pytest.mark.parametrize("backward", [False, True])
@@ -195,3 +223,19 @@ def test_the_gpu_launch_shape_reads_the_conv_output_once(monkeypatch, backward, 
         assert launches[1][1] == (1, 3)  # 8 channels in one block, 3 groups
     bn_grid = launches[2 if many else 1][1]
     assert bn_grid[1] > 1, launches  # several chunks of rows, each reading its rows once
+
+
+def test_sm90_kernels_compile_without_spills_and_merge_many_partials():
+    """A ResNet stage in training mode, bf16, batch 64, for sm_90: no kernel spills; the
+    conv's output (3136 tiles of rows) is read by no statistics kernel, its partials are
+    merged in groups first."""
+    from cnnc.report.inspect import inspect_network
+
+    graph = cnnc.load(source="""network T { input x: [N, 64, 56, 56]
+        y = x -> conv2d(64, 3, padding=1, bias=false) -> batch_norm -> relu
+              -> conv2d(64, 3, padding=1, bias=false) -> batch_norm -> relu output y }""")
+    report = inspect_network(graph, "sm_90", torch.bfloat16, batch=64, training=True)
+    assert report.failures == [] and report.spilling == []
+    functions = [row.launch.function for row in report.rows]
+    assert not [f for f in functions if f.endswith("_stats")], functions
+    assert len([f for f in functions if f.endswith("_merge")]) == 2, functions

@@ -99,10 +99,10 @@ def index_64(*tensors):
                for t in tensors if isinstance(t, torch.Tensor))
 
 
+INDEX_SLACK = 2**20  # a last tile reaches past the end by up to a tile's elements
 # A training batch norm fed by a conv merges up to this many of the conv's partial statistics
 # in each of its programs; more are first merged in groups (templates/batch_norm_train.py).
 CONV_PARTIALS = 256
-INDEX_SLACK = 2**20  # a last tile reaches past the end by up to a tile's elements
 
 
 def remember(table, key, value):
