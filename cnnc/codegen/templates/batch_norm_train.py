@@ -24,9 +24,13 @@ From a conv (Kernel.stats_from, passes/fuse.py): where the input is a conv's out
 only the batch norm reads, the conv's epilogue stored partial statistics (mean, M2) per
 tile of BLOCK_M rows of its [N * spatial, C] output and channel, the rows in the batch
 norm's [rows, C] order; its launcher returned (partials, BLOCK_M), which this launcher
-takes as `partials`. There is no kernel 1: the apply kernel merges the conv's partials,
-relative to a pivot (the first tile's mean), counts the batch, and normalises. The input
-is read once.
+takes as `partials`. No kernel reads the input for statistics: the apply kernel merges
+the conv's partials, relative to a pivot (the first tile's mean), counts the batch, and
+normalises, so the input is read once. Where there are more than CONV_PARTIALS partials
+(the generated runtime's; 6272 for ResNet's stem at batch 64), every apply program would
+re-read them all from L2 (a few hundred programs times megabytes): kernel 1 is then
+`..._merge`, which merges groups of consecutive partials into at most CONV_PARTIALS of the
+same format, reading only the partials (8 bytes per tile and channel).
 
 Running statistics: running = (1 - f) * running + f * batch, with the unbiased variance
 (n / (n - 1)), f the momentum or, with momentum none, 1 / num_batches_tracked after this
