@@ -93,12 +93,17 @@ def test_the_pair_is_marked_in_training_plans_only():
         assert all(k.bn_stats is None and k.stats_from is None for k in kernels)
 
 
-def test_a_conv_read_by_another_op_keeps_its_own_statistics():
-    source = """network T { input x: [N, 3, 5, 5]
+@pytest.mark.parametrize("source", [
+    """network T { input x: [N, 3, 5, 5]
         c = x -> conv2d(4, 3)
-        y = c -> batch_norm -> add(c) output y }"""
-    steps = plan(cnnc.load(source=source), training=True).kernels
-    assert all(k.bn_stats is None and k.stats_from is None for k in steps)
+        y = c -> batch_norm -> add(c) output y }""",
+    "network T { input x: [N, 3, 5, 5] y = x -> conv2d(4, 3) -> relu -> batch_norm output y }",
+])
+def test_a_conv_read_by_another_op_or_with_an_epilogue_is_not_paired(source):
+    result = plan(cnnc.load(source=source), training=True)
+    assert all(k.bn_stats is None and k.stats_from is None for k in result.kernels)
+    assert any(r.reason.startswith("statistics not from the conv's epilogue")
+               for r in result.refusals)
 
 
 @pytest.mark.parametrize("backward", [False, True])

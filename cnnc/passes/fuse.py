@@ -193,7 +193,7 @@ class _Fuser:
         if not self.training or not isinstance(step, Kernel) or step.kind != "conv":
             return  # nothing to pair with: not a refusal worth reporting
         reason = self.sole_consumer(value, bn)
-        if reason is None and (step.output != value or step.pool is not None
+        if reason is None and (step.epilogue or step.pool is not None
                                or step.folded_bn is not None):
             reason = "the conv's kernel has an epilogue or a pool"
         if reason is not None:
