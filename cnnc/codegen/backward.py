@@ -47,6 +47,8 @@ class Group:
     unsupported: str | None = None  # why it cannot be differentiated (raised at backward)
     rule: GradRule | None = None  # the anchor's backward (None for a pointwise group)
     window: tuple[float, float] | None = None  # the activation the anchor's launcher folds in
+    conv: Group | None = None  # a batch norm's: the conv joined to its unit (backward_pair)
+    joined: bool = False  # a conv's: joined to its batch norm's unit, emits nothing itself
 
     @property
     def name(self) -> str:
@@ -78,6 +80,8 @@ def plan_groups(plan: Plan, emitted: list[EmittedKernel], mode: str) -> list[Gro
         needs_y = (chain is not None and "y" in chain.reads) or window is not None or (
             rule is not None and "y" in rule.reads)
         groups.append(Group(kernel, code, chain, refs, needs_y, unsupported, rule, window))
+    from .backward_pair import pair_groups  # (it builds on this module's helpers)
+    pair_groups(graph, groups)
     return groups
 
 
@@ -118,12 +122,24 @@ def _needs_chain_kernel(graph: Graph, kernel: Kernel) -> bool:
 
 def emit_group_functions(src: Source, graph: Graph, plan: Plan, groups: list[Group],
                          layout_of) -> None:
-    """_fw_<kernel>(spec, *tensors) and _bw_<kernel>(state, g, needs, *saved) per group."""
+    """_fw_<kernel>(spec, *tensors) and _bw_<kernel>(state, g, needs, *saved) per group
+    (a conv joined to its batch norm's unit: none; that unit: backward_pair's)."""
+    from . import backward_pair
+
     for group in groups:
-        _emit_forward_function(src, plan.graph, group, layout_of(group.kernel.output))
+        if group.joined:
+            continue
+        layout = layout_of(group.kernel.output)
+        if group.conv is not None:
+            backward_pair.emit_forward(src, plan.graph, group, layout)
+        else:
+            _emit_forward_function(src, plan.graph, group, layout)
         src.line("")
         src.line("")
-        _emit_backward_function(src, plan.graph, group, layout_of(group.kernel.output))
+        if group.conv is not None:
+            backward_pair.emit_backward(src, plan.graph, group)
+        else:
+            _emit_backward_function(src, plan.graph, group, layout)
         src.line("")
         src.line("")
 
@@ -395,6 +411,8 @@ def emit_grad_method(src: Source, mode: str, plan: Plan, groups: list[Group], va
                 values.names[node.id] = name
                 continue
             group = by_kernel[id(step)]
+            if group.joined:  # launched by its batch norm's unit
+                continue
             tensors = []
             for kind, ref in group.refs:
                 tensors.append(values.names[ref] if kind == "value" else
@@ -404,7 +422,8 @@ def emit_grad_method(src: Source, mode: str, plan: Plan, groups: list[Group], va
             if step.bn_stats is not None:  # the conv's unit also gives its partials
                 part = partials_variable(step.anchor)
                 name = f"{name}, {part}, {part}_rows"
-            spec = f"({values.shape(step.output)}, device, dtype)"
+            z_shape = f", {values.shape(group.conv.kernel.output)}" if group.conv else ""
+            spec = f"({values.shape(step.output)}, device, dtype{z_shape})"
             src.line(f"{name} = CnncGroup.apply((_fw_{group.name}, _bw_{group.name}, {spec}), "
                      f"{', '.join(tensors)})")
             name = f"v{step.output}"
@@ -445,10 +464,15 @@ def backward_table(plan: Plan, groups: list[Group]) -> list[dict]:
     graph = plan.graph
     rows = []
     for group in reversed(groups):
-        kernels = []
+        kernels, nodes = [], group.kernel.nodes
+        if group.joined:
+            continue
+        if group.conv is not None:  # the coefficients, then the conv reading through them
+            kernels = ["grad_batch_norm_coefficients", group.conv.rule.function]
+            nodes = [*group.conv.kernel.nodes, *nodes]
         if group.chain is not None:
             kernels.append(group.chain.kernel.name)
-        if group.rule is not None:
+        if group.rule is not None and group.conv is None:
             kernels.append(group.rule.function)
-        rows.append({"group": group.name, **_row(graph, kernels, group.kernel.nodes)})
+        rows.append({"group": group.name, **_row(graph, kernels, nodes)})
     return rows

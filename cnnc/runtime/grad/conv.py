@@ -2,7 +2,8 @@
 the launchers, and the one kernel (`_conv_grad_kernel`) whose first programs compute
 data-gradient tiles and the rest weight(+bias)-gradient tiles (horizontal fusion; the
 tiles and their math are in conv_tile.py). A conv's backward is one launch, dy optionally
-masked by a relu / relu6 derivative (`mask`) as it loads, plus a cast where an fp32
+masked by a relu / relu6 derivative (`mask`) and taken through a training batch norm's
+backward (`affine`) as it loads, plus a cast where an fp32
 atomic buffer serves a bf16/fp16 gradient; conv_transpose's bias gradient is a second.
 Gradients come back in the dtype and memory format of their tensor.
 """
@@ -25,8 +26,9 @@ _CONV_FORCE_SPLITS = None  # tests set a split count to check the atomic path
 
 @triton.jit
 def _conv_grad_kernel(
-        # the activation's output whose derivative masks dy (DX_MASKED / DW_MASKED)
-        y_ptr, mask_lo, mask_hi, sy_n, sy_c, sy0, sy1, sy2,
+        # the activation's output whose derivative masks dy (DX_MASKED / DW_MASKED); with
+        # AFFINE a batch norm's input z (y's strides) and coefficients (conv_tile's _dy)
+        y_ptr, mask_lo, mask_hi, sy_n, sy_c, sy0, sy1, sy2, z_ptr, coef_ptr, coef_c,
         # data gradient: programs [0, dx_programs), tiles_m x tiles_n x (groups * phases)
         dx_programs, dx_tiles_m, dx_tiles_n, dx_a_ptr, dx_w_ptr, dx_out_ptr, dx_N,
         dx_A0, dx_A1, dx_A2, dx_T0, dx_T1, dx_T2, dx_Q0, dx_Q1, dx_Q2,
@@ -53,7 +55,8 @@ def _conv_grad_kernel(
         DW_COMPUTE_W: tl.constexpr, DW_FUSE_BIAS: tl.constexpr, DW_ATOMIC: tl.constexpr,
         DW_DEPTHWISE: tl.constexpr, DW_M_PER_X: tl.constexpr, DW_MASKED: tl.constexpr,
         DW_BLOCK_M: tl.constexpr, DW_BLOCK_N: tl.constexpr, DW_BLOCK_K: tl.constexpr,
-        ALIGN: tl.constexpr, DW_X_ALIGN: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        AFFINE: tl.constexpr, ALIGN: tl.constexpr, DW_X_ALIGN: tl.constexpr,
+        DOT_PRECISION: tl.constexpr,
         UPCAST: tl.constexpr, WIDE: tl.constexpr, ACC: tl.constexpr):
     """A conv's backward in one launch (horizontal fusion): the first dx_programs programs
     compute data-gradient tiles, the rest weight(+bias)-gradient tiles. A part without
@@ -96,28 +99,30 @@ def _conv_grad_kernel(
             _conv_tile_dx(
                 pid % dx_tiles_m, (pid // dx_tiles_m) % dx_tiles_n,
                 pid // (dx_tiles_m * dx_tiles_n), dx_a_ptr, dx_w_ptr, dx_out_ptr, y_ptr,
-                mask_lo, mask_hi, dx_N, dx_A0, dx_A1, dx_A2, dx_T0, dx_T1, dx_T2,
+                z_ptr, coef_ptr, coef_c, mask_lo, mask_hi, dx_N, dx_A0, dx_A1, dx_A2,
+                dx_T0, dx_T1, dx_T2,
                 dx_Q0, dx_Q1, dx_Q2, dx_LO0, dx_LO1, dx_LO2, dx_HI0, dx_HI1, dx_HI2,
                 dx_sa_n, dx_sa_c, dx_sa0, dx_sa1, dx_sa2, sy_n, sy_c, sy0, sy1, sy2,
                 dx_sw_g, dx_sw_r, dx_sw_c, dx_sw0, dx_sw1, dx_sw2,
                 dx_so_n, dx_so_c, dx_so0, dx_so1, dx_so2, DX_C_G, DX_R_G,
                 K0, K1, K2, S0, S1, S2, D0, D1, D2, P0, P1, P2,
-                DX_TRANSPOSED, MODE, DX_ATOMIC, DX_DEPTHWISE, DX_MASKED,
+                DX_TRANSPOSED, MODE, DX_ATOMIC, DX_DEPTHWISE, DX_MASKED, AFFINE,
                 DX_BLOCK_M, DX_BLOCK_N, DX_BLOCK_K, DOT_PRECISION, UPCAST, WIDE, ACC)
     else:
         if HAS_DW:
             q = pid - dx_programs
             _conv_tile_dw(
                 q % dw_tiles, (q // dw_tiles) % dw_groups, q // (dw_tiles * dw_groups),
-                dw_g_ptr, dw_x_ptr, dw_w_ptr, dw_b_ptr, y_ptr, mask_lo, mask_hi,
+                dw_g_ptr, dw_x_ptr, dw_w_ptr, dw_b_ptr, y_ptr, z_ptr, coef_ptr, coef_c,
+                mask_lo, mask_hi,
                 dw_N, dw_CHUNK, dw_G0, dw_G1, dw_G2, dw_X0, dw_X1, dw_X2,
                 dw_sg_n, dw_sg_c, dw_sg0, dw_sg1, dw_sg2,
                 dw_sx_n, dw_sx_c, dw_sx0, dw_sx1, dw_sx2, sy_n, sy_c, sy0, sy1, sy2,
                 dw_sw_m, dw_sw_c, dw_sw0, dw_sw1, dw_sw2, dw_s_b, DW_M_G, DW_C_G,
                 K0, K1, K2, S0, S1, S2, D0, D1, D2, P0, P1, P2,
                 MODE, DW_COMPUTE_W, DW_FUSE_BIAS, DW_ATOMIC, DW_DEPTHWISE, DW_M_PER_X,
-                DW_MASKED, DW_BLOCK_M, DW_BLOCK_N, DW_BLOCK_K, DOT_PRECISION, UPCAST, WIDE,
-                ACC)
+                DW_MASKED, AFFINE, DW_BLOCK_M, DW_BLOCK_N, DW_BLOCK_K, DOT_PRECISION, UPCAST,
+                WIDE, ACC)
 
 
 @triton.jit
@@ -312,18 +317,26 @@ def _conv_weight(g, x, w, *, groups, m_g, c_g, kernel, compute_w, bias_like, mas
 
 
 def _conv_launch(data, weight, *, kernel, stride, dilation, pads, mode, mask, dtype_of,
-                 tensors):
+                 tensors, affine=None):
     """One launch of _conv_grad_kernel for the parts' (programs, arguments): the data
     gradient's programs first. An absent part gets placeholders for its arguments (its
-    branch is not compiled); y's strides are dy's shape's (a placeholder without mask)."""
+    branch is not compiled); y's strides are dy's shape's (a placeholder without mask).
+    affine: None or (z, coef) (grad_conv's), z read at y's offsets."""
     (dx_programs, dx_args), (dw_programs, dw_args) = data, weight
     if dx_programs + dw_programs == 0:
         return
     K, S, D, P = _conv_dims(kernel, stride, dilation, pads)
     y, lo, hi = mask if mask is not None else (dtype_of, 0.0, 0.0)
+    z, coef = affine if affine is not None else (y, y)
+    if affine is not None and mask is None:
+        y = z
+    elif z.stride() != y.stride():  # z is read at y's offsets: in y's layout
+        z = torch.empty_like(y, dtype=z.dtype).copy_(z)
     _, y_strides = _conv_spatial(y)
     args = dict(y_ptr=y, mask_lo=float(lo), mask_hi=float(hi), sy_n=y.stride(0),
-                sy_c=y.stride(1), **_conv_xyz("sy", y_strides), dx_programs=dx_programs,
+                sy_c=y.stride(1), **_conv_xyz("sy", y_strides), z_ptr=z, coef_ptr=coef,
+                coef_c=coef.shape[-1] if affine is not None else 0, AFFINE=affine is not None,
+                dx_programs=dx_programs,
                 **_conv_xyz("K", K), **_conv_xyz("S", S), **_conv_xyz("D", D),
                 **_conv_xyz("P", P), MODE=_CONV_MODES[mode], HAS_DX=dx_programs > 0,
                 HAS_DW=dw_programs > 0, **dx_args, **dw_args)
@@ -343,14 +356,21 @@ def _conv_launch(data, weight, *, kernel, stride, dilation, pads, mode, mask, dt
         **_conv_meta(dtype_of, y, *(t for t in tensors if t is not None)))
 
 
-def _conv_check_mask(mask, dy):
-    """mask: None or (y, lo, hi), y of dy's shape (any strides)."""
+def _conv_check_mask(mask, dy, affine=None):
+    """mask: None or (y, lo, hi), y of dy's shape (any strides); affine: None or (z, coef),
+    z of dy's shape, coef [4, C_out] contiguous."""
     if mask is not None and tuple(mask[0].shape) != tuple(dy.shape):
         raise ValueError(f"mask's y has shape {tuple(mask[0].shape)}, dy {tuple(dy.shape)}")
+    if affine is not None:
+        z, coef = affine
+        if tuple(z.shape) != tuple(dy.shape) or tuple(coef.shape) != (4, dy.shape[1]) \
+                or not coef.is_contiguous():
+            raise ValueError(f"affine's z {tuple(z.shape)} and coef {tuple(coef.shape)} "
+                             f"must be dy's shape {tuple(dy.shape)} and [4, C]")
 
 
 def grad_conv(dy, x, w, *, stride, pads, dilation, groups, padding_mode,
-              needs=(True, True, True), has_bias=True, mask=None):
+              needs=(True, True, True), has_bias=True, mask=None, affine=None):
     """Gradients of y = conv{1,2,3}d(pad(x, pads, padding_mode), w, bias, stride, dilation,
     groups). dims = w.dim() - 2. stride, dilation: tuples of `dims` ints. pads: `dims`
     (left, right) pairs (cnnc.ops.conv.conv_pads; "same" may be asymmetric). padding_mode:
@@ -360,8 +380,11 @@ def grad_conv(dy, x, w, *, stride, pads, dilation, groups, padding_mode,
     loads. -> (dx, dw, db), None where not needed (db None also when has_bias is False).
     One launch (data, weight and bias), plus a cast where an fp32 atomic buffer serves a
     bf16/fp16 gradient. Reflect, replicate and circular padding add the border's
-    gradient with fp32 atomic adds (summation order may vary)."""
-    _conv_check_mask(mask, dy)
+    gradient with fp32 atomic adds (summation order may vary). affine: None, or (z, coef)
+    where y (the conv's output) is z and a training batch norm read it: dy is then the
+    batch norm's output gradient (masked first), and each tile of it loads as z's gradient
+    A*dy + B*(z - mean) + K per channel (coef from grad_batch_norm_coefficients)."""
+    _conv_check_mask(mask, dy, affine)
     need_x, need_w, need_b = needs
     need_b = need_b and has_bias
     c_out, c_in_g = w.shape[0], w.shape[1]
@@ -381,7 +404,7 @@ def grad_conv(dy, x, w, *, stride, pads, dilation, groups, padding_mode,
         dw, db, *weight = _conv_weight(dy, x, w, groups=groups, m_g=c_out // groups,
                                        c_g=c_in_g, kernel=K, compute_w=need_w,
                                        bias_like=bias_like, masked=int(mask is not None))
-    _conv_launch(data, weight, mode=padding_mode, mask=mask, dtype_of=dy,
+    _conv_launch(data, weight, mode=padding_mode, mask=mask, dtype_of=dy, affine=affine,
                  tensors=(dy, x, w, dx_buffer, dw, db), **geometry)
     dx = _conv_finish(dx_buffer, x) if need_x else None
     dw = _conv_finish(dw, w) if dw is not None else None

@@ -2,8 +2,10 @@
 helpers that cnnc/runtime/grad/conv.py's one kernel (`_conv_grad_kernel`) calls: its
 first programs run `_conv_tile_dx`, the rest `_conv_tile_dw` (horizontal fusion, each
 with its own tiles). Every tile is written once for 3 spatial dims; lower ranks pad the
-front dims with size 1 (stride 0). Both read dy through `_conv_tile_live`, which applies
-a relu / relu6 derivative from the activation's output y as tiles load (MASKED).
+front dims with size 1 (stride 0). Both read dy through `_conv_tile_dy`: `_conv_tile_live`
+applies a relu / relu6 derivative from the activation's output y as tiles load (MASKED),
+then (AFFINE) a training batch norm's input gradient A*dy + B*(z - mean) + K per channel
+turns the batch norm's output gradient into the conv's (z: the conv's output).
 
 Conv data gradient (`_conv_tile_dx`, TRANSPOSED): an implicit GEMM over dy. Rows are
 positions p of the *padded* input, columns a group's input channels, the reduction runs
@@ -83,6 +85,37 @@ def _conv_tile_live(v, y_ptr, y_offs, mask, lo, hi, MASKED: tl.constexpr):
 
 
 @triton.jit
+def _conv_tile_coef(coef_ptr, ch, coef_c, AFFINE: tl.constexpr):
+    """(A, B, K, mean) of channels ch (a row or column of them, broadcasting as dy's tile)
+    from coef_ptr's rows of coef_c channels (norm.py's grad_batch_norm_coefficients)."""
+    if AFFINE:
+        live = ch < coef_c
+        a = tl.load(coef_ptr + ch, mask=live, other=0.0)
+        b = tl.load(coef_ptr + coef_c + ch, mask=live, other=0.0)
+        k = tl.load(coef_ptr + 2 * coef_c + ch, mask=live, other=0.0)
+        mean = tl.load(coef_ptr + 3 * coef_c + ch, mask=live, other=0.0)
+    else:
+        a = 0.0
+        b = 0.0
+        k = 0.0
+        mean = 0.0
+    return a, b, k, mean
+
+
+@triton.jit
+def _conv_tile_dy(v, y_ptr, z_ptr, y_offs, mask, lo, hi, a, b, k, mean,
+                  MASKED: tl.constexpr, AFFINE: tl.constexpr):
+    """A dy tile as the gradient uses it: _conv_tile_live's v, then with AFFINE the input
+    gradient of a training batch norm that read the conv's output z (z at y's offsets):
+    A*v + B*(z - mean) + K per channel (_conv_tile_coef's), 0 outside the tile's mask."""
+    v = _conv_tile_live(v, y_ptr, y_offs, mask, lo, hi, MASKED)
+    if AFFINE:
+        z = tl.load(z_ptr + y_offs, mask=mask, other=0.0).to(a.dtype)
+        v = tl.where(mask, a * v.to(a.dtype) + b * (z - mean) + k, 0.0).to(v.dtype)
+    return v
+
+
+@triton.jit
 def _conv_tile_store(ptrs, acc, mask, ATOMIC: tl.constexpr):
     """acc into ptrs: an fp32 atomic add (a split reduction's partial sum, or several
     padded rows landing on one position), or a store in ptrs' dtype."""
@@ -94,7 +127,8 @@ def _conv_tile_store(ptrs, acc, mask, ATOMIC: tl.constexpr):
 
 @triton.jit
 def _conv_tile_dx(
-        pid_m, pid_n, pid_g, a_ptr, w_ptr, out_ptr, y_ptr, lo, hi, N,
+        pid_m, pid_n, pid_g, a_ptr, w_ptr, out_ptr, y_ptr, z_ptr, coef_ptr, coef_c, lo, hi,
+        N,
         A0, A1, A2, T0, T1, T2, Q0, Q1, Q2, LO0, LO1, LO2, HI0, HI1, HI2,
         sa_n, sa_c, sa0, sa1, sa2, sy_n, sy_c, sy0, sy1, sy2,
         sw_g, sw_r, sw_c, sw0, sw1, sw2, so_n, so_c, so0, so1, so2,
@@ -104,13 +138,13 @@ def _conv_tile_dx(
         D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
         P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr,
         TRANSPOSED: tl.constexpr, MODE: tl.constexpr, ATOMIC: tl.constexpr,
-        DEPTHWISE: tl.constexpr, MASKED: tl.constexpr,
+        DEPTHWISE: tl.constexpr, MASKED: tl.constexpr, AFFINE: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
         ACC: tl.constexpr):
     """out[n, g*C_G + c, pos] = sum over taps and r < R_G of a[n, g*R_G + r, .] * w[.]:
     a conv's data gradient (TRANSPOSED, one stride phase per program) or a plain conv; a
-    read through _conv_tile_live (y has a's shape). DEPTHWISE (one output channel per group):
+    read through _conv_tile_dy (y has a's shape). DEPTHWISE (one output channel per group):
     columns are the groups (C_G of them), each a multiply-accumulate over its R_G
     channels, not a dot padded to 16 columns."""
     if TRANSPOSED:
@@ -181,7 +215,10 @@ def _conv_tile_dx(
                     a = tl.load(a_ptr + a_tap[:, None] + ((cols * R_G + r) * sa_c)[None, :],
                                 mask=a_mask, other=0.0)
                     y_offs = y_tap[:, None] + ((cols * R_G + r) * sy_c)[None, :]
-                    a = _conv_tile_live(a, y_ptr, y_offs, a_mask, lo, hi, MASKED)
+                    ca, cb, ck, cm = _conv_tile_coef(coef_ptr, (cols * R_G + r)[None, :],
+                                                     coef_c, AFFINE)
+                    a = _conv_tile_dy(a, y_ptr, z_ptr, y_offs, a_mask, lo, hi, ca, cb, ck, cm,
+                                      MASKED, AFFINE)
                     wv = tl.load(w_ptr + cols * sw_g + r * sw_r + w_tap, mask=c_mask, other=0.0)
                     acc += a.to(ACC) * wv.to(ACC)[None, :]
             else:
@@ -194,7 +231,10 @@ def _conv_tile_dx(
                     a = tl.load(a_ptr + a_tap[:, None] + ((g * R_G + rr) * sa_c)[None, :],
                                 mask=a_mask, other=0.0)
                     y_offs = y_tap[:, None] + ((g * R_G + rr) * sy_c)[None, :]
-                    a = _conv_tile_live(a, y_ptr, y_offs, a_mask, lo, hi, MASKED)
+                    ca, cb, ck, cm = _conv_tile_coef(coef_ptr, (g * R_G + rr)[None, :],
+                                                     coef_c, AFFINE)
+                    a = _conv_tile_dy(a, y_ptr, z_ptr, y_offs, a_mask, lo, hi, ca, cb, ck, cm,
+                                      MASKED, AFFINE)
                     b = tl.load(w_ptr + (w_col + w_tap)[None, :] + (rr * sw_r)[:, None],
                                 mask=r_mask[:, None] & c_mask[None, :], other=0.0)
                     if UPCAST:  # the interpreter's bfloat16 dot is unreliable
@@ -216,7 +256,8 @@ def _conv_tile_dx(
 
 @triton.jit
 def _conv_tile_dw(
-        pid, grp, split, g_ptr, x_ptr, dw_ptr, db_ptr, y_ptr, lo, hi, N, CHUNK,
+        pid, grp, split, g_ptr, x_ptr, dw_ptr, db_ptr, y_ptr, z_ptr, coef_ptr, coef_c, lo, hi,
+        N, CHUNK,
         G0, G1, G2, X0, X1, X2,
         sg_n, sg_c, sg0, sg1, sg2, sx_n, sx_c, sx0, sx1, sx2, sy_n, sy_c, sy0, sy1, sy2,
         sw_m, sw_c, sw0, sw1, sw2, s_b,
@@ -227,13 +268,14 @@ def _conv_tile_dw(
         P0: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr,
         MODE: tl.constexpr, COMPUTE_W: tl.constexpr, FUSE_BIAS: tl.constexpr,
         ATOMIC: tl.constexpr, DEPTHWISE: tl.constexpr, M_PER_X: tl.constexpr,
-        MASKED: tl.constexpr,
+        MASKED: tl.constexpr, AFFINE: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, WIDE: tl.constexpr,
         ACC: tl.constexpr):
     """dw[g*M_G + m, c, k] = sum over (n, o) in this split's chunk of g[n, g*M_G + m, o] *
     x_pad[n, g*C_G + c, o * S + k * D - P]; db[g*M_G + m] = sum of g (column tile 0).
-    MASKED 1 reads g, 2 reads x through _conv_tile_live (y has that operand's shape).
+    MASKED 1 reads g, 2 reads x through _conv_tile_live (y has that operand's shape);
+    AFFINE: g through _conv_tile_dy's batch-norm gradient.
     DEPTHWISE (C_G == 1): rows are every output channel, m reading x channel m // M_PER_X,
     so a row's products are summed (a 3-d tile), not a dot of a 16-row tile of one row.
     Without COMPUTE_W, one column: a reduction for the bias alone."""
@@ -264,6 +306,8 @@ def _conv_tile_dw(
     end = tl.minimum(start + CHUNK, total)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     bacc = tl.zeros((BLOCK_M,), dtype=ACC)
+    # the batch norm's coefficients of this tile's rows (AFFINE): loaded once
+    ca, cb, ck, cm = _conv_tile_coef(coef_ptr, (grp * M_G + m)[:, None], coef_c, AFFINE)
     for r0 in range(start, end, BLOCK_K):
         r = r0 + tl.arange(0, BLOCK_K)
         if WIDE:
@@ -280,7 +324,8 @@ def _conv_tile_dw(
                     mask=a_mask, other=0.0)
         y_offs = (((grp * M_G + m) * sy_c)[:, None]
                   + (n * sy_n + o0 * sy0 + o1 * sy1 + o2 * sy2)[None, :])
-        a = _conv_tile_live(a, y_ptr, y_offs, a_mask, lo, hi, MASKED == 1)
+        a = _conv_tile_dy(a, y_ptr, z_ptr, y_offs, a_mask, lo, hi, ca, cb, ck, cm,
+                          MASKED == 1, AFFINE)
         if FUSE_BIAS:
             bacc += tl.sum(a.to(ACC), axis=1)
         if COMPUTE_W:

@@ -24,7 +24,11 @@ The interpreter runs one chunk; a GPU splits the rows so that even a few channel
 
 Kernels: `_norm_sum_kernel` (pass 1: sum x; pass 2: sum dz, sum dz*xc and maybe sum
 xc**2, and dz itself for `masked_out`), then `_norm_apply_kernel` (dx, and from its first
-chunk dweight and dbias).
+chunk dweight and dbias). Where a conv's output z is the input (one autograd unit with the
+conv, cnnc/codegen/backward_pair.py), pass 3 replaces both: pass 2's sums, then the last
+chunk of each channel block to finish (an atomic counter) adds the chunks' partials in
+chunk order (the same result on every run) and writes per-channel coefficients of dx,
+which grad_conv applies as it loads dy (`grad_batch_norm_coefficients`).
 """
 
 import os
@@ -108,19 +112,22 @@ def _norm_sum_kernel(
     x_ptr, dy_ptr, mean_ptr, p1_ptr, out_ptr, y_ptr, dz_ptr, R, C, S2, S3, S4, ROWS_PER,
     CHUNKS, lo, hi, sx0, sx1, sx2, sx3, sx4, sy0, sy1, sy2, sy3, sy4,
     sm0, sm1, sm2, sm3, sm4, sz0, sz1, sz2, sz3, sz4,
+    w_ptr, invstd_ptr, coef_ptr, dw_ptr, db_ptr, count_ptr,
     PASS: tl.constexpr, MEAN_GIVEN: tl.constexpr, VARIANCE: tl.constexpr,
-    READ_X: tl.constexpr, MASK: tl.constexpr, WRITE_DZ: tl.constexpr, ACC: tl.constexpr,
-    INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    READ_X: tl.constexpr, MASK: tl.constexpr, WRITE_DZ: tl.constexpr, AFFINE: tl.constexpr,
+    ACC: tl.constexpr, INDEX_64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Pass 1: out[chunk, c] = sum x. Pass 2: out[0|1|2, chunk, c] = sum dz, sum dz*xc,
-    sum xc**2 (the last only with VARIANCE; xc only with READ_X); dz stored with WRITE_DZ."""
+    sum xc**2 (the last only with VARIANCE; xc only with READ_X); dz stored with WRITE_DZ.
+    Pass 3: pass 2 (READ_X, MEAN_GIVEN), then the last chunk of a channel block to finish
+    writes its coefficients and dweight, dbias (_norm_coefficients)."""
     cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     chunk = tl.program_id(1)
     if INDEX_64:
         cs = cs.to(tl.int64)
         chunk = chunk.to(tl.int64)
     cmask = cs < C
-    if PASS == 2:
+    if PASS >= 2:
         if READ_X:
             mean = _norm_mean(mean_ptr, p1_ptr, cs, cmask, C, CHUNKS, R, MEAN_GIVEN, ACC)
     s_a = tl.zeros((BLOCK_C,), ACC)
@@ -155,6 +162,39 @@ def _norm_sum_kernel(
         tl.store(out_ptr + (CHUNKS + chunk) * C + cs, s_b, mask=cmask)
         if VARIANCE:
             tl.store(out_ptr + (2 * CHUNKS + chunk) * C + cs, s_c, mask=cmask)
+    if PASS == 3:
+        tl.store(out_ptr + (CHUNKS + chunk) * C + cs, s_b, mask=cmask)
+        # the others' partials are in L2; the counter's acquire orders the loads after it
+        arrived = tl.atomic_add(count_ptr + tl.program_id(0), 1)
+        last = cmask & ((tl.zeros((BLOCK_C,), tl.int32) + arrived) == CHUNKS - 1)
+        _norm_coefficients(out_ptr, w_ptr, invstd_ptr, mean, coef_ptr, dw_ptr, db_ptr, cs,
+                           last, C, CHUNKS, R, AFFINE, ACC)
+
+
+@triton.jit
+def _norm_coefficients(part_ptr, w_ptr, invstd_ptr, mean, coef_ptr, dw_ptr, db_ptr, cs, last,
+                       C, CHUNKS, M, AFFINE: tl.constexpr, ACC: tl.constexpr):
+    """From the chunks' [2, CHUNKS, C] partials (sum g, sum g*zc), added in chunk order:
+    coef[0..3, c] = (A, B, K, mean) with dz = A*g + B*(z - mean) + K, and dweight = sum
+    g*zhat, dbias = sum g (AFFINE; else gamma is 1). Stores only where `last`."""
+    sum_g = tl.zeros(cs.shape, ACC)
+    sum_gc = tl.zeros(cs.shape, ACC)
+    for k in range(0, CHUNKS):
+        sum_g += tl.load(part_ptr + k * C + cs, mask=last, other=0.0, cache_modifier=".cg")
+        sum_gc += tl.load(part_ptr + (CHUNKS + k) * C + cs, mask=last, other=0.0,
+                          cache_modifier=".cg")
+    invstd = tl.load(invstd_ptr + cs, mask=last, other=1.0).to(ACC)
+    a = invstd
+    if AFFINE:
+        a = a * tl.load(w_ptr + cs, mask=last, other=0.0).to(ACC)
+    sum_g_zhat = sum_gc * invstd
+    tl.store(coef_ptr + cs, a, mask=last)
+    tl.store(coef_ptr + C + cs, -a * invstd * sum_g_zhat / M, mask=last)
+    tl.store(coef_ptr + 2 * C + cs, -a * sum_g / M, mask=last)
+    tl.store(coef_ptr + 3 * C + cs, mean, mask=last)
+    if AFFINE:
+        tl.store(dw_ptr + cs, sum_g_zhat.to(dw_ptr.dtype.element_ty), mask=last)
+        tl.store(db_ptr + cs, sum_g.to(db_ptr.dtype.element_ty), mask=last)
 
 
 @triton.jit
@@ -240,6 +280,24 @@ def _norm_mask(mask, dy):
     return y, float(lo), float(hi) if upper else 0.0, 2 if upper else 1
 
 
+def _norm_tiles(dy, *tensors):
+    """(channel blocks, chunks, work tensors' dtype and device, the kernels' sizes, their
+    tile constants) for dy [N, C, ...]; tensors: the others read (for the accumulator)."""
+    C = dy.shape[1]
+    R = dy.numel() // C if C else 0
+    spatial = (1,) * (5 - dy.dim()) + tuple(dy.shape[2:])
+    block_c = min(triton.next_power_of_2(C), _NORM_CHANNELS)
+    block_r = max(16, _NORM_TILE // block_c)
+    c_blocks = ceil_div(C, block_c)
+    chunks = _norm_chunks(R, block_r, c_blocks)
+    rows_per = ceil_div(max(R, 1), chunks)
+    chunks = ceil_div(max(R, 1), rows_per)
+    acc = _tensor_acc(dy, *(t for t in tensors if t is not None))
+    work = dict(dtype=torch.float64 if acc == tl.float64 else torch.float32, device=dy.device)
+    tiles = dict(ACC=acc, INDEX_64=_tensor_index_64(dy), BLOCK_R=block_r, BLOCK_C=block_c)
+    return c_blocks, chunks, work, (R, C, *spatial, rows_per, chunks), tiles
+
+
 def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train, mask=None,
                  masked_out=None):
     if dy.dim() < 2 or dy.dim() > 5 or (x is not None and x.shape != dy.shape):
@@ -252,8 +310,6 @@ def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train, ma
     affine = weight is not None
     need_dw, need_db = need_dw and affine, need_db and affine
     C = dy.shape[1]
-    R = dy.numel() // C if C else 0
-    spatial = (1,) * (5 - dy.dim()) + tuple(dy.shape[2:])
     dx = torch.empty_like(dy if x is None else x) if need_dx else None
     dw = torch.empty_like(weight) if need_dw else None
     db = torch.empty_like(weight) if need_db else None
@@ -264,35 +320,26 @@ def _norm_launch(dy, x, weight, mean, invstd, invstd_from, eps, needs, train, ma
                 g.zero_()  # an empty batch: nothing to sum
         return dx, dw, db
     y, lo, hi, masking = _norm_mask(mask, dy)
-    block_c = min(triton.next_power_of_2(C), _NORM_CHANNELS)
-    block_r = max(16, _NORM_TILE // block_c)
-    c_blocks = ceil_div(C, block_c)
-    chunks = _norm_chunks(R, block_r, c_blocks)
-    rows_per = ceil_div(max(R, 1), chunks)
-    chunks = ceil_div(max(R, 1), rows_per)
-    acc = _tensor_acc(dy, *(t for t in (x, weight, mean, invstd) if t is not None))
-    wide = _tensor_index_64(dy)
-    work = dict(dtype=torch.float64 if acc == tl.float64 else torch.float32, device=dy.device)
+    c_blocks, chunks, work, common, tiles = _norm_tiles(dy, x, weight, mean, invstd)
     mean_given = mean is not None
     read_x = train or need_dw
     variance = invstd_from == 2
     xs, ms = _norm_strides(x), _norm_strides(y)
-    common = (R, C, *spatial, rows_per, chunks)
-    tiles = dict(ACC=acc, INDEX_64=wide, BLOCK_R=block_r, BLOCK_C=block_c)
     p1 = p2 = torch.empty(1, **work)
     if read_x and not mean_given:
         p1 = torch.empty((chunks, C), **work)
         _norm_sum_kernel[(c_blocks, chunks)](
             x, dy, p1, p1, p1, dy, dy, *common, 0.0, 0.0, *xs, *_norm_strides(dy), *ms,
-            *_norm_strides(None), PASS=1, MEAN_GIVEN=False, VARIANCE=False, READ_X=True,
-            MASK=0, WRITE_DZ=False, **tiles)
+            *_norm_strides(None), *(p1,) * 6, PASS=1, MEAN_GIVEN=False, VARIANCE=False,
+            READ_X=True, MASK=0, WRITE_DZ=False, AFFINE=False, **tiles)
     if train or need_dw or need_db or write_dz:
         p2 = torch.empty((3 if variance else 2, chunks, C), **work)
         _norm_sum_kernel[(c_blocks, chunks)](
             x if read_x else dy, dy, mean if mean_given else p1, p1, p2, y,
             masked_out if write_dz else dy, *common, lo, hi, *xs, *_norm_strides(dy), *ms,
-            *_norm_strides(masked_out), PASS=2, MEAN_GIVEN=mean_given, VARIANCE=variance,
-            READ_X=read_x, MASK=masking, WRITE_DZ=write_dz, **tiles)
+            *_norm_strides(masked_out), *(p2,) * 6, PASS=2, MEAN_GIVEN=mean_given,
+            VARIANCE=variance, READ_X=read_x, MASK=masking, WRITE_DZ=write_dz, AFFINE=False,
+            **tiles)
     if not (need_dx or need_dw or need_db):
         return dx, dw, db
     if write_dz:  # dz is written: the apply pass reads it instead of dy and y
@@ -330,3 +377,41 @@ def grad_batch_norm_eval(dy, x, weight, running_mean, running_var, *, eps,
         raise ValueError("eval batch norm's weight gradient needs x and running_mean")
     return _norm_launch(dy, x, weight, running_mean if need_dw else None, running_var, 1, eps,
                         needs, train=False)
+
+
+def grad_batch_norm_coefficients(dy, z, weight, stats, *, needs=(True, True), mask=None,
+                                 masked_out=None):
+    """A training batch norm's backward as per-channel coefficients, one launch: returns
+    (coef, dweight, dbias), coef a [4, C] float32 (float64 for float64) tensor of (A, B,
+    K, mean) such that the input gradient is dz = A*g + B*(z - mean) + K, g being dy
+    masked as grad_batch_norm's `mask` says (A = weight*invstd, B = -A*invstd*dweight/M,
+    K = -A*dbias/M, dweight = sum g*zhat, dbias = sum g; weight None: 1, and no dweight,
+    dbias). The batch norm's input gradient is then never written: a conv's gradient
+    launcher applies it as it loads dy (grad_conv's `affine=(z, coef)`). stats: the
+    forward's [2, C] (mean, invstd); needs: (dweight, dbias); masked_out: as
+    grad_batch_norm's (written by the same launch)."""
+    if dy.dim() < 2 or dy.dim() > 5 or z.shape != dy.shape:
+        raise ValueError(f"batch norm coefficients: dy {tuple(dy.shape)} and z "
+                         f"{tuple(z.shape)} must be one [N, C, ...] shape")
+    if masked_out is not None and masked_out.shape != dy.shape:
+        raise ValueError(f"batch norm gradient: masked_out {tuple(masked_out.shape)} is not "
+                         f"dy's shape {tuple(dy.shape)}")
+    affine = weight is not None
+    y, lo, hi, masking = _norm_mask(mask, dy)
+    c_blocks, chunks, work, common, tiles = _norm_tiles(dy, z, weight, stats)
+    C = dy.shape[1]
+    coef = torch.zeros((4, C), **work)
+    dw, db = (torch.zeros_like(weight), torch.zeros_like(weight)) if affine else (None, None)
+    if dy.numel() == 0:
+        return coef, dw if needs[0] else None, db if needs[1] else None
+    parts = torch.empty((2, chunks, C), **work)
+    counts = torch.zeros(c_blocks, dtype=torch.int32, device=dy.device)
+    mean, invstd = stats[0], stats[1]
+    _norm_sum_kernel[(c_blocks, chunks)](
+        z, dy, mean, parts, parts, y, masked_out if masked_out is not None else dy, *common,
+        lo, hi, *_norm_strides(z), *_norm_strides(dy), *_norm_strides(y),
+        *_norm_strides(masked_out), *((weight, invstd, coef, dw, db) if affine else
+                                      (parts, invstd, coef, parts, parts)), counts,
+        PASS=3, MEAN_GIVEN=True, VARIANCE=False, READ_X=True, MASK=masking,
+        WRITE_DZ=masked_out is not None, AFFINE=affine, **tiles)
+    return coef, dw if needs[0] else None, db if needs[1] else None
