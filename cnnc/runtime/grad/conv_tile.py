@@ -86,8 +86,8 @@ def _conv_tile_live(v, y_ptr, y_offs, mask, lo, hi, MASKED: tl.constexpr):
 
 @triton.jit
 def _conv_tile_coef(coef_ptr, ch, coef_c, AFFINE: tl.constexpr):
-    """(A, B, K, mean) of channels ch (a row or column of them, broadcasting as dy's tile)
-    from coef_ptr's rows of coef_c channels (norm.py's grad_batch_norm_coefficients)."""
+    """(A, B, K, mean) of channels ch (a row or column of them, broadcasting as dy's tile),
+    read in coef_ptr's rows of coef_c channels (norm.py's grad_batch_norm_coefficients)."""
     if AFFINE:
         live = ch < coef_c
         a = tl.load(coef_ptr + ch, mask=live, other=0.0)
