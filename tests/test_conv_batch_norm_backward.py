@@ -89,6 +89,41 @@ def test_residual_and_no_affine_and_channels_last(affine, channels_last):
     _check_pair(residual=True, affine=affine, channels_last=channels_last)
 
 
+class _Pair(torch.autograd.Function):
+    """PyTorch's conv -> batch norm -> relu6 (+ residual before it) forward with the pair's
+    two-launch backward, for gradcheck."""
+
+    @staticmethod
+    def forward(ctx, x, cw, cb, w, b, r):
+        with torch.enable_grad():
+            z = F.conv2d(x, cw, cb, padding=1)
+        y = torch.clamp(F.batch_norm(z, None, None, w, b, training=True, eps=1e-5) + r, 0, 6)
+        ctx.save_for_backward(x, cw, w, z.detach(), y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, cw, w, z, y = ctx.saved_tensors
+        masked = torch.empty_like(dy)
+        mask = (y, 0.0, 6.0)
+        coef, dw, db = N.grad_batch_norm_coefficients(dy, z, w, _stats(z), mask=mask,
+                                                      masked_out=masked)
+        dx, dcw, dcb = grad_conv(dy, x, cw, stride=(1, 1), pads=((1, 1), (1, 1)),
+                                 dilation=(1, 1), groups=1, padding_mode="zeros", mask=mask,
+                                 affine=(z, coef))
+        return dx, dcw, dcb, dw, db, masked
+
+
+def test_float64_gradcheck():
+    g = torch.Generator().manual_seed(4)
+    t = dict(dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64).requires_grad_()
+    args = (x, torch.randn(3, 2, 3, 3, generator=g, **t), torch.randn(3, generator=g, **t),
+            (torch.rand(3, generator=g, dtype=torch.float64) + 0.5).requires_grad_(),
+            torch.randn(3, generator=g, **t), torch.randn(2, 3, 3, 3, generator=g, **t))
+    assert torch.autograd.gradcheck(_Pair.apply, args, eps=1e-6, atol=1e-5)
+
+
 def test_coefficients_alone_and_their_needs():
     """needs=(False, True): dweight not returned; an empty batch gives zero sums."""
     z, dy = torch.randn(3, 5, 4, dtype=torch.float64), torch.randn(3, 5, 4, dtype=torch.float64)
