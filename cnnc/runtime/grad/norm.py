@@ -164,8 +164,9 @@ def _norm_sum_kernel(
             tl.store(out_ptr + (2 * CHUNKS + chunk) * C + cs, s_c, mask=cmask)
     if PASS == 3:
         tl.store(out_ptr + (CHUNKS + chunk) * C + cs, s_b, mask=cmask)
-        # the others' partials are in L2; the counter's acquire orders the loads after it
-        arrived = tl.atomic_add(count_ptr + tl.program_id(0), 1)
+        arrived = 0  # one chunk: this program is the last
+        if CHUNKS > 1:  # the others' partials are in L2; the counter's acquire orders them
+            arrived = tl.atomic_add(count_ptr + tl.program_id(0), 1)
         last = cmask & ((tl.zeros((BLOCK_C,), tl.int32) + arrived) == CHUNKS - 1)
         _norm_coefficients(out_ptr, w_ptr, invstd_ptr, mean, coef_ptr, dw_ptr, db_ptr, cs,
                            last, C, CHUNKS, R, AFFINE, ACC)
@@ -400,12 +401,17 @@ def grad_batch_norm_coefficients(dy, z, weight, stats, *, needs=(True, True), ma
     y, lo, hi, masking = _norm_mask(mask, dy)
     c_blocks, chunks, work, common, tiles = _norm_tiles(dy, z, weight, stats)
     C = dy.shape[1]
-    coef = torch.zeros((4, C), **work)
-    dw, db = (torch.zeros_like(weight), torch.zeros_like(weight)) if affine else (None, None)
+    # every value written by the launch (no fill launches), but for an empty batch
+    empty = torch.zeros if dy.numel() == 0 else torch.empty
+    coef = empty((4, C), **work)
+    dw, db = (empty(C, dtype=weight.dtype, device=weight.device) for _ in "wb") if affine \
+        else (None, None)
     if dy.numel() == 0:
         return coef, dw if needs[0] else None, db if needs[1] else None
     parts = torch.empty((2, chunks, C), **work)
-    counts = torch.zeros(c_blocks, dtype=torch.int32, device=dy.device)
+    # the chunks of a channel block that have arrived (a fill launch only where several)
+    counts = torch.zeros(c_blocks, dtype=torch.int32, device=dy.device) if chunks > 1 \
+        else parts
     mean, invstd = stats[0], stats[1]
     _norm_sum_kernel[(c_blocks, chunks)](
         z, dy, mean, parts, parts, y, masked_out if masked_out is not None else dy, *common,
