@@ -19,6 +19,7 @@ from shape_harness import (
 from torch import nn
 
 import cnnc
+from cnnc.ops import OPS
 
 from strategies import (
     BATCH,
@@ -395,7 +396,10 @@ def mutated_calls(draw):
     d, shape, spec = SPECS[op]
     args = [(name, valid) for name, valid, _ in spec]
     mutations = ["type"] * 3 if spec else []
-    mutations += ["keyword"] + ([] if op in VARIADIC else ["positional"])
+    # One positional argument too many: only where the spec names every argument after
+    # the input (upsample's lists scale_factor alone: a second one would be its size).
+    extra = op not in VARIADIC and len(spec) >= len(OPS[op].signature) - 1
+    mutations += ["keyword"] + (["positional"] if extra else [])
     mutation = draw(st.sampled_from(mutations))
     culprit = None
     if mutation == "type":
