@@ -50,3 +50,10 @@ def assert_same(got, expected, rtol: float = 1e-4) -> None:
         finite = b[b.isfinite()]  # inputs may hold NaN and inf: scale by the finite values
         scale = max(float(finite.abs().max()), 1e-3) if finite.numel() else 1e-3
         torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * scale, equal_nan=True)
+
+
+def assert_close_to_scale(actual, expected, what: str, tol: float) -> None:
+    """Largest difference, relative to expected's largest magnitude (at least 1)."""
+    scale = expected.abs().max().clamp_min(1.0)
+    err = (actual.float() - expected.float()).abs().max() / scale
+    assert err <= tol, f"{what}: relative error {err:.2e}"

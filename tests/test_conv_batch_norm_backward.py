@@ -19,6 +19,8 @@ from cnnc.report.training import triton_launches
 from cnnc.runtime.grad import norm as N
 from cnnc.runtime.grad.conv import grad_conv
 
+from compile_helpers import assert_close_to_scale
+
 INF = float("inf")
 
 
@@ -193,9 +195,7 @@ def _pair(source, **kwargs):
 
 
 def _close(actual, expected, what, tol=2e-4):
-    scale = expected.abs().max().clamp_min(1.0)
-    err = (actual.float() - expected.float()).abs().max() / scale
-    assert err <= tol, f"{what}: relative error {err:.2e}"
+    assert_close_to_scale(actual, expected, what, tol)
 
 
 def _step(net, ref, x, steps=2):

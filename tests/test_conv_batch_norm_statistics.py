@@ -14,6 +14,8 @@ import torch
 import cnnc
 from cnnc.passes import plan
 
+from compile_helpers import assert_close_to_scale
+
 SOURCE = """network T {{
     input x: [N, {c_in}, 7, 6]
     y = x -> conv2d({c_out}, 3, padding=1{extra}) -> batch_norm({bn}) -> relu
@@ -42,9 +44,7 @@ def _pair(source, **kwargs):
 
 
 def _close(actual, expected, what, tol=1e-4):
-    scale = expected.abs().max().clamp_min(1.0)
-    err = (actual.float() - expected.float()).abs().max() / scale
-    assert err <= tol, f"{what}: relative error {err:.2e}"
+    assert_close_to_scale(actual, expected, what, tol)
 
 
 def _state(net, ref, step):
