@@ -32,14 +32,19 @@ def _launchers(source: str) -> set[str]:
 
 
 def test_a_file_holds_the_families_its_backward_calls():
+    # (conv's kernel can take a batch norm's sums, conv_bn, with norm's coefficients: the
+    # norm family comes with conv)
     assert _launchers(CONV_POOL_LINEAR) == {"grad_conv", "grad_linear", "grad_max_pool",
-                                            "grad_sum_to", "_conv_accumulator"}
+                                            "grad_batch_norm", "grad_sum_to",
+                                            "_conv_accumulator"}
 
 
 def test_a_family_brings_the_families_whose_names_it_uses():
     # grad_linear sums into conv's accumulators and reads dy through conv_tile's mask:
-    # both families come along
-    assert grad_families({"grad_linear"}) == ["tensor", "conv_tile", "conv", "linear"]
-    assert _launchers(LINEAR_ONLY) == {"grad_conv", "grad_linear", "grad_sum_to",
-                                       "_conv_accumulator"}
+    # both families come along, and conv's own (conv_bn's batch-norm sums, with norm's
+    # coefficients)
+    assert grad_families({"grad_linear"}) == ["tensor", "norm", "conv_tile", "conv_bn",
+                                              "conv", "linear"]
+    assert _launchers(LINEAR_ONLY) == {"grad_conv", "grad_linear", "grad_batch_norm",
+                                       "grad_sum_to", "_conv_accumulator"}
     assert grad_families({"grad_group_norm"}) == ["tensor", "group_norm"]

@@ -10,4 +10,4 @@ names with its family so that files never collide.
 GRAD_MARKER = "# ---- cnnc backward kernels (copied into generated files) ----"
 
 # The families, in the order they are copied (a later file may use an earlier one's names).
-FAMILIES = ("tensor", "pool", "norm", "group_norm", "conv_tile", "conv", "linear")
+FAMILIES = ("tensor", "pool", "norm", "group_norm", "conv_tile", "conv_bn", "conv", "linear")

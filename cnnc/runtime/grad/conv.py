@@ -5,6 +5,8 @@ tiles and their math are in conv_tile.py). A conv's backward is one launch, dy o
 masked by a relu / relu6 derivative (`mask`) and taken through a training batch norm's
 backward (`affine`) as it loads, plus a cast where an fp32
 atomic buffer serves a bf16/fp16 gradient; conv_transpose's bias gradient is a second.
+With `bn_input` the data-gradient tiles also give the coefficients of the training batch
+norm (and activation) whose output is the conv's input (conv_bn.py), in the same launch.
 Gradients come back in the dtype and memory format of their tensor.
 """
 
@@ -15,6 +17,7 @@ import triton
 import triton.language as tl
 
 from ..support import allows_tf32, ceil_div, tile
+from .conv_bn import _conv_bn_check, _conv_bn_finish, _conv_bn_prepare, _conv_bn_sums
 from .conv_tile import _conv_tile_aligned, _conv_tile_dw, _conv_tile_dx
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -41,6 +44,10 @@ def _conv_grad_kernel(
         dw_G0, dw_G1, dw_G2, dw_X0, dw_X1, dw_X2,
         dw_sg_n, dw_sg_c, dw_sg0, dw_sg1, dw_sg2, dw_sx_n, dw_sx_c, dw_sx0, dw_sx1, dw_sx2,
         dw_sw_m, dw_sw_c, dw_sw0, dw_sw1, dw_sw2, dw_s_b,
+        # with DX_BN_SUMS, the batch norm whose activated output x is the conv's input
+        # (conv_bn.py's _conv_bn_sums: x, z in dx's layout, its stats, weight and outputs)
+        bn_x_ptr, bn_z_ptr, bn_stats_ptr, bn_w_ptr, bn_coef_ptr, bn_dw_ptr, bn_db_ptr,
+        bn_part_ptr, bn_count_ptr, bn_lo, bn_hi, bn_C, bn_M,
         # the conv's geometry, shared
         K0: tl.constexpr, K1: tl.constexpr, K2: tl.constexpr,
         S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr,
@@ -49,7 +56,8 @@ def _conv_grad_kernel(
         # each part's own switches and tiles
         HAS_DX: tl.constexpr, DX_C_G: tl.constexpr, DX_R_G: tl.constexpr,
         DX_TRANSPOSED: tl.constexpr, DX_ATOMIC: tl.constexpr, DX_DEPTHWISE: tl.constexpr,
-        DX_MASKED: tl.constexpr,
+        DX_MASKED: tl.constexpr, DX_BN_SUMS: tl.constexpr, DX_BN_MASKED: tl.constexpr,
+        DX_BN_AFFINE: tl.constexpr, DX_BN_ROWS: tl.constexpr,
         DX_BLOCK_M: tl.constexpr, DX_BLOCK_N: tl.constexpr, DX_BLOCK_K: tl.constexpr,
         HAS_DW: tl.constexpr, DW_M_G: tl.constexpr, DW_C_G: tl.constexpr,
         DW_COMPUTE_W: tl.constexpr, DW_FUSE_BIAS: tl.constexpr, DW_ATOMIC: tl.constexpr,
@@ -96,9 +104,11 @@ def _conv_grad_kernel(
     pid = tl.program_id(0)
     if pid < dx_programs:
         if HAS_DX:
-            _conv_tile_dx(
-                pid % dx_tiles_m, (pid // dx_tiles_m) % dx_tiles_n,
-                pid // (dx_tiles_m * dx_tiles_n), dx_a_ptr, dx_w_ptr, dx_out_ptr, y_ptr,
+            pid_m = pid % dx_tiles_m
+            pid_n = (pid // dx_tiles_m) % dx_tiles_n
+            pid_g = pid // (dx_tiles_m * dx_tiles_n)
+            acc, offs, mask = _conv_tile_dx(
+                pid_m, pid_n, pid_g, dx_a_ptr, dx_w_ptr, dx_out_ptr, y_ptr,
                 z_ptr, coef_ptr, coef_c, mask_lo, mask_hi, dx_N, dx_A0, dx_A1, dx_A2,
                 dx_T0, dx_T1, dx_T2,
                 dx_Q0, dx_Q1, dx_Q2, dx_LO0, dx_LO1, dx_LO2, dx_HI0, dx_HI1, dx_HI2,
@@ -108,6 +118,13 @@ def _conv_grad_kernel(
                 K0, K1, K2, S0, S1, S2, D0, D1, D2, P0, P1, P2,
                 DX_TRANSPOSED, MODE, DX_ATOMIC, DX_DEPTHWISE, DX_MASKED, AFFINE,
                 DX_BLOCK_M, DX_BLOCK_N, DX_BLOCK_K, DOT_PRECISION, UPCAST, WIDE, ACC)
+            if DX_BN_SUMS:
+                _conv_bn_sums(
+                    acc, offs, mask, pid_m, pid_n, pid_g, dx_tiles_m, dx_tiles_n,
+                    bn_x_ptr, bn_z_ptr, bn_stats_ptr, bn_w_ptr, bn_coef_ptr, bn_dw_ptr,
+                    bn_db_ptr, bn_part_ptr, bn_count_ptr, bn_lo, bn_hi, bn_C, bn_M,
+                    DX_C_G, DX_BLOCK_N, S0, S1, S2, DX_BN_MASKED, DX_BN_AFFINE, DX_BN_ROWS,
+                    ACC)
     else:
         if HAS_DW:
             q = pid - dx_programs
@@ -258,7 +275,8 @@ def _conv_data(a, w, out_like, *, w_strides, groups, c_g, r_g, kernel, stride, d
         **_conv_xyz("dx_sw", w_strides[3:]), dx_so_n=out.stride(0), dx_so_c=out.stride(1),
         **_conv_xyz("dx_so", o_strides), DX_C_G=columns, DX_R_G=r_g,
         DX_TRANSPOSED=transposed, DX_ATOMIC=atomic, DX_DEPTHWISE=depthwise,
-        DX_MASKED=masked, DX_BLOCK_M=bm, DX_BLOCK_N=bn, DX_BLOCK_K=bk)
+        DX_MASKED=masked, DX_BN_SUMS=False, DX_BN_MASKED=False, DX_BN_AFFINE=False,
+        DX_BN_ROWS=1, DX_BLOCK_M=bm, DX_BLOCK_N=bn, DX_BLOCK_K=bk)
 
 
 def _conv_splits(tiles, total, block_k, device):
@@ -317,11 +335,12 @@ def _conv_weight(g, x, w, *, groups, m_g, c_g, kernel, compute_w, bias_like, mas
 
 
 def _conv_launch(data, weight, *, kernel, stride, dilation, pads, mode, mask, dtype_of,
-                 tensors, affine=None):
+                 tensors, affine=None, bn_sums=None):
     """One launch of _conv_grad_kernel for the parts' (programs, arguments): the data
     gradient's programs first. An absent part gets placeholders for its arguments (its
     branch is not compiled); y's strides are dy's shape's (a placeholder without mask).
-    affine: None or (z, coef) (grad_conv's), z read at y's offsets."""
+    affine: None or (z, coef) (grad_conv's), z read at y's offsets; bn_sums: the bn_*
+    arguments and DX_BN_* switches of conv_bn.py's _conv_bn_prepare, or None."""
     (dx_programs, dx_args), (dw_programs, dw_args) = data, weight
     if dx_programs + dw_programs == 0:
         return
@@ -340,7 +359,9 @@ def _conv_launch(data, weight, *, kernel, stride, dilation, pads, mode, mask, dt
                 **_conv_xyz("K", K), **_conv_xyz("S", S), **_conv_xyz("D", D),
                 **_conv_xyz("P", P), MODE=_CONV_MODES[mode], HAS_DX=dx_programs > 0,
                 HAS_DW=dw_programs > 0, **dx_args, **dw_args)
-    absent = tuple(part for part, n in (("dx_", dx_programs), ("dw_", dw_programs)) if not n)
+    args.update(bn_sums or {})
+    absent = tuple(part for part, n in (("dx_", dx_programs), ("dw_", dw_programs),
+                                        ("bn_", bool(bn_sums))) if not n)
     aligned = [args[name] for part, names in _CONV_ALIGNED.items() if part not in absent
                for name in names]
     if dx_programs:  # the weight's dim 0 stride (as _conv_grad_kernel picks it)
@@ -370,7 +391,7 @@ def _conv_check_mask(mask, dy, affine=None):
 
 
 def grad_conv(dy, x, w, *, stride, pads, dilation, groups, padding_mode,
-              needs=(True, True, True), has_bias=True, mask=None, affine=None):
+              needs=(True, True, True), has_bias=True, mask=None, affine=None, bn_input=None):
     """Gradients of y = conv{1,2,3}d(pad(x, pads, padding_mode), w, bias, stride, dilation,
     groups). dims = w.dim() - 2. stride, dilation: tuples of `dims` ints. pads: `dims`
     (left, right) pairs (cnnc.ops.conv.conv_pads; "same" may be asymmetric). padding_mode:
@@ -383,8 +404,17 @@ def grad_conv(dy, x, w, *, stride, pads, dilation, groups, padding_mode,
     gradient with fp32 atomic adds (summation order may vary). affine: None, or (z, coef)
     where y (the conv's output) is z and a training batch norm read it: dy is then the
     batch norm's output gradient (masked first), and each tile of it loads as z's gradient
-    A*dy + B*(z - mean) + K per channel (coef from grad_batch_norm_coefficients)."""
+    A*dy + B*(z - mean) + K per channel (coef from grad_batch_norm_coefficients).
+    bn_input: None, or (z, weight, stats, window, bn_needs) where x = act(batch_norm(z)) in
+    training mode (z of x's shape, weight [C_in] or None, stats the forward's [2, C_in]
+    (mean, invstd), window the activation's (lo, hi) or None, bn_needs (dweight, dbias)):
+    then -> (dx, dw, db, coef, dweight, dbias), the last three what
+    grad_batch_norm_coefficients(dx, z, weight, stats, mask=(x, lo, hi)) returns, taken
+    by the data-gradient tiles in the same launch (conv_bn.py); a second launch where
+    padding makes the data gradient atomic. Needs the data gradient."""
     _conv_check_mask(mask, dy, affine)
+    if bn_input is not None:
+        _conv_bn_check(bn_input, x, needs)
     need_x, need_w, need_b = needs
     need_b = need_b and has_bias
     c_out, c_in_g = w.shape[0], w.shape[1]
@@ -404,11 +434,17 @@ def grad_conv(dy, x, w, *, stride, pads, dilation, groups, padding_mode,
         dw, db, *weight = _conv_weight(dy, x, w, groups=groups, m_g=c_out // groups,
                                        c_g=c_in_g, kernel=K, compute_w=need_w,
                                        bias_like=bias_like, masked=int(mask is not None))
+    bn_sums, taken = {}, None
+    if bn_input is not None:
+        S = _conv_3(tuple(stride), 1)
+        bn_sums, taken = _conv_bn_prepare(bn_input, x, dx_buffer, data, S[0] * S[1] * S[2])
     _conv_launch(data, weight, mode=padding_mode, mask=mask, dtype_of=dy, affine=affine,
-                 tensors=(dy, x, w, dx_buffer, dw, db), **geometry)
+                 bn_sums=bn_sums, tensors=(dy, x, w, dx_buffer, dw, db), **geometry)
     dx = _conv_finish(dx_buffer, x) if need_x else None
     dw = _conv_finish(dw, w) if dw is not None else None
     db = _conv_finish(db, bias_like) if db is not None else None
+    if bn_input is not None:
+        return dx, dw, db, *_conv_bn_finish(bn_input, x, dx, taken)
     return dx, dw, db
 
 

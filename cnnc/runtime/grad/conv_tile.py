@@ -146,7 +146,8 @@ def _conv_tile_dx(
     a conv's data gradient (TRANSPOSED, one stride phase per program) or a plain conv; a
     read through _conv_tile_dy (y has a's shape). DEPTHWISE (one output channel per group):
     columns are the groups (C_G of them), each a multiply-accumulate over its R_G
-    channels, not a dot padded to 16 columns."""
+    channels, not a dot padded to 16 columns. Returns (the fp32 accumulator, out's offsets
+    of it, their mask), for an epilogue of the caller's (conv_bn.py's batch-norm sums)."""
     if TRANSPOSED:
         g = pid_g // (S0 * S1 * S2)
         phase = pid_g % (S0 * S1 * S2)
@@ -249,9 +250,11 @@ def _conv_tile_dx(
         i0 = p0
         i1 = p1
         i2 = p2
-    out = (out_ptr + (n * so_n + i0 * so0 + i1 * so1 + i2 * so2)[:, None]
-           + ((g * C_G + cols) * so_c)[None, :])
-    _conv_tile_store(out, acc, m_mask[:, None] & c_mask[None, :], ATOMIC)
+    offs = ((n * so_n + i0 * so0 + i1 * so1 + i2 * so2)[:, None]
+            + ((g * C_G + cols) * so_c)[None, :])
+    mask = m_mask[:, None] & c_mask[None, :]
+    _conv_tile_store(out_ptr + offs, acc, mask, ATOMIC)
+    return acc, offs, mask
 
 
 @triton.jit
