@@ -130,6 +130,44 @@ def test_one_launch_matches_autograd(case):
     assert _check(**case) == ["_conv_grad_kernel"]
 
 
+def _stats(t):
+    dims = [0, *range(2, t.dim())]
+    mean = t.mean(dims)
+    return torch.stack([mean, 1 / torch.sqrt(t.var(dims, unbiased=False) + EPS)])
+
+
+def test_a_chain_link_reads_one_batch_norm_and_sums_the_other():
+    """z1 -> bn1 -> relu -> x -> conv -> z2 -> bn2 -> relu -> y, float64: one grad_conv
+    launch reads dy through bn2's coefficients (mask, affine) and gives bn1's."""
+    gen = torch.Generator().manual_seed(11)
+    z1, w = torch.randn(2, 4, 6, 5, generator=gen), torch.randn(6, 4, 3, 3, generator=gen)
+    g1, b1, g2, b2 = (torch.rand(n, generator=gen) + 0.5 for n in (4, 4, 6, 6))
+    leaves = [t.double().requires_grad_(True) for t in (z1, w, g1, b1, g2, b2)]
+    z1, w, g1, b1, g2, b2 = leaves
+    x = torch.relu(F.batch_norm(z1, None, None, g1, b1 - 0.5, training=True, eps=EPS))
+    z2 = F.conv2d(x, w, None, 2, 1)
+    y = torch.relu(F.batch_norm(z2, None, None, g2, b2 - 0.5, training=True, eps=EPS))
+    for t in (x, z2):
+        t.retain_grad()
+    r = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    (y * r).sum().backward()
+    xd, z1d, z2d, yd, wd = (t.detach() for t in (x, z1, z2, y, w))
+    coef2, _, _ = grad_batch_norm_coefficients(r, z2d, g2.detach(), _stats(z2d),
+                                               mask=(yd, 0.0, INF))
+    stats1 = _stats(z1d)
+    with triton_launches() as launched:
+        dx, dw, db, coef1, dg1, db1 = C.grad_conv(
+            r, xd, wd, stride=(2, 2), pads=((1, 1), (1, 1)), dilation=(1, 1), groups=1,
+            padding_mode="zeros", has_bias=False, mask=(yd, 0.0, INF), affine=(z2d, coef2),
+            bn_input=(z1d, g1.detach(), stats1, (0.0, INF), (True, False)))
+    assert launched == ["_conv_grad_kernel"] and db is None and db1 is None
+    a, b, k, m = (row.view(1, 4, 1, 1) for row in coef1)
+    for mine, theirs, what in ((dx, x.grad, "dx"), (dw, w.grad, "dw"), (dg1, g1.grad, "dg1"),
+                               (a * torch.where(xd > 0, dx, 0.0) + b * (z1d - m) + k,
+                                z1.grad, "dz1")):
+        _close(mine, theirs, what, 1e-10)
+
+
 def test_weight_gradient_not_needed():
     assert _check(stride=2, needs=(True, False, False)) == ["_conv_grad_kernel"]
 
@@ -176,19 +214,22 @@ SM90_CALLS = r'''
         stats, gamma = torch.empty(2, 64), torch.empty(64, dtype=dtype)
         for groups in (1, 64):
             w = torch.empty(64, 64 // groups, 3, 3, dtype=dtype).to(memory_format=cl)
-            for tag, bn in (("plain", None),
-                            ("relu", (torch.empty_like(x), gamma, stats, (0.0, float("inf")),
-                                      (True, True))),
-                            ("none", (torch.empty_like(x), None, stats, None, (True, True)))):
+            relu = (torch.empty_like(x), gamma, stats, (0.0, float("inf")), (True, True))
+            chain = dict(mask=(dy, 0.0, float("inf")), affine=(dy, torch.empty(4, 64)))
+            for tag, bn, more in (("relu", relu, {}), ("chain", relu, chain),
+                                  ("none", (torch.empty_like(x), None, stats, None,
+                                            (True, True)), {})):
                 tag = f"{tag} groups={groups}"
                 C.grad_conv(dy, x, w, stride=(2, 2), pads=((1, 1), (1, 1)), dilation=(1, 1),
-                            groups=groups, padding_mode="zeros", bn_input=bn)
+                            groups=groups, padding_mode="zeros", bn_input=bn, **more)
 '''
 
 
 def test_bn_sums_kernels_compile_for_sm90_without_spills():
-    """The conv gradient with the batch-norm sums epilogue, GPU launch shape (split weight
-    gradient, many chunks), compiles for sm_90 with no register spill."""
+    """The conv gradient with the batch-norm sums epilogue (alone, and in a chain link
+    that also reads dy through its output's batch norm), GPU launch shape (split weight
+    gradient, many chunks), compiles for sm_90 with no register spill. Without bn_input
+    the kernels are today's (fp32 128 / 137 registers, bf16 93 / 124: dense / depthwise)."""
     from test_grad_conv import SM90_SCRIPT
 
     script = SM90_SCRIPT[:SM90_SCRIPT.index("    for dtype in")] + SM90_CALLS
