@@ -48,7 +48,9 @@ class Group:
     rule: GradRule | None = None  # the anchor's backward (None for a pointwise group)
     window: tuple[float, float] | None = None  # the activation the anchor's launcher folds in
     conv: Group | None = None  # a batch norm's: the conv joined to its unit (backward_pair)
-    joined: bool = False  # a conv's: joined to its batch norm's unit, emits nothing itself
+    joined: bool = False  # joined to a later unit (a conv's to its batch norm's, a pair's
+    # to the next pair's): emits nothing itself
+    upstream: Group | None = None  # a pair's: the pair before it in its chain (backward_pair)
 
     @property
     def name(self) -> str:
@@ -123,7 +125,8 @@ def _needs_chain_kernel(graph: Graph, kernel: Kernel) -> bool:
 def emit_group_functions(src: Source, graph: Graph, plan: Plan, groups: list[Group],
                          layout_of) -> None:
     """_fw_<kernel>(spec, *tensors) and _bw_<kernel>(state, g, needs, *saved) per group
-    (a conv joined to its batch norm's unit: none; that unit: backward_pair's)."""
+    (a group joined to a later unit: none; a unit of conv + batch norm pairs:
+    backward_pair's)."""
     from . import backward_pair
 
     for group in groups:
@@ -131,7 +134,7 @@ def emit_group_functions(src: Source, graph: Graph, plan: Plan, groups: list[Gro
             continue
         layout = layout_of(group.kernel.output)
         if group.conv is not None:
-            backward_pair.emit_forward(src, plan.graph, group, layout)
+            backward_pair.emit_forward(src, plan.graph, group, layout_of)
         else:
             _emit_forward_function(src, plan.graph, group, layout)
         src.line("")
@@ -328,10 +331,20 @@ def _accumulate(src: Source, j: int, grad: str) -> None:
 
 
 def _emit_anchor_backward(src: Source, graph: Graph, group: Group, anchor,
-                          keywords: dict[str, str] | None = None) -> None:
-    """The anchor's launcher call; keywords: more `name=expression` arguments."""
+                          keywords: dict[str, str] | None = None, *, refs: list | None = None,
+                          local: dict | None = None) -> None:
+    """The anchor's launcher call; keywords: more `name=expression` arguments. refs: the
+    unit's tensors (the group's own by default) that `d` and the variables index; local:
+    {ref: (variable, gradient variable)} for a tensor inside the unit (a chain's), read
+    from that variable, its gradient always computed and assigned to the other."""
     rule = group.rule
+    refs = group.refs if refs is None else refs
+    local = local or {}
     keywords = dict(keywords or {})
+
+    def index(ref) -> int | None:
+        return refs.index(ref) if ref in refs else None
+
     reads = []
     for read in rule.reads:
         if read == "stats":
@@ -339,29 +352,31 @@ def _emit_anchor_backward(src: Source, graph: Graph, group: Group, anchor,
         elif read == "y":
             reads.append("y")
         elif read == "x" or (read.startswith("x") and read[1:].isdigit()):
-            position = 0 if read == "x" else int(read[1:])
-            j = _ref_index(group, ("value", anchor.inputs[position]))
-            reads.append(_var(j))
+            ref = ("value", anchor.inputs[0 if read == "x" else int(read[1:])])
+            reads.append(local[ref][0] if ref in local else _var(index(ref)))
         else:
             leaf = _param(anchor, read)
-            j = _ref_index(group, ("param", leaf)) if leaf is not None else None
+            j = index(("param", leaf)) if leaf is not None else None
             reads.append(_var(j) if j is not None else "None")
     targets = []
     for result in rule.results:
         if result == "x" or (result.startswith("x") and result[1:].isdigit()):
-            position = 0 if result == "x" else int(result[1:])
-            targets.append(_ref_index(group, ("value", anchor.inputs[position])))
+            ref = ("value", anchor.inputs[0 if result == "x" else int(result[1:])])
+            targets.append(local[ref][1] if ref in local else index(ref))
         else:
             leaf = _param(anchor, result)
-            targets.append(_ref_index(group, ("param", leaf)) if leaf is not None else None)
+            targets.append(index(("param", leaf)) if leaf is not None else None)
     options = "".join(f", {k}={_option(v)}" for k, v in rule.options)
     options += "".join(f", {k}={v}" for k, v in keywords.items())
     if rule.needs:
-        needs = ", ".join(f"needs[{j}]" if j is not None else "False" for j in targets)
+        needs = ", ".join("True" if isinstance(j, str) else f"needs[{j}]" if j is not None
+                          else "False" for j in targets)
         src.line(f"grads = {rule.function}(g_anchor, {', '.join(reads)}{options}, "
                  f"needs=({needs}{',' if len(targets) == 1 else ''}))")
         for k, j in enumerate(targets):
-            if j is not None:
+            if isinstance(j, str):
+                src.line(f"{j} = grads[{k}]")
+            elif j is not None:
                 src.line(f"if needs[{j}]:")
                 src.line(f"    d[{j}] = add_grad(d[{j}], grads[{k}])")
     else:
@@ -391,6 +406,8 @@ def _option(value) -> str:
 def emit_grad_method(src: Source, mode: str, plan: Plan, groups: list[Group], values,
                      index: dict[str, int], inputs: list[str]) -> None:
     """_grad_<mode>(P, S, device, dtype, inputs): the plan's steps as autograd units."""
+    from . import backward_pair
+
     graph = plan.graph
     by_kernel = {id(g.kernel): g for g in groups}
     with src.indent(f"def _grad_{mode}(self, P, S, device, dtype, {', '.join(inputs)}):"):
@@ -422,8 +439,8 @@ def emit_grad_method(src: Source, mode: str, plan: Plan, groups: list[Group], va
             if step.bn_stats is not None:  # the conv's unit also gives its partials
                 part = partials_variable(step.anchor)
                 name = f"{name}, {part}, {part}_rows"
-            z_shape = f", {values.shape(group.conv.kernel.output)}" if group.conv else ""
-            spec = f"({values.shape(step.output)}, device, dtype{z_shape})"
+            shapes = f", {backward_pair.shapes(values, group)}" if group.conv else ""
+            spec = f"({values.shape(step.output)}, device, dtype{shapes})"
             src.line(f"{name} = CnncGroup.apply((_fw_{group.name}, _bw_{group.name}, {spec}), "
                      f"{', '.join(tensors)})")
             name = f"v{step.output}"
@@ -461,15 +478,19 @@ def forward_table(plan: Plan, groups: list[Group]) -> list[dict]:
 def backward_table(plan: Plan, groups: list[Group]) -> list[dict]:
     """The backward's launches, in the order they run: per group (last first) its chain
     kernel and its anchor's backward launcher (which may launch a few kernels)."""
+    from . import backward_pair
+
     graph = plan.graph
     rows = []
     for group in reversed(groups):
         kernels, nodes = [], group.kernel.nodes
         if group.joined:
             continue
-        if group.conv is not None:  # the coefficients, then the conv reading through them
-            kernels = ["grad_batch_norm_coefficients", group.conv.rule.function]
-            nodes = [*group.conv.kernel.nodes, *nodes]
+        if group.conv is not None:  # the coefficients, then each conv reading through them
+            chain = backward_pair.pairs(group)
+            kernels = ["grad_batch_norm_coefficients",
+                       *(p.conv.rule.function for p in reversed(chain))]
+            nodes = [n for p in chain for n in (*p.conv.kernel.nodes, *p.kernel.nodes)]
         if group.chain is not None:
             kernels.append(group.chain.kernel.name)
         if group.rule is not None and group.conv is None:
