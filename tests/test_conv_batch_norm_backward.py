@@ -220,13 +220,19 @@ def _step(net, ref, x, steps=2):
     return launched
 
 
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_resnet_style_blocks_match_autograd(channels_last):
-    net, ref = _pair(BLOCKS)
-    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+def _blocks_step(source, shape, seed, channels_last):
+    """(net, launches of its backward): two steps of `source` against the reference on a
+    random input of `shape`, NCHW or channels-last."""
+    net, ref = _pair(source)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    launched = _step(net, ref, x)
+    return net, _step(net, ref, x)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_resnet_style_blocks_match_autograd(channels_last):
+    net, launched = _blocks_step(BLOCKS, (2, 4, 8, 8), 1, channels_last)
     rows = net.backward_plan
     paired = [row for row in rows if row["kernels"][:1] == ["grad_batch_norm_coefficients"]]
     # every conv with its batch norm; c -> c2 and e -> f chained (test_conv_chain_backward)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_conv_batch_norm_backward import _pair, _step
+from test_conv_batch_norm_backward import _blocks_step, _pair, _step
 
 from cnnc.report.training import triton_launches
 
@@ -35,11 +35,7 @@ def _units(net):
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_a_chain_of_four_pairs_matches_autograd(channels_last):
-    net, ref = _pair(BOTTLENECK)
-    x = torch.randn(2, 8, 9, 9, generator=torch.Generator().manual_seed(3))
-    if channels_last:
-        x = x.to(memory_format=torch.channels_last)
-    launched = _step(net, ref, x)
+    net, launched = _blocks_step(BOTTLENECK, (2, 8, 9, 9), 3, channels_last)
     units = _units(net)
     assert sorted(len(kernels) for kernels in units) == [2, 5], units  # down; a..d
     assert launched.count("_norm_sum_kernel") == 2
