@@ -21,8 +21,8 @@ Three shapes of reduction loop, chosen by the channels per group:
 - depthwise (one input channel per group): every output channel is a column and each tap
   is a multiply-accumulate on channel-contiguous rows; there is no GEMM to speak of.
 Spatial padding is index arithmetic on the input (zeros masks, reflect/replicate/circular
-remap), never a padded copy. With a fused pool (non-overlapping windows only), rows are pooled
-positions and the kernel computes the conv and its epilogue at each window offset.
+remap), never a padded copy. With a fused pool (non-overlapping windows only), rows are
+pooled positions and the kernel computes the conv and its epilogue at each window offset.
 """
 
 from __future__ import annotations
