@@ -3,15 +3,14 @@ sm_90 and sm_80 (cnnc.report.inspect), every kernel compiles, none spills regist
 every kernel with a tl.dot runs it on tensor cores with operands loaded by asynchronous
 copies (Triton's software pipeline: "pipelined all").
 
-Two exemptions, derived from the network rather than listed:
-- a 16-bit conv whose filters hold an odd number of values (a 3-channel stem: 3 x 7 x 7)
-  has no operand that can be read in aligned 4-byte pieces, the smallest asynchronous
-  copy, so its loads are synchronous; padding the channels would take a copy of the input
-  and of the weight;
-- a linear whose prologue averages a map (global average pool + flatten + linear): its
-  dot loop holds the pool's loop over positions, whose reads are pipelined, and Triton
-  pipelines innermost loops only, so the weight tile (one per BLOCK_K channels, against
-  a whole map of activations) is read synchronously. "some", not "NO"."""
+A 16-bit stem (3 channels: 6-byte pixels, no aligned 4-byte piece) is pipelined too: its
+launcher reads copies of the input and weight padded to 4 channels (templates/conv.py).
+
+One exemption, derived from the network rather than listed: a linear whose prologue
+averages a map (global average pool + flatten + linear): its dot loop holds the pool's
+loop over positions, whose reads are pipelined, and Triton pipelines innermost loops only,
+so the weight tile (one per BLOCK_K channels, against a whole map of activations) is read
+synchronously. "some", not "NO"."""
 
 from __future__ import annotations
 
@@ -38,22 +37,6 @@ CASES = [("examples/resnet.cnn", "ResNet18", "sm_90", torch.bfloat16),
                       torch.bfloat16, marks=HEAVY),
          pytest.param("examples/mobilenet_v2.cnn", "MobileNetV2", "sm_80", torch.bfloat16,
                       marks=HEAVY)]
-
-
-def _unaligned_convs(graph, dtype: torch.dtype) -> set[str]:
-    """Kernels whose conv operands cannot be read in aligned 4-byte pieces."""
-    if dtype.itemsize >= 4:
-        return set()
-    plan = make_plan(graph, training=False)
-    names = set()
-    for kernel in plan.kernels:
-        node = plan.graph.node(kernel.anchor)
-        if kernel.kind != "conv":
-            continue
-        c_in = plan.graph.node(node.inputs[0]).shape[1] // node.attrs.groups
-        if c_in > 1 and (c_in * math.prod(node.attrs.kernel_size)) % 2:
-            names.add(f"k{kernel.index}_{node.op}")
-    return names
 
 
 def _id(case) -> str:
@@ -99,14 +82,11 @@ def test_kernels_compile_without_spills_pipelined_on_tensor_cores(path, network,
     assert report.failures == []
     assert [r.launch.kernel for r in report.spilling] == []
     assert [r.launch.kernel for r in report.dots_off_tensor_cores] == []
-    exempt = _unaligned_convs(graph, dtype)
-    assert len(exempt) <= 1  # the stem
     pooled = _pooled_linears(graph)
     assert [r.launch.pipelined for r in report.rows if r.launch.kernel in pooled] \
         == ["some"] * len(pooled)
-    exempt |= pooled
     assert [r.launch.kernel for r in report.dots_not_pipelined
-            if r.launch.kernel not in exempt] == []
+            if r.launch.kernel not in pooled] == []
     # every conv (but a depthwise one, a direct multiply-accumulate) and linear has a dot
     dots = [r for r in report.rows if r.launch.has_dot]
     assert len(dots) == _gemm_kernels(graph)

@@ -58,6 +58,9 @@ class KernelBuilder:
         self.groups: list[_Group] = []
         self.arguments: list[Argument] = []
         self.prelude: list[str] = []  # launcher lines computing sizes, before the config
+        # launcher lines run first, before the key: a tensor argument replaced by the copy
+        # the kernel reads (helpers.aligned_channels); applied to that copy, a no-op
+        self.operands: list[str] = []
         self.size = "0"
         self.tile_lines: list[str] = []  # launcher lines deriving tiles from `config`
         self.tiles: list[str] = []  # tile constexprs, in signature order
@@ -281,6 +284,7 @@ class KernelBuilder:
             for name, expr in self.keyed.items():
                 with host.indent(f"if {name} is None:"):
                     host.line(f"{name} = {expr}")
+            host.extend(self.operands)
             key = self._key(params)
             with host.indent(f"key = ({', '.join(key[:4])},"):
                 for k in range(4, len(key), 4):

@@ -130,6 +130,23 @@ def gemm_tiles(config, rows, columns, depth, x, steps=1):
     return block_m, block_n, block_k, warps, config["num_stages"]
 
 
+def aligned_channels(t, groups, slots):
+    """t (an input or weight [N, C, spatial...], C in `groups` groups) as a conv over few
+    channels reads it: where a pixel of a group's channels is not a whole number of 4-byte
+    words (3 channels of 16 bits: 6 bytes), a channels-last copy whose groups are padded
+    with zero channels to `slots` (3 -> 4: 8 bytes), so every tap's channels are one
+    aligned run and Triton loads them with asynchronous copies; else t itself."""
+    channels = t.shape[1] // groups
+    if channels * t.element_size() % 4 == 0:
+        return t
+    last = t.movedim(1, -1)  # [N, spatial..., C], a view
+    padded = torch.nn.functional.pad(
+        last.reshape(*last.shape[:-1], groups, channels), (0, slots - channels))
+    if not padded.is_contiguous():  # pad follows a layout it guesses ([N, W, 1, C]: NHWC)
+        padded = padded.clone(memory_format=torch.contiguous_format)
+    return padded.reshape(*last.shape[:-1], groups * slots).movedim(-1, 1)
+
+
 def split_k(config, tiles, steps):
     """How many programs share a tile's reduction: the config's SPLIT_K, halved until the
     problem has few tiles (under a wave of 132 SMs) and each program at least 4 steps."""

@@ -14,12 +14,15 @@ Three shapes of reduction loop, chosen by the channels per group:
   loads are runs of channels that Triton turns into 16-byte asynchronous copies.
 - tap blocks (2 to 8, an RGB stem say): one step covers BLOCK_K // CP taps of CP channel
   slots (CP: the channels rounded up to a power of two), so a 3-channel 7x7 stem does not
-  feed thirteen zero channels of sixteen to every dot.
+  feed thirteen zero channels of sixteen to every dot. Where a tap's channels are not a
+  whole number of 4-byte words (3 of 16 bits), the launcher reads a copy of the input and
+  the weight padded with zero channels to CP (one ATen op each), so each tap is one
+  aligned run that Triton loads with asynchronous copies (software-pipelined).
 - depthwise (one input channel per group): every output channel is a column and each tap
   is a multiply-accumulate on channel-contiguous rows; there is no GEMM to speak of.
-Padding is index arithmetic on the input (zeros masks, reflect/replicate/circular remap),
-never a padded copy. With a fused pool (non-overlapping windows only), rows are pooled
-positions and the kernel computes the conv and its epilogue at each window offset.
+Spatial padding is index arithmetic on the input (zeros masks, reflect/replicate/circular
+remap), never a padded copy. With a fused pool (non-overlapping windows only), rows are
+pooled positions and the kernel computes the conv and its epilogue at each window offset.
 """
 
 from __future__ import annotations
@@ -130,6 +133,14 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     b.flags("the dot's precision: TF32 where PyTorch's convolutions use it",
             {"DOT_PRECISION": "conv_precision(x)"}, keyed=True)
     b.flags("the interpreter's bfloat16 dot", {"UPCAST_DOT": "upcast_dot(x)"})
+    if loop == "taps":
+        # A 6-byte pixel (3 channels of 16 bits) has no aligned 4-byte piece, the smallest
+        # asynchronous copy: the launcher reads a copy of the input and of the weight with
+        # each group's channels padded by zeros to CP (helpers.aligned_channels).
+        b.operands += [f"x = aligned_channels(x, {a.groups}, {consts['CP']})",
+                       f"w = aligned_channels(w, 1, {consts['CP']})"]
+        b.flags("whether x and w were padded with zero channels to CP per group",
+                {"CHANNELS_PADDED": f"x.shape[1] != {c_in}"})
     m = "N * " + " * ".join(str(consts[s]) for s in sizes)
     b.problem(["N = x.shape[0]", f"M = {m}",
                "x_strides, w_strides, out_strides = x.stride(), w.stride(), out.stride()"], "M")
@@ -241,7 +252,11 @@ def emit(ctx: EmitContext) -> EmittedKernel:
             src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
             src.line("c = offs_k % CP")
             src.line("tap = offs_k // CP")
-            src.line("k_mask = (tap < TAPS) & (c < C_IN_G)")
+            with src.indent("if CHANNELS_PADDED:  # the zero channels are read too: whole, "
+                            "aligned runs of CP"):
+                src.line("k_mask = tap < TAPS")
+            with src.indent("else:"):
+                src.line("k_mask = (tap < TAPS) & (c < C_IN_G)")
             split_tap("tap")
             mask = input_position(f"({valid})[:, None] & k_mask[None, :]", "[:, None]")
             offset = "x_row[:, None] + " + " + ".join(
@@ -303,6 +318,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("m_mask = n < N")
         if loop == "depthwise":
             src.line("x_row = n * XS0")
+        elif loop == "taps" and a.groups == 1:
+            src.line("x_row = n * XS0  # (group * C_IN_G would hide that rows are aligned)")
+        elif loop == "taps":
+            src.line("x_row = n * XS0 + group * (CP if CHANNELS_PADDED else C_IN_G) * XS1")
         else:
             src.line("x_row = n * XS0 + group * C_IN_G * XS1")
         tile_mask = "m_mask[:, None] & n_mask[None, :]"
