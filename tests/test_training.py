@@ -1,6 +1,7 @@
 """Training compiled networks: gradients, running statistics and optimizer steps equal the
 reference's (cnnc.reference + PyTorch autograd); the backward runs cnnc's kernels only;
-autograd's machinery (saved-tensor hooks, no_grad, torch.compile) sees ordinary modules."""
+autograd's machinery (saved-tensor hooks, no_grad, torch.compile) sees ordinary modules.
+Every example network's training step: test_training_examples.py."""
 
 from __future__ import annotations
 
