@@ -1,10 +1,10 @@
 """Training compiled networks: gradients, running statistics and optimizer steps equal the
 reference's (cnnc.reference + PyTorch autograd); the backward runs cnnc's kernels only;
-autograd's machinery (saved-tensor hooks, no_grad, torch.compile) sees ordinary modules."""
+autograd's machinery (saved-tensor hooks, no_grad, torch.compile) sees ordinary modules.
+Every example network's training step: test_training_examples.py."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -289,99 +289,6 @@ def test_summary_training_counts_a_step_next_to_eager(capsys):
     assert int(mine.group(1)) == cnnc_step_cost(net, [x]).kernels
     assert int(eager.group(1)) == eager_step_cost(ref, [x]).kernels
     assert "max_pool2d" in out and "pool's backward reads" in out  # the trade-off, stated
-
-
-# Every example network in train mode. The ImageNet-sized ones run at 64 px (their last
-# batch norms then see 2x2 maps, 8 values a channel at batch 2: over fewer, normalising
-# amplifies float32 rounding past 1e-4, in PyTorch's own float32 too) and take minutes
-# each under the interpreter: they run when CNNC_HEAVY_TESTS=1.
-HEAVY = ("AlexNet", "VGG16", "ResNet18", "ResNet50", "MobileNetV2", "EfficientNetB0",
-         "DenseNet121", "ShuffleNetV2_x1_0")
-
-
-# Known defects, open in issue 7: each reason says what is off. Both are relu masks that
-# float32 rounding of the forward flips (an output float64 puts at 0, float32 just above
-# it, or the reverse), which moves every gradient upstream; the backward's kernels are
-# exact on their inputs (batch norm and conv to ~1e-7 of float64), and PyTorch's float32
-# flips some too, at other elements (ShuffleNetV2_x1_0's one flip is PyTorch's).
-KNOWN_OFF = {
-    "ShuffleNetV2_x0_5": "one relu value flips (stage3.3.branch2's last, 1 of 1536): the "
-                         "gradients upstream are ~1% off float64 where PyTorch's float32, "
-                         "with no flip, is 1e-4 off",
-    "MobileNetV2": "at 64 px one relu6 value flips (the 31st of 35 relu6s, a 960-channel "
-                   "2x2 map; PyTorch's float32: none): the input gradient is 0.8% off "
-                   "float64 where PyTorch's float32 is 8e-5 off (heavy only; before the "
-                   "batch norms took their statistics from the convs' tiles it was a "
-                   "weight's gradient, 3.2e-4 against a bar of 2.9e-4)",
-    "ResNet50": "at 64 px its last stage's batch norms see 8 values a channel; 7 relu values "
-                "flip (PyTorch's float32: 5, elsewhere): layer4.2.bn3.bias's gradient is "
-                "9% off float64 where PyTorch's float32 is 3e-7 off",
-}
-
-
-def _example_cases():
-    from test_compile_examples import EXAMPLES
-
-    from cnnc.frontend import load_program
-
-    for path in EXAMPLES:
-        for net in load_program(path).networks:
-            heavy = net.name in HEAVY and os.environ.get("CNNC_HEAVY_TESTS") != "1"
-            marks = [pytest.mark.skip(reason="minutes under the interpreter: "
-                                      "CNNC_HEAVY_TESTS=1 runs it")] if heavy else []
-            if net.name in KNOWN_OFF:
-                marks.append(pytest.mark.xfail(reason=KNOWN_OFF[net.name], strict=False))
-            yield pytest.param(path, net.name, marks=marks, id=f"{path.stem}:{net.name}")
-
-
-@pytest.mark.parametrize("path,network", list(_example_cases()))
-def test_every_example_trains_like_the_reference(path, network, monkeypatch):
-    from test_compile_examples import REDUCED, reduced_source
-
-    from compile_helpers import inputs_for
-
-    monkeypatch.chdir(path.parent)
-    # dropout draws its own random numbers (test_dropout_mask_... checks it): off here
-    source = reduced_source(path, network)
-    if REDUCED.get(network, 0) >= 32:
-        source = re.sub(r"(input \w+: \[N, 3, )\d+, \d+\]", r"\g<1>64, 64]", source)
-    source = re.sub(r"dropout\([^)]*\)", "dropout(0.0)", source)
-    torch.manual_seed(8)
-    net = cnnc.compile(source=source, network=network).train()
-    ref = cnnc.reference(source=source, network=network).train()
-    ref.load_state_dict(net.state_dict())
-    truth = cnnc.reference(source=source, network=network).double().train()
-    truth.load_state_dict(net.state_dict())
-    xs = inputs_for(ref, batch=2)
-    # Deep stacks of batch norms over 8 values a channel amplify float32 rounding; so each
-    # result is compared with float64's, next to PyTorch's own float32 error.
-    runs = [_run(model, [x.to(dtype) for x in xs]) for model, dtype in
-            ((net, torch.float32), (ref, torch.float32), (truth, torch.float64))]
-    for name in runs[2]:
-        mine, eager, exact = (r[name].double() for r in runs)
-        scale = exact.abs().max().clamp_min(1e-30)
-        err, eager_err = ((v - exact).abs().max() / scale for v in (mine, eager))
-        # a value that is 0 but for rounding (the running mean after a batch norm and a
-        # conv without bias) has no relative error to speak of: 1e-5 absolute there
-        near_zero = (mine - exact).abs().max() <= 1e-5
-        assert near_zero or err <= max(RTOL, 4 * eager_err), (name, float(err),
-                                                               float(eager_err))
-
-
-def _run(model, xs):
-    """Outputs, gradients (inputs and parameters, of a fixed random weighting of the
-    outputs) and floating buffers after one training step, by name."""
-    inputs = [x.clone().requires_grad_(True) for x in xs]
-    ys = model(*inputs)
-    ys = ys if isinstance(ys, tuple) else (ys,)
-    weights = torch.Generator().manual_seed(9)
-    sum((y * torch.randn(y.shape, generator=weights).to(y.dtype)).sum() for y in ys).backward()
-    found = {f"output {i}": y.detach() for i, y in enumerate(ys)}
-    found.update({f"input gradient {i}": x.grad for i, x in enumerate(inputs)})
-    found.update({name: p.grad for name, p in model.named_parameters()})
-    found.update({name: b for name, b in model.named_buffers()
-                  if b.is_floating_point() and not name.startswith("_")})
-    return found
 
 
 @pytest.mark.parametrize("p", [0.0, 0.3, 1.0])

@@ -258,7 +258,7 @@ def _emit_backward_body(src: Source, graph: Graph, group: Group, layout: str) ->
         buffers = []
         for k, key in enumerate(chain.outputs):
             src.line(f"buf{k} = torch.empty_like(g_anchor"
-                     f"{', dtype=torch.float32' if isinstance(key, tuple) else ''})")
+                     f"{', dtype=work_dtype(g)' if isinstance(key, tuple) else ''})")
             buffers.append(f"buf{k}")
         reads = []
         for r in chain.reads:

@@ -194,7 +194,11 @@ class KernelBuilder:
         index = _Group("index width: int64 only where a tensor can reach 2**31 elements",
                        ["INDEX_64"], [f"force_int64 or {policy}({tensors})"], True)
         tiles = _Group("tiles, from the launch's config", self.tiles, list(self.tiles), True)
-        return [*self.groups, index, tiles]
+        if not any("tl.float32" in line for line in self.body.lines):
+            return [*self.groups, index, tiles]
+        acc = _Group("arithmetic: float64 for float64 tensors, else float32", ["ACC"],
+                     ["tl.float64 if out.dtype == torch.float64 else tl.float32"], True)
+        return [*self.groups, acc, index, tiles]
 
     def _key(self, tensors: list[str]) -> list[str]:
         """The launch's key: what its kept plan was computed from. The dtype; the shape and
@@ -244,7 +248,8 @@ class KernelBuilder:
             jit.line('"""' + first + ("" if rest else '"""'))
             if rest:
                 jit.extend(rest + ['"""'])
-        jit.lines += self.body.lines
+        # templates write their arithmetic's dtype as tl.float32; ACC widens it for float64
+        jit.lines += [line.replace("tl.float32", "ACC") for line in self.body.lines]
         return jit
 
     def launch_values(self, tensors: list[str]) -> tuple[list[str], list[str]]:

@@ -1,14 +1,14 @@
 """The epilogue slot: elementwise ops applied to a kernel's result before it is stored.
 
-A template computes its value `acc` (float32) over a tile of output elements and gives,
-for each output dim d, an index expression that broadcasts over the tile (for a GEMM
-tile, `n[:, None]` for the batch and `co[None, :]` for channels). The epilogue then
-applies each fused node: an activation (its op's triton_expr), add/mul with a number
-or another tensor (loaded through that tensor's broadcast strides), or an eval-mode
-batch norm as a per-channel affine whose scale and shift the kernel computes from the
-batch norm's own parameters and buffers at every launch. Nothing derived from parameter
-values lives outside the kernel, so no change of a parameter (`.data` included) is missed.
-"""
+A template computes its value `acc` (float32: the builder's ACC, float64 for float64
+tensors) over a tile of output elements and gives, for each output dim d, an index
+expression that broadcasts over the tile (for a GEMM tile, `n[:, None]` for the batch
+and `co[None, :]` for channels). The epilogue then applies each fused node: an
+activation (its op's triton_expr), add/mul with a number or another tensor (loaded
+through that tensor's broadcast strides), or an eval-mode batch norm as a per-channel
+affine whose scale and shift the kernel computes from the batch norm's own parameters
+and buffers at every launch. Nothing derived from parameter values lives outside the
+kernel, so no change of a parameter (`.data` included) is missed."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class Affine:
         # Rounded division and square root: bit for bit PyTorch's 1 / std::sqrt(var + eps).
         code = [f"# {n}: batch norm scale and shift per channel, from its parameters as they are",
                 f"{n}_var = {load('running_var', '1.0')}",
-                f"{n}_scale = tl.div_rn(1.0, tl.sqrt_rn({n}_var + {number(self.eps)}))"]
+                f"{n}_scale = _cnnc_rstd({n}_var, {number(self.eps)})"]
         if "weight" in self.leaves:
             code.append(f"{n}_scale = {n}_scale * {load('weight', '1.0')}")
         code.append(f"{n}_mean = {load('running_mean', '0.0')}")

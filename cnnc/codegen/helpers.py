@@ -156,21 +156,27 @@ def split_k(config, tiles, steps):
     return split
 
 
+def work_dtype(t):
+    """Workspaces' dtype (partial sums, statistics): float64 for float64 tensors, else
+    float32, the dtype of the arithmetic (ACC) that fills them."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
 def split_plan(split, rows, columns, tiles, out):
     """What a launch keeps for its split-K buffers: (rows, columns, tiles, device) where the
     reduction is split, else two empty tensors that stand for them (never read, no bytes)."""
     if split > 1:
-        return rows, columns, tiles, out.device
-    return (torch.empty(0, dtype=torch.float32, device=out.device),) * 2
+        return rows, columns, tiles, out.device, work_dtype(out)
+    return (torch.empty(0, dtype=work_dtype(out), device=out.device),) * 2
 
 
 def split_buffers(split):
-    """A split-K launch's partial sums [rows, columns] (float32) and tile counters, zeroed
-    at every launch; the placeholders where the reduction is not split."""
+    """A split-K launch's partial sums [rows, columns] (work_dtype) and tile counters,
+    zeroed at every launch; the placeholders where the reduction is not split."""
     if len(split) == 2:
         return split
-    rows, columns, tiles, device = split
-    return (torch.zeros((rows, columns), dtype=torch.float32, device=device),
+    rows, columns, tiles, device, dtype = split
+    return (torch.zeros((rows, columns), dtype=dtype, device=device),
             torch.zeros((tiles,), dtype=torch.int32, device=device))
 
 
@@ -200,6 +206,19 @@ def wide(*tensors):
     or in Triton's interpreter, which checks every int32 addition and product for overflow at a cost
     larger than the kernel's own (int64 it does not check)."""
     return INTERPRET or index_64(*tensors)
+
+
+@triton.jit
+def _cnnc_rstd(var, eps):
+    """1 / sqrt(var + eps), correctly rounded (PyTorch's 1 / std::sqrt): div_rn and sqrt_rn
+    take float32 only; float64's / and sqrt are correctly rounded already. eps in var's
+    dtype (a bare literal would be a float32 constant)."""
+    v = var + tl.full((), eps, var.dtype)
+    if v.dtype == tl.float64:
+        r = 1.0 / tl.sqrt(v)
+    else:
+        r = tl.div_rn(1.0, tl.sqrt_rn(v))
+    return r
 
 
 @triton.jit

@@ -132,7 +132,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         b.tile_expr("FUSED", "P == 1")
     b.grid_dims(("CB", None), ("P", None))
     b.before.append(f"stats = torch.empty((2, {channels}), device=x.device, "
-                    "dtype=torch.float32)")
+                    "dtype=work_dtype(x))")
     if from_conv:
         _launch_merge(b, _merge_kernel(ctx, channels), channels)
         if cumulative:
@@ -175,14 +175,15 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                          "(after this batch).")
                 src.line("factor = 1.0 / tl.load(count_ptr).to(tl.float32)")
             else:
-                src.line(f"factor = {number(float(a.momentum))}")
+                # a literal would be a float32 constant: float64's momentum is the double's
+                src.line(f"factor = tl.full((), {number(float(a.momentum))}, tl.float32)")
             for buf, value in (("mean", "mean"), ("var", "(squares / (total - 1.0))")):
                 ptr = f"running_{buf}_ptr"
                 src.line(f"old = tl.load({ptr} + c, mask=c_ok, other=0.0).to(tl.float32)")
                 src.line(f"new = (1.0 - factor) * old + factor * {value}")
                 src.line(f"tl.store({ptr} + c, new.to({ptr}.dtype.element_ty), mask=c_ok)")
     # Rounded division and square root: as PyTorch's 1 / std::sqrt(var + eps).
-    src.line(f"scale = tl.div_rn(1.0, tl.sqrt_rn(var + {number(float(a.eps))}))")
+    src.line(f"scale = _cnnc_rstd(var, {number(float(a.eps))})")
     with src.indent("if p == 0:  # the statistics normalised with, kept for the backward"):
         src.line("tl.store(stats_ptr + c, mean, mask=c_ok)")
         src.line("tl.store(stats_ptr + C + c, scale, mask=c_ok)")
@@ -251,7 +252,7 @@ def _launch_statistics(b: KernelBuilder, s: KernelBuilder, channels: int,
             before.line("# the count after this batch, apart from the one the kernel writes")
             before.line("count = num_batches_tracked + 1")
     with before.indent("else:"):
-        before.line("part = torch.empty(PARTS, device=x.device, dtype=torch.float32)")
+        before.line("part = torch.empty(PARTS, device=x.device, dtype=work_dtype(x))")
         before.line(f"{s.name}[STATS_GRID]({', '.join(stats_call)}, num_warps=warps, "
                     "num_stages=stages)")
         if cumulative:
@@ -304,7 +305,7 @@ def _launch_merge(b: KernelBuilder, m: KernelBuilder, channels: int) -> None:
         "    NP_ = part.shape[1]",
         "    group = (NP_ + CONV_PARTIALS - 1) // CONV_PARTIALS",
         f"    merged = torch.empty((2, (NP_ + group - 1) // group, {channels}), "
-        "device=x.device, dtype=torch.float32)",
+        "device=x.device, dtype=work_dtype(x))",
         f"    {m.name}[(CB_, merged.shape[1])]({', '.join(call)}, num_warps=warps, "
         "num_stages=stages)",
         "    part, part_rows = merged, group * part_rows",

@@ -171,7 +171,7 @@ def emit(ctx: EmitContext, recompute: bool) -> ChainGrads:
             affine = next(a for a in epi.affines if a.node == node.id)
             n = affine.name
             src.line(f"{n}_xhat = ({value_of[into]} - {n}_mean) * "
-                     f"tl.div_rn(1.0, tl.sqrt_rn({n}_var + {number(affine.eps)}))")
+                     f"_cnnc_rstd({n}_var, {number(affine.eps)})")
             if (node.id, "weight") in grads:
                 src.line(f"d{n}_weight += g * {n}_xhat")
             if (node.id, "bias") in grads:

@@ -168,7 +168,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         b.kept["BN_PARTS"] = f"(2, (M + BLOCK_M - 1) // BLOCK_M, {c_out})"
         b.kept["BN_ROWS"] = "BLOCK_M"
         b.before.append("bn_part = torch.empty(BN_PARTS, device=out.device, "
-                        "dtype=torch.float32)")
+                        "dtype=work_dtype(out))")
         b.after.append("return bn_part, BN_ROWS  # for the batch norm that reads `out`")
 
     src = b.body

@@ -123,7 +123,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line("dev = tl.where(cmask, x - mean, 0.0)")
         src.line("total += dev * dev")
     src.line("var = tl.sum(total, axis=0) / D")
-    src.line(f"rstd = tl.div_rn(1.0, tl.sqrt_rn(var + {number(float(node.attrs.eps))}))")
+    src.line(f"rstd = _cnnc_rstd(var, {number(float(node.attrs.eps))})")
     src.line("# Pass 3: normalise, affine, epilogue, store.")
     with src.indent("for d0 in range(0, D, BLOCK_D):"):
         columns()
