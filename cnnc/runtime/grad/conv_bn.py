@@ -88,10 +88,12 @@ def _conv_bn_check(bn_input, x, needs):
     if not needs[0]:
         raise ValueError("bn_input needs the data gradient (needs[0])")
     if tuple(z.shape) != tuple(x.shape) or tuple(stats.shape) != (2, c) or (
+            not stats.is_contiguous()) or (
             weight is not None and tuple(weight.shape) != (c,)) or len(bn_needs) != 2 or (
             window is not None and len(window) != 2):
         raise ValueError(f"bn_input: z {tuple(z.shape)} must be x's shape {tuple(x.shape)}, "
-                         f"stats [2, {c}], weight None or [{c}], window None or (lo, hi)")
+                         f"stats a contiguous [2, {c}], weight None or [{c}], window None "
+                         f"or (lo, hi)")
 
 
 def _conv_bn_prepare(bn_input, x, dx, data, phases):
@@ -120,7 +122,7 @@ def _conv_bn_prepare(bn_input, x, dx, data, phases):
     counts = torch.zeros(slots, dtype=torch.int32, device=dx.device) if chunks > 1 else parts
     lo, hi = window if window is not None else (0.0, 0.0)
     return dict(
-        bn_x_ptr=x, bn_z_ptr=z, bn_stats_ptr=stats.contiguous(),
+        bn_x_ptr=x, bn_z_ptr=z, bn_stats_ptr=stats,
         bn_w_ptr=weight if weight is not None else parts, bn_coef_ptr=coef,
         bn_dw_ptr=dweight if weight is not None else parts,
         bn_db_ptr=dbias if weight is not None else parts, bn_part_ptr=parts,
