@@ -303,18 +303,10 @@ def test_pair_kernels_compile_for_sm90():
     """The coefficients' sum kernel and the conv gradient reading through them, with their
     GPU launch shapes (split chunks, split weight gradient), compile for sm_90 without a
     GPU; the bf16 ones do not spill."""
-    import json
-    import os
-    import subprocess
 
-    from test_grad_conv import SM90_SCRIPT
+    from test_grad_conv import sm90_launches
 
-    script = SM90_SCRIPT[:SM90_SCRIPT.index("    for dtype in")] + PAIR_SM90_CALLS
-    env = dict(os.environ, TRITON_INTERPRET="0")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    launches = [json.loads(line) for line in done.stdout.splitlines()]
+    launches = sm90_launches(PAIR_SM90_CALLS)
     assert {entry["function"] for entry in launches} == {
         "_norm_sum_kernel", "_conv_grad_kernel", "_conv_cast_kernel"}  # bf16 split sums
     assert len([e for e in launches if e["function"] == "_conv_grad_kernel"]) == 2 * 4

@@ -8,11 +8,6 @@ the counter) and an sm_90 compilation without spills."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -230,14 +225,9 @@ def test_bn_sums_kernels_compile_for_sm90_without_spills():
     that also reads dy through its output's batch norm), GPU launch shape (split weight
     gradient, many chunks), compiles for sm_90 with no register spill. Without bn_input
     the kernels are today's (fp32 128 / 137 registers, bf16 93 / 124: dense / depthwise)."""
-    from test_grad_conv import SM90_SCRIPT
+    from test_grad_conv import sm90_launches
 
-    script = SM90_SCRIPT[:SM90_SCRIPT.index("    for dtype in")] + SM90_CALLS
-    env = dict(os.environ, TRITON_INTERPRET="0")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    launches = [json.loads(line) for line in done.stdout.splitlines()]
+    launches = sm90_launches(SM90_CALLS)
     grads = [e for e in launches if e["function"] == "_conv_grad_kernel"]
     assert len(grads) == 2 * 2 * 3
     assert not [e for e in launches if e["error"]]

@@ -484,3 +484,19 @@ def test_backward_kernels_compile_for_sm90():
     images = [entry for entry in launches
               if entry["tag"] == "image" and entry["function"] != "_conv_cast_kernel"]
     assert [entry["pipelined"] for entry in images] == ["some", "some"]
+
+
+def sm90_launches(calls: str, cut: str = "    for dtype in") -> list[dict]:
+    """SM90_SCRIPT's harness (sm_90 compiles, one JSON line per launch) up to `cut`, then
+    `calls`, run in a subprocess without the interpreter: the launches it recorded."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = SM90_SCRIPT[:SM90_SCRIPT.index(cut)] + calls
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [json.loads(line) for line in done.stdout.splitlines()]

@@ -241,20 +241,11 @@ def test_backward_kernels_compile_for_sm90():
     """Every variant (statistics recomputed or kept, a folded activation with one or two
     bounds, masked_out, eval) with its GPU launch shape compiles for sm_90 without a GPU,
     and the bf16 ones (training's dtype) do not spill."""
-    import json
-    import os
-    import subprocess
-    import sys
 
-    from test_grad_conv import SM90_SCRIPT
+    from test_grad_conv import sm90_launches
 
     # test_grad_conv's harness (sm_90 JIT, one JSON line per launch), then these calls
-    script = SM90_SCRIPT[:SM90_SCRIPT.index("    C._CONV_FORCE_SPLITS")] + NORM_SM90_CALLS
-    env = dict(os.environ, TRITON_INTERPRET="0")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    launches = [json.loads(line) for line in done.stdout.splitlines()]
+    launches = sm90_launches(NORM_SM90_CALLS, cut="    C._CONV_FORCE_SPLITS")
     assert {entry["function"] for entry in launches} == {"_norm_sum_kernel",
                                                           "_norm_apply_kernel"}
     assert len(launches) == 2 * (3 + 2 + 2 + 2)
