@@ -53,8 +53,8 @@ TRANSPOSED = """network T {
 
 CLASSIFIERS = """network T {
     input x: [N, 16, 5, 5]
-    f = x -> conv2d(16, 3, padding=1) -> relu
-    g = f -> adaptive_avg_pool2d(1) -> flatten -> linear(10)
+    f = x -> conv2d(40, 3, padding=1) -> relu
+    g = f -> adaptive_avg_pool2d(1) -> flatten -> linear(20)
     h = f -> adaptive_avg_pool2d(5) -> flatten -> linear(7)
     output g, h
 }"""

@@ -6,11 +6,9 @@ copies (Triton's software pipeline: "pipelined all").
 A 16-bit stem (3 channels: 6-byte pixels, no aligned 4-byte piece) is pipelined too: its
 launcher reads copies of the input and weight padded to 4 channels (templates/conv.py).
 
-One exemption, derived from the network rather than listed: a linear whose prologue
-averages a map (global average pool + flatten + linear): its dot loop holds the pool's
-loop over positions, whose reads are pipelined, and Triton pipelines innermost loops only,
-so the weight tile (one per BLOCK_K channels, against a whole map of activations) is read
-synchronously. "some", not "NO"."""
+A linear whose prologue averages a map (global average pool + flatten + linear) is
+pipelined too: its means go through a scratch block, so its dot loop holds no inner loop
+(templates/gemm.py); it is checked by name below."""
 
 from __future__ import annotations
 
@@ -84,9 +82,8 @@ def test_kernels_compile_without_spills_pipelined_on_tensor_cores(path, network,
     assert [r.launch.kernel for r in report.dots_off_tensor_cores] == []
     pooled = _pooled_linears(graph)
     assert [r.launch.pipelined for r in report.rows if r.launch.kernel in pooled] \
-        == ["some"] * len(pooled)
-    assert [r.launch.kernel for r in report.dots_not_pipelined
-            if r.launch.kernel not in pooled] == []
+        == ["all"] * len(pooled)
+    assert [r.launch.kernel for r in report.dots_not_pipelined] == []
     # every conv (but a depthwise one, a direct multiply-accumulate) and linear has a dot
     dots = [r for r in report.rows if r.launch.has_dot]
     assert len(dots) == _gemm_kernels(graph)

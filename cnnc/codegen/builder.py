@@ -43,7 +43,7 @@ class _Group:
 
 
 def _ceil_div(n: str, b: str) -> str:
-    return f"({n} + {b} - 1) // {b}"
+    return f"(({n} + {b} - 1) // {b})"
 
 
 class KernelBuilder:

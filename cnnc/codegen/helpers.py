@@ -180,6 +180,12 @@ def split_buffers(split):
             torch.zeros((tiles,), dtype=torch.int32, device=device))
 
 
+def scratch(plan):
+    """A launch's scratch memory, plan = (elements, dtype, device): uninitialised, as each
+    program writes its part before it reads it."""
+    return torch.empty(plan[0], dtype=plan[1], device=plan[2])
+
+
 def conv_precision(x):
     """A convolution's tl.dot input_precision for a tensor (or a dtype) x: TF32 for float32
     where PyTorch's convolutions use it. The interpreter's dots stay exact float32."""

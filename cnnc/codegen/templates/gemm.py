@@ -5,7 +5,11 @@ prologue, the input is an adaptive average pool followed by flatten, computed wh
 loading the A tile: A[n, k] is the mean of x[n, c, window(p)] where k = (c, p). Two
 common pools load plain tiles, which Triton pipelines:
 - a global pool (output 1 x 1, k = c): the mean over positions of channel rows, which
-  are contiguous in a channels-last input; the loop over positions is pipelined too;
+  are contiguous in a channels-last input. A first loop writes the program's rows of means
+  to a scratch block (its loop over positions is pipelined), then the dot loop reads them
+  back with the weight tiles: both operands of every dot by asynchronous copies. (Summing
+  positions inside the dot loop leaves the weight tile's load outside Triton's innermost,
+  pipelined loop; a dot per position would multiply the FLOPs by the map's size.)
 - a pool whose windows are single elements (output size = input size, VGG's 7 x 7): a
   flatten, so A is the input's rows when it is contiguous (the module allocates it so).
 Strides are compile-time constants: Triton then knows how far loads are contiguous.
@@ -69,6 +73,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     if splits:
         b.group("split-K: partial sums and tile counters (fresh at each launch)",
                 ["ws_ptr", "count_ptr"], ["*split_buffers(SPLIT)"], per_call=True)
+    if prologue == "global":
+        b.group("each program's rows of channel means (scratch, written before read)",
+                ["pool_ptr"], ["scratch(POOLED)"], per_call=True)
     b.group("epilogue operands", epi.params(), operand_call)
     b.group("rows", ["M"])
     b.constants("features in and out, leading sizes, pooled sizes", consts)
@@ -114,6 +121,9 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     src.line(f"a_row = {a_row}")
     src.line("offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)")
     src.line("n_mask = offs_n < F")
+    if prologue == "global":
+        b.kept["POOLED"] = f"(({b.grid[0]}) * BLOCK_M * {in_features}, w.dtype, out.device)"
+        _global_pool_scratch(src, dims)
     src.line("acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)")
     loop = ("range(pid_k * BLOCK_K, K, BLOCK_K * SPLIT_K)" if splits
             else "range(0, K, BLOCK_K)")
@@ -128,9 +138,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         if prologue is None:
             src.line(plain)
         elif prologue == "global":
-            src.line("# B first: its load is in flight while the positions are summed.")
-            src.line(load_b)
-            _global_pool_load(src, dims)
+            src.line("a = tl.load(pooled + offs_k[None, :], mask=k_mask[None, :], other=0.0)")
         elif prologue == "flatten":
             with src.indent("if FLAT:  # the input is contiguous: its rows are A's rows"):
                 src.line(plain.replace(f"AS{in_rank - 1}", "1"))
@@ -138,8 +146,7 @@ def emit(ctx: EmitContext) -> EmittedKernel:
                 _pooled_load(src, dims)
         else:
             _pooled_load(src, dims)
-        if prologue != "global":
-            src.line(load_b)
+        src.line(load_b)
         src.line("if UPCAST_DOT:  # the interpreter's bfloat16 dot is unreliable")
         src.line("    a, b = a.to(tl.float32), b.to(tl.float32)")
         src.line("acc += tl.dot(a, b, input_precision=DOT_PRECISION)")
@@ -181,19 +188,29 @@ def _contiguous_strides(shape) -> list[int]:
     return strides[::-1]
 
 
-def _global_pool_load(src: Source, dims) -> None:
-    """A[n, c] = mean of x[n, c, :]: a loop over positions of channel rows, pipelined."""
-    src.line("# A: each channel's mean over every position; rows of channels are contiguous")
-    src.line("# in a channels-last input, and the loop over positions is software-pipelined.")
-    src.line("total = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)")
+def _global_pool_scratch(src: Source, dims) -> None:
+    """The program's rows of A, each channel's mean over every position, into its scratch
+    block [BLOCK_M, K] (`pooled`), ahead of the dot loop."""
+    src.line("# A: each channel's mean over every position, into this program's scratch rows.")
+    src.line("# Channel rows are contiguous in a channels-last input; the loop over positions")
+    src.line("# is software-pipelined, and the dot loop below reads the means back.")
+    src.line("pooled = pool_ptr + pid.to(tl.int64) * (BLOCK_M * K) "
+             "+ tl.arange(0, BLOCK_M)[:, None] * K")
     window = " * ".join(d.upper() for d in dims)
-    with src.indent(f"for position in tl.range(0, {window}, num_stages=2):"):
-        split_index(src, "position", [f"p{d}" for d in dims], [d.upper() for d in dims],
-                    "rest_p")
-        offset = "a_row + " + " + ".join(f"p{d} * AS{2 + i}" for i, d in enumerate(dims))
-        src.line(f"total += tl.load(a_ptr + ({offset})[:, None] + offs_k[None, :] * AS1, "
-                 "mask=tile_mask, other=0.0).to(tl.float32)")
-    src.line(f"a = (total / ({window})).to(w_ptr.dtype.element_ty)")
+    with src.indent("for k0 in range(0, K, BLOCK_K):"):
+        src.line("offs_k = k0 + tl.arange(0, BLOCK_K)")
+        src.line("k_mask = offs_k < K")
+        src.line("tile_mask = m_mask[:, None] & k_mask[None, :]")
+        src.line("total = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)")
+        with src.indent(f"for position in tl.range(0, {window}, num_stages=2):"):
+            split_index(src, "position", [f"p{d}" for d in dims], [d.upper() for d in dims],
+                        "rest_p")
+            offset = "a_row + " + " + ".join(f"p{d} * AS{2 + i}" for i, d in enumerate(dims))
+            src.line(f"total += tl.load(a_ptr + ({offset})[:, None] + offs_k[None, :] * AS1, "
+                     "mask=tile_mask, other=0.0).to(tl.float32)")
+        src.line(f"tl.store(pooled + offs_k[None, :], (total / ({window}))"
+                 ".to(w_ptr.dtype.element_ty), mask=k_mask[None, :])")
+    src.line("tl.debug_barrier()  # every thread's means are written before any is read")
 
 
 def _pooled_load(src: Source, dims) -> None:
