@@ -12,6 +12,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+def _worker_threads() -> int | None:
+    """Under pytest-xdist, each worker's share of the cores (torch's own thread pool would
+    otherwise take every core in every worker); None outside xdist."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not workers:
+        return None
+    return max(1, (os.cpu_count() or 1) // int(workers))
+
+
+if _worker_threads() is not None:
+    import torch
+
+    torch.set_num_threads(_worker_threads())
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _repo_root_cwd():
     """Diagnostics show paths relative to the working directory; tests expect the root."""

@@ -48,10 +48,9 @@ KNOWN_OFF = {
 }
 
 
-# Over 20 s each in float64 under the interpreter (measured on 2 cores: 30 to 80 s): heavy
-# for the float64 test, which runs the rest in CI.
-HEAVY_FLOAT64 = HEAVY + ("MobileNetV3Small", "ShuffleNetV2_x0_5", "UNet", "UNetTransposed",
-                         "VolumeNet")
+# Over 20 s each in float64 under the interpreter (measured on 2 cores: 25 to 80 s): heavy
+# for the float64 test, which runs the rest in CI (UNet, UNetTransposed, VolumeNet: 12-15 s).
+HEAVY_FLOAT64 = HEAVY + ("MobileNetV3Small", "ShuffleNetV2_x0_5")
 
 # Where float64 cnnc and float64 PyTorch differ by more than summation order, and why.
 FLOAT64_OFF = {
@@ -109,6 +108,7 @@ def test_every_example_trains_like_the_reference(path, network, monkeypatch):
     # result is compared with float64's, next to PyTorch's own float32 error.
     runs = [_run(model, [x.to(dtype) for x in xs]) for model, dtype in
             ((net, torch.float32), (ref, torch.float32), (truth, torch.float64))]
+    errors = {}
     for name in runs[2]:
         mine, eager, exact = (r[name].double() for r in runs)
         scale = exact.abs().max().clamp_min(1e-30)
@@ -116,8 +116,16 @@ def test_every_example_trains_like_the_reference(path, network, monkeypatch):
         # a value that is 0 but for rounding (the running mean after a batch norm and a
         # conv without bias) has no relative error to speak of: 1e-5 absolute there
         near_zero = (mine - exact).abs().max() <= 1e-5
-        assert near_zero or err <= max(RTOL, 4 * eager_err), (name, float(err),
-                                                               float(eager_err))
+        errors[name] = (0.0 if near_zero else float(err), float(eager_err))
+    # Where PyTorch's own float32 step is more than RTOL off float64 somewhere, float32
+    # rounding decides relu masks at this size (UNet's 1 x 1 bottleneck normalises 2 values
+    # a channel), and which tensors come out near float64 is luck that moves with the
+    # thread count: there cnnc's error may reach 4x PyTorch's worst, in any tensor.
+    eager_worst = max(eager for _, eager in errors.values())
+    floor = RTOL if eager_worst <= RTOL else 4 * eager_worst
+    off = {name: (err, eager) for name, (err, eager) in errors.items()
+           if err > max(floor, 4 * eager)}
+    assert not off, (off, eager_worst)
 
 
 @pytest.mark.parametrize("path,network", list(_example_cases(known_off={},
