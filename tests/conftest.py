@@ -21,10 +21,11 @@ def _worker_threads() -> int | None:
     return max(1, (os.cpu_count() or 1) // int(workers))
 
 
-if _worker_threads() is not None:
+_THREADS = _worker_threads()
+if _THREADS is not None:
     import torch
 
-    torch.set_num_threads(_worker_threads())
+    torch.set_num_threads(_THREADS)
 
 
 @pytest.fixture(autouse=True, scope="session")
