@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import cnnc
 from cnnc.report.inspect import inspect_network
 
+from launch_recording import Recording, grids_into
 from strategies import plant, special_values
 
 BN = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d,
@@ -174,13 +175,7 @@ def test_chunked_launch_of_a_gpu(monkeypatch, channels_last):
     grids = []
     name = next(n for n in dir(module) if n.endswith("batch_norm_stats"))
 
-    class Recording:
-        def __getitem__(self, grid):
-            grids.append(grid)
-            return kernel[grid]
-
-    kernel = getattr(module, name)
-    monkeypatch.setattr(module, name, Recording())
+    monkeypatch.setattr(module, name, Recording(getattr(module, name), grids_into(grids)))
     g = torch.Generator().manual_seed(4)
     for step in range(2):
         x = _layout(torch.randn(shape, generator=g) * 2 - 1, channels_last)

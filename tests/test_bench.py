@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +41,40 @@ def test_host_benchmark_counts_the_plans_launches(tmp_path):
     assert rows["ResNet18"]["launches"] == rows["ResNet18"]["plan_rows"] == 22
     assert rows["LeNet5"]["launches"] == rows["LeNet5"]["plan_rows"] == 5
     assert all(r["forward_us"] > r["empty_calls_us"] > 0 for r in rows.values())
+
+
+def _has_revision(rev: str) -> bool:
+    return subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{rev}^{{commit}}"],
+                          capture_output=True).returncode == 0
+
+
+def test_host_benchmark_measures_a_baseline_revision_in_the_same_run(tmp_path):
+    """--baseline: the commit before the host-path work, imported from a git archive in a
+    subprocess; every row gets that revision's numbers and the fraction now / then."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import host
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    if not _has_revision(host.ISSUE_BASELINE):
+        pytest.skip("not a git checkout with the baseline commit (a wheel or shallow clone)")
+    out = _run("bench/host.py", "--baseline", "--repeat", "1", "--inner", "2", "--json",
+               str(tmp_path / "h.json"))
+    assert f"the same at {host.ISSUE_BASELINE[:12]}" in out
+    data = json.loads((tmp_path / "h.json").read_text())
+    assert data["meta"]["baseline"] == host.ISSUE_BASELINE
+    rows = {r["network"]: r for r in data["rows"]}
+    then = rows["ResNet18"]["baseline"]
+    assert then["launches"] == 21  # the baseline's plan (the stem pool fused then)
+    assert then["forward_us"] > then["empty_calls_us"] > 0
+    assert rows["ResNet18"]["fraction_of_baseline"] == pytest.approx(
+        rows["ResNet18"]["forward_us"] / then["forward_us"])
+
+
+def test_host_benchmark_names_a_revision_it_cannot_measure():
+    result = subprocess.run([sys.executable, "bench/host.py", "--baseline", "no-such-rev",
+                             "--repeat", "1", "--inner", "1"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=600)
+    assert result.returncode != 0
+    assert "cannot measure revision no-such-rev" in result.stderr
+    assert "Traceback" not in result.stderr

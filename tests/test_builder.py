@@ -14,6 +14,8 @@ import torch
 import cnnc
 from cnnc.passes import plan as make_plan
 
+from launch_recording import Recording, grids_into
+
 ROOT = Path(__file__).resolve().parent.parent
 RESNET = ROOT / "examples" / "resnet.cnn"
 
@@ -78,8 +80,8 @@ def test_resnet18_holds_one_jit_function_per_distinct_body(resnet):
     launched = {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.FunctionDef) and re.fullmatch(r"launch_k\d+_\w+", node.name):
-            launched[node.name] = {
-                n.value.id for n in ast.walk(node) if isinstance(n, ast.Subscript)
+            launched[node.name] = {  # kernel.run(..., grid=grid) or kernel[grid](...)
+                n.value.id for n in ast.walk(node) if isinstance(n, (ast.Subscript, ast.Attribute))
                 and isinstance(n.value, ast.Name) and n.value.id in functions}
     assert len(launched) == 22 and all(len(v) == 1 for v in launched.values())
     assert len(set().union(*launched.values())) == 6
@@ -171,12 +173,7 @@ def test_batch_norms_with_different_epilogues_share_one_statistics_kernel(monkey
     monkeypatch.setattr(module, "PLANS", {})
     kernel, launches = getattr(module, stats[0]), []
 
-    class Recording:
-        def __getitem__(self, grid):
-            launches.append(grid)
-            return kernel[grid]
-
-    monkeypatch.setattr(module, stats[0], Recording())
+    monkeypatch.setattr(module, stats[0], Recording(kernel, grids_into(launches)))
     x = torch.randn(4, 8, 9, 10)
     with torch.no_grad():
         torch.testing.assert_close(net(x), ref(x), rtol=1e-4, atol=1e-4)

@@ -14,6 +14,8 @@ import cnnc
 from cnnc.options import Options
 from cnnc.runtime.tuner import Tuner
 
+from launch_recording import Recording
+
 NET = """network T {
     input x: [N, 40]
     y = x -> linear(24) -> relu
@@ -22,29 +24,17 @@ NET = """network T {
 """
 
 
-class Recorder:
-    """Stands in for a jit function: records each launch's grid and its arguments by name
-    (launchers pass a kernel's constants positionally)."""
-
-    def __init__(self, real):
-        self.real, self.launches = real, []
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launches.append((grid, {**dict(zip(self.real.arg_names, args)), **kwargs}))
-            return self.real[grid](*args, **kwargs)
-        return launch
-
-
 def recorded_launch(net, x, kernel="k0_linear"):
+    """One forward; its one launch of `kernel`: (module, output, (grid, arguments by name))."""
     module = sys.modules[type(net).__module__]
-    recorder = Recorder(getattr(module, kernel))
+    launches = []
+    recorder = Recording(getattr(module, kernel), lambda *launch: launches.append(launch))
     setattr(module, kernel, recorder)
     try:
         y = net(x)
     finally:
         setattr(module, kernel, recorder.real)
-    (launch,) = recorder.launches
+    (launch,) = launches
     return module, y, launch
 
 

@@ -20,6 +20,7 @@ from cnnc.runtime.grad import norm as N
 from cnnc.runtime.grad.conv import grad_conv
 
 from compile_helpers import assert_close_to_scale
+from launch_recording import Recording, grids_into
 
 INF = float("inf")
 
@@ -151,14 +152,7 @@ def test_split_chunks_reduce_in_the_last_program(monkeypatch):
     monkeypatch.setattr(N, "_NORM_TILE", 64)
     monkeypatch.setattr(N, "_NORM_CHANNELS", 4)
     grids = []
-    kernel = N._norm_sum_kernel
-
-    class Recording:
-        def __getitem__(self, grid):
-            grids.append(grid)
-            return kernel[grid]
-
-    monkeypatch.setattr(N, "_norm_sum_kernel", Recording())
+    monkeypatch.setattr(N, "_norm_sum_kernel", Recording(N._norm_sum_kernel, grids_into(grids)))
     _check_pair(shape=(8, 4, 10, 12), c_out=8, residual=True)
     assert grids == [(2, 2)]  # 2 channel blocks of 4; 240 rows (16 a tile): 2 chunks
 
@@ -268,14 +262,8 @@ def test_the_gpu_launch_shape(monkeypatch):
     monkeypatch.setitem(module.CONFIGS, "conv", [dict(BLOCK_M=16, BLOCK_N=16, K_BYTES=64,
                                                       SPLIT_K=1, num_warps=4, num_stages=1)])
     grids = []
-    kernel = module._norm_sum_kernel
-
-    class Recording:
-        def __getitem__(self, grid):
-            grids.append(grid)
-            return kernel[grid]
-
-    monkeypatch.setattr(module, "_norm_sum_kernel", Recording())
+    monkeypatch.setattr(module, "_norm_sum_kernel",
+                        Recording(module._norm_sum_kernel, grids_into(grids)))
     _step(net, ref, torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(2)),
           steps=1)
     assert len(grids) == 5 and max(chunks for _, chunks in grids) > 1, grids

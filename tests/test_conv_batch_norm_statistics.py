@@ -15,6 +15,7 @@ import cnnc
 from cnnc.passes import plan
 
 from compile_helpers import assert_close_to_scale
+from launch_recording import Recording, grids_into
 
 SOURCE = """network T {{
     input x: [N, {c_in}, 7, 6]
@@ -169,15 +170,8 @@ def test_split_k_conv_gives_its_last_programs_statistics(backward):
     module = sys.modules[type(net).__module__]
     grids = []
     name = "t0_conv2d"  # the differentiable plan's gt0_conv2d has the same body: its launcher
-    kernel = getattr(module, name)
-
-    class Recording:
-        def __getitem__(self, grid):
-            grids.append(grid)
-            return kernel[grid]
-
     module_patch = pytest.MonkeyPatch()
-    module_patch.setattr(module, name, Recording())
+    module_patch.setattr(module, name, Recording(getattr(module, name), grids_into(grids)))
     try:
         _steps(net, ref, (2, 32, 7, 6), True, backward)
     finally:
@@ -209,17 +203,8 @@ def test_the_gpu_launch_shape_reads_the_conv_output_once(monkeypatch, backward, 
     for name in [n for n in vars(module) if n.startswith(("t", "gt")) and "_" in n
                  and n.split("_")[0].lstrip("gt").isdigit()
                  and hasattr(getattr(module, n), "__getitem__")]:
-        kernel = getattr(module, name)
-
-        class Recording:
-            def __init__(self, name, kernel):
-                self.name, self.kernel = name, kernel
-
-            def __getitem__(self, grid):
-                launches.append((self.name, grid))
-                return self.kernel[grid]
-
-        monkeypatch.setattr(module, name, Recording(name, kernel))
+        monkeypatch.setattr(module, name, Recording(
+            getattr(module, name), lambda grid, _, name=name: launches.append((name, grid))))
     _steps(net, ref, (6, 3, 7, 6), True, backward)  # 252 rows: 16 tiles of 16, 2 chunks
     names = [n.split("_", 1)[1] for n, _ in launches]
     merge = ["batch_norm_merge"] if many else []

@@ -17,6 +17,8 @@ from cnnc.runtime.grad import conv as C
 from cnnc.runtime.grad import conv_bn
 from cnnc.runtime.grad.norm import grad_batch_norm_coefficients
 
+from launch_recording import Recording, grids_into
+
 INF = float("inf")
 EPS = 1e-5
 CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -183,16 +185,7 @@ def test_the_gpu_launch_shape(monkeypatch):
     monkeypatch.setattr(conv_bn, "_CONV_BN_BLOCK", 8 * 64)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     grids = []
-    kernel = C._conv_grad_kernel
-
-    class Recording:
-        arg_names = kernel.arg_names
-
-        def __getitem__(self, grid):
-            grids.append(grid)
-            return kernel[grid]
-
-    monkeypatch.setattr(C, "_conv_grad_kernel", Recording())
+    monkeypatch.setattr(C, "_conv_grad_kernel", Recording(C._conv_grad_kernel, grids_into(grids)))
     for groups, c_in in ((1, 72), (72, 72)):
         grids.clear()
         _check(spatial=(12, 12), c_in=c_in, c_out=8 if groups == 1 else 72, groups=groups,

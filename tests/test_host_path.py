@@ -223,3 +223,49 @@ def test_the_dot_precision_is_worked_out_once_a_forward(resnet18, monkeypatch):
     dots = {n: v for n, v in given.items() if "conv2d" in n or "linear" in n}
     assert len(dots) == 21 and set(dots.values()) == {"ieee"}  # the interpreter's
     assert given["launch_k1_max_pool2d"] is None
+
+
+RESIDUAL = """network T {
+    input x: [N, 4, 6, 6]
+    a = x -> conv2d(4, 3, padding=1) -> batch_norm -> relu
+    b = a -> conv2d(4, 3, padding=1) -> batch_norm -> add(a) -> relu
+    c = b -> conv2d(4, 3, padding=1) -> batch_norm -> add(b) -> relu
+    d = c -> conv2d(4, 3, padding=1) -> add(c) -> relu
+    e = d -> conv2d(4, 3, padding=1) -> add(d)
+    y = e -> flatten -> linear(3)
+    output y, e
+}"""
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_dead_buffers_are_reused_and_values_stay_right(tmp_path, monkeypatch, training):
+    """Without autograd, a value is written into the buffer of one that no later kernel
+    reads (same shape and layout): fewer allocations, and the outputs still equal
+    PyTorch's, at two batch sizes, forward after forward; the two outputs are two buffers."""
+    monkeypatch.setenv("CNNC_CACHE_DIR", str(tmp_path))
+    net, ref = pair(source=RESIDUAL)
+    net.train(training), ref.train(training)
+    text = Path(net.source_path).read_text()
+    method = "_forward_train" if training else "_forward_eval"
+    body = text[text.index(f"    def {method}("):]
+    body = body[:body.index("    @staticmethod")]
+    assert "# a buffer no later launch reads" in body
+    g = torch.Generator().manual_seed(0)
+    for batch in (2, 3, 2):
+        x = torch.randn(batch, 4, 6, 6, generator=g)
+        with torch.no_grad():
+            got, want = net(x), ref(x)
+        for a, b in zip(got, want):
+            assert_same(a, b)
+        assert got[0].data_ptr() != got[1].data_ptr()
+    if training:  # the running statistics, updated in the same forwards
+        for name, buffer in ref.named_buffers():
+            assert_same(net.get_buffer(name), buffer)
+
+
+def test_resnet18_allocates_fourteen_buffers_for_its_22_kernels(resnet18):
+    text = Path(resnet18.source_path).read_text()
+    body = text[text.index("    def _forward_eval("):text.index("    def _shapes_eval(")]
+    assert body.count("launch_k") == 22
+    assert body.count("torch.empty") == 14
+    assert body.count("# a buffer no later launch reads") == 8

@@ -16,6 +16,7 @@ import cnnc
 from cnnc.report.inspect import inspect_network
 
 from compile_helpers import pair
+from launch_recording import Recording
 
 SOURCE = """network T {
     input x: [N, 16, 8, 8]
@@ -46,17 +47,12 @@ def _chosen_precisions(net, x, monkeypatch) -> dict[str, str]:
     monkeypatch.setattr(module, "INTERPRET", False)
     chosen = {}
 
-    class Recorder:
-        def __init__(self, name):
-            self.name, self.arg_names = name, getattr(module, name).arg_names
-
-        def __getitem__(self, grid):
-            def launch(*args, **kwargs):  # launchers pass constants positionally
-                chosen[self.name] = {**dict(zip(self.arg_names, args)), **kwargs}["DOT_PRECISION"]
-            return launch
+    def record(name):
+        return lambda grid, arguments: chosen.__setitem__(name, arguments["DOT_PRECISION"])
 
     for name in KERNELS:
-        monkeypatch.setattr(module, name, Recorder(name))
+        monkeypatch.setattr(module, name, Recording(getattr(module, name), record(name),
+                                                    launch=False))
     with torch.no_grad():  # the forward-only plan (a recording forward fuses less)
         net(x)
     return chosen
@@ -88,15 +84,19 @@ def test_the_new_precision_api_is_read_too(flags):
     flags(True, False)
     from cnnc.runtime.support import allows_tf32
 
-    conv = torch.backends.cudnn.conv
-    saved = conv.fp32_precision
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    saved = conv.fp32_precision, matmul.fp32_precision
     try:
         conv.fp32_precision = "ieee"  # now cudnn's legacy getter raises (conv != rnn)
         assert allows_tf32("conv") is False
         conv.fp32_precision = "tf32"
         assert allows_tf32("conv") is True
+        matmul.fp32_precision = "tf32"
+        assert allows_tf32("matmul") is True and allows_tf32("conv") is True
+        matmul.fp32_precision = "ieee"
+        assert allows_tf32("matmul") is False
     finally:
-        conv.fp32_precision = saved
+        conv.fp32_precision, matmul.fp32_precision = saved
 
 
 def test_interpreter_and_low_precision_dots_are_not_tf32(flags, monkeypatch):

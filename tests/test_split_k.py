@@ -12,6 +12,7 @@ import torch
 import cnnc
 
 from compile_helpers import assert_same
+from launch_recording import Recording
 
 CONV = """network T {
     input x: [N, 32, 5, 5]
@@ -34,18 +35,9 @@ def _grids(net, *inputs) -> dict[str, tuple]:
     grids = {}
     names = [n for n in vars(module) if n.startswith(("k0_", "k1_"))]
     real = {n: getattr(module, n) for n in names}
-
-    class Recorder:
-        def __init__(self, name):
-            self.name = name
-
-        def __getitem__(self, grid):
-            grids[self.name] = grid
-            return real[self.name][grid]
-
     try:
         for n in names:
-            setattr(module, n, Recorder(n))
+            setattr(module, n, Recording(real[n], lambda grid, _, n=n: grids.__setitem__(n, grid)))
         with torch.no_grad():
             out = net(*inputs)
     finally:

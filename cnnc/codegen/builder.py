@@ -16,9 +16,10 @@ math into `body`. The builder writes the rest, the same way for every kernel:
 The launcher does that host work once per key: the dtype, the shapes and strides of the
 tensors its sizes and strides are read from, and any keyed flag (a dot's precision, which
 follows PyTorch's flags). Grid, constants, strides, tiles and index width are kept in the
-generated PLANS table, so a launch builds one key tuple and calls the kernel. An index
-width kept for a key stays right for any tensor of those shapes and strides: in-kernel
-offsets are relative to a tensor's data pointer and bounded by its shape and strides.
+generated PLANS table, so a launch builds one key tuple and calls the kernel's `run`
+(what `kernel[grid](...)` calls). An index width kept for a key stays right for any tensor
+of those shapes and strides: in-kernel offsets are relative to a tensor's data pointer and
+bounded by its shape and strides.
 """
 
 from __future__ import annotations
@@ -323,10 +324,12 @@ class KernelBuilder:
                         *self.kept]
             host.line(f"{', '.join(unpacked)} = plan")
             host.extend(self.before)
-            with host.indent(f"{self.name}[grid]("):
+            # kernel.run(..., grid=, warmup=False) is what kernel[grid](...) calls, without
+            # the lambda in between (a launch's arguments pass through one call, not two)
+            with host.indent(f"{self.name}.run("):
                 for i in range(0, len(call), PER_LINE):
                     host.line(", ".join(call[i:i + PER_LINE]) + ",")
-                host.line("num_warps=warps, num_stages=stages,")
+                host.line("grid=grid, warmup=False, num_warps=warps, num_stages=stages,")
             host.line(")")
             host.extend(self.after)
         return EmittedKernel(self.name, jit.text() + "\n\n" + host.text(), launcher,

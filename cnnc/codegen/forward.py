@@ -1,12 +1,14 @@
 """The generated forward methods: values named and allocated (channels-last where a conv
-reads them, flat where a reshape or a pooled linear does, in place in a concat's buffer),
-kernels launched in plan order, views as torch views or copies."""
+reads them, flat where a reshape or a pooled linear does, in place in a concat's buffer,
+or in the buffer of a value no later launch reads), kernels launched in plan order, views
+as torch views or copies."""
 
 from __future__ import annotations
 
 from ..ir.graph import Graph
 from ..ir.shapes import Sym
 from ..passes.plan import Kernel, Plan, View
+from ..runtime.support import channels_last_strides
 from . import views
 from .kernel import EmittedKernel
 from .source import Source, python_name, shown, text_literal
@@ -91,6 +93,43 @@ class Values:
             self.names[node.id] = input_variable(node.attrs.name)
         self.in_place = in_place_concat_inputs(graph, plan) if plan is not None else {}
         self.shuffled = views.shuffled_concats(graph, plan)
+        # Buffer reuse (plan_reuse): a value's last reading step; the values whose buffer
+        # may pass to a later value; the free buffers by (shape, layout); the current step.
+        self.last_read: dict[int, int] = {}
+        self.reusable: set[int] = set()
+        self.free: dict[tuple[str, str], list[str]] = {}
+        self.step = 0
+
+    def plan_reuse(self, reads: list[list[int]], aliased: set[int]) -> None:
+        """reads[i]: the values step i reads. A value allocated here whose readers are all
+        launches (no view aliases it, it is no output) gives its buffer to a value of the
+        same shape and layout allocated after its last read: fewer allocations per forward
+        and less memory (launches run in stream order, so the reuse is safe on a GPU)."""
+        for i, values in enumerate(reads):
+            for v in values:
+                self.last_read[v] = i
+        self.reusable = {v for v in self.last_read
+                         if v not in aliased and v not in self.graph.outputs
+                         and v not in self.names and v not in self.in_place}
+
+    def at_step(self, i: int) -> None:
+        """Before step i: the buffers of values last read before it become free."""
+        self.step = i
+        for v, last in self.last_read.items():
+            if last == i - 1 and v in self.reusable and v in self.names:
+                key = self._reuse_key(v)
+                self.free.setdefault(key, []).append(self.names[v])
+
+    def _channels_last_strides(self, node_id: int) -> str:
+        """The strides of a channels-last value: a literal for a static shape, else an
+        entry of the shape table (S), computed once per batch size."""
+        dims = [self._dim(node_id, i) for i in range(len(self.graph.node(node_id).shape))]
+        if all(d.isdigit() for d in dims):
+            return str(channels_last_strides([int(d) for d in dims]))
+        return self._entry(f"channels_last_strides(({', '.join(dims)}))")
+
+    def _reuse_key(self, node_id: int) -> tuple[str, str]:
+        return self.shape(node_id), layout_of(self.graph, self.plan, node_id)
 
     def emit_return(self) -> None:
         """A forward method's last line: the graph's outputs, one or a tuple."""
@@ -137,13 +176,16 @@ class Values:
             concat, dim, offset = self.in_place[node_id]
             position = self.graph.node(concat).inputs.index(node_id)  # in place: once
             self.src.line(f"{name} = {views.piece(self, concat, position)}")
+        elif self.free.get(self._reuse_key(node_id)):
+            self.src.line(f"{name} = {self.free[self._reuse_key(node_id)].pop()}  "
+                          "# a buffer no later launch reads")
+        elif self._reuse_key(node_id)[1]:  # channels-last: strides once per batch size
+            self.src.line(f"{name} = torch.empty_strided({self.shape(node_id)}, "
+                          f"{self._channels_last_strides(node_id)}, device=device, "
+                          "dtype=dtype)")
         else:
-            rank = len(self.graph.node(node_id).shape)
-            layout = ""
-            if rank in (4, 5) and node_id not in read_flat(self.graph, self.plan):
-                layout = ", memory_format=torch.channels_last" + ("_3d" if rank == 5 else "")
-            self.src.line(f"{name} = torch.empty({self.shape(node_id)}, "
-                          f"device=device, dtype=dtype{layout})")
+            self.src.line(f"{name} = torch.empty({self.shape(node_id)}, device=device, "
+                          "dtype=dtype)")
         self.names[node_id] = name
         return name
 
@@ -182,7 +224,13 @@ def emit_forward(src: Source, graph: Graph, mode: str, plan: Plan,
         values = Values(graph, plan, src, table=True)
         code_of = {id(k): e for k, e in zip(plan.kernels, emitted)}
         flags = _keyed_flags(src, emitted)
-        for step in plan.steps:
+        reads = [[a.ref for a in code_of[id(s)].arguments if a.kind == "value"]
+                 if isinstance(s, Kernel) else list(graph.node(s.node).inputs)
+                 for s in plan.steps]
+        aliased = {v for s, r in zip(plan.steps, reads) if isinstance(s, View) for v in r}
+        values.plan_reuse(reads, aliased | {s.node for s in plan.steps if isinstance(s, View)})
+        for i, step in enumerate(plan.steps):
+            values.at_step(i)
             if isinstance(step, View):
                 _emit_view(src, graph, step, values)
                 continue

@@ -184,11 +184,11 @@ def _distinct_bodies(kernels: list[EmittedKernel]) -> dict[str, list]:
             if first == name:
                 kept.append(text)
             else:
-                host = re.sub(rf"\b{name}\[", f"{first}[", host)
+                host = re.sub(rf"\b{name}(?=\[|\.run\()", first, host)
         body = re.sub(rf"\b{kernel.name}\(", BLANK + "(", main)
         users = bodies.setdefault(body, [])
         if users:
-            host = re.sub(rf"\b{kernel.name}\[", f"{users[0][0].name}[", host)
+            host = re.sub(rf"\b{kernel.name}(?=\[|\.run\()", users[0][0].name, host)
         users.append((kernel, host, kept))
     return bodies
 

@@ -4,8 +4,9 @@ Triton compiles for any target it has a backend for; only the launch needs the G
 the generated file is imported a second time with the interpreter off (its kernels are
 then real `JITFunction`s and its tile choice is the GPU one), a stand-in driver answers
 "device 0, target sm_XX", and one forward pass runs on CPU tensors whose launches are
-replaced by `JITFunction.warmup`: Triton specialises the arguments exactly as a real
-launch would and compiles TTIR -> TTGIR -> PTX -> cubin, and nothing executes. The
+replaced by `JITFunction.warmup` (in `JITFunction.run`, which `kernel[grid](...)` calls
+and the generated launchers call directly): Triton specialises the arguments exactly as
+a real launch would and compiles TTIR -> TTGIR -> PTX -> cubin, and nothing executes. The
 cubin's registers, stack and local memory come from the `cuobjdump` shipped in the
 triton wheel.
 """
@@ -82,12 +83,12 @@ def _compiling_for(arch: int):
     from triton.runtime.jit import JITFunction
 
     saved_driver = driver_config._active
-    saved_getitem = JITFunction.__getitem__
+    saved_run = JITFunction.run
     driver_config.set_active(_StandInDriver(GPUTarget("cuda", arch, 32)))
     try:
         yield JITFunction
     finally:
-        JITFunction.__getitem__ = saved_getitem
+        JITFunction.run = saved_run
         driver_config._active = saved_driver
 
 
@@ -238,25 +239,29 @@ def _compile_in_worker(request: dict) -> None:
         print(json.dumps(message), flush=True)
 
     with _compiling_for(request["arch"]) as jit_function:
-        def record(fn, grid):
-            def launch(*args, **kwargs):
-                nonlocal count
-                kernel, in_backward = _launcher(sys._getframe(1))
-                entry = Launch(kernel or fn.__name__, fn.__name__, tuple(grid),
-                               _tensor_bytes(list(args) + list(kwargs.values())),
-                               backward=in_backward,
-                               switches={k: v for k, v in kwargs.items() if type(v) is bool})
-                emit({"progress": count, "kernel": fn.__name__})
-                count += 1
-                try:
-                    _describe(entry, fn.warmup(*args, grid=grid, **kwargs))
-                except Exception as e:  # a compiler rejection is a finding, not a crash
-                    lines = str(e).strip().splitlines() or [""]
-                    entry.error = f"{type(e).__name__}: {lines[-1]}"
-                emit({"launch": vars(entry)})
-            return launch
+        compile_only = jit_function.run
 
-        jit_function.__getitem__ = record
+        def record(fn, *args, grid, warmup, **kwargs):
+            """JITFunction.run, which kernel[grid](...) calls and the builder's launchers
+            call directly: compile (warmup), describe, never launch."""
+            nonlocal count
+            if warmup:  # fn.warmup below
+                return compile_only(fn, *args, grid=grid, warmup=True, **kwargs)
+            kernel, in_backward = _launcher(sys._getframe(1))
+            entry = Launch(kernel or fn.__name__, fn.__name__, tuple(grid),
+                           _tensor_bytes(list(args) + list(kwargs.values())),
+                           backward=in_backward,
+                           switches={k: v for k, v in kwargs.items() if type(v) is bool})
+            emit({"progress": count, "kernel": fn.__name__})
+            count += 1
+            try:
+                _describe(entry, fn.warmup(*args, grid=grid, **kwargs))
+            except Exception as e:  # a compiler rejection is a finding, not a crash
+                lines = str(e).strip().splitlines() or [""]
+                entry.error = f"{type(e).__name__}: {lines[-1]}"
+            emit({"launch": vars(entry)})
+
+        jit_function.run = record
         net = getattr(module, request["class"])(dtype=dtype).train(request["training"])
         inputs = _inputs(module, request["batch"], dtype)
         if request.get("backward"):  # nothing runs: the values are never read

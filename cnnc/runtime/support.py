@@ -223,6 +223,19 @@ def batch_shapes(memo, key, compute, sizes):
     return shapes
 
 
+def channels_last_strides(shape):
+    """The strides torch.empty(shape, memory_format=torch.channels_last or _3d) gives a
+    4-d or 5-d shape (channels innermost, then the spatial dims, the batch outermost):
+    the forward allocates with torch.empty_strided, which parses fewer arguments."""
+    strides = [1] * len(shape)
+    step = shape[1]
+    for d in range(len(shape) - 1, 1, -1):
+        strides[d] = step
+        step *= shape[d]
+    strides[0] = step
+    return tuple(strides)
+
+
 def empty_batch(sizes):
     """Whether forward has a batch of 0 (then it returns empty outputs, as PyTorch does)."""
     if 0 not in sizes.values():
@@ -271,13 +284,20 @@ def allows_tf32(kind):
     """Whether PyTorch computes float32 in TF32: "conv" follows torch.backends.cudnn (TF32
     by default), "matmul" torch.backends.cuda.matmul (IEEE by default). Reads
     fp32_precision where this torch has it: the legacy allow_tf32 getters raise once the
-    two APIs were mixed."""
+    two APIs were mixed. Asked at every forward: the getter behind those properties is
+    called directly where this torch has it (the properties cost microseconds)."""
+    if _FP32_PRECISION is not None:
+        return _FP32_PRECISION("cuda", "conv" if kind == "conv" else "matmul") == "tf32"
     if kind == "conv":
         flags = getattr(torch.backends.cudnn, "conv", torch.backends.cudnn)
     else:
         flags = torch.backends.cuda.matmul
     precision = getattr(flags, "fp32_precision", None)
     return precision == "tf32" if precision is not None else bool(flags.allow_tf32)
+
+
+# What torch.backends.cudnn.conv.fp32_precision and torch.backends.cuda.matmul's read.
+_FP32_PRECISION = getattr(torch._C, "_get_fp32_precision_getter", None)
 
 
 def ceil_div(n, d):
