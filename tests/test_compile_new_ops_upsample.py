@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import cnnc
+
 from compile_helpers import pair
 from strategies import BATCH, dims_text, plant, seeds, special_values
 
@@ -99,3 +101,32 @@ network n {{
                                                 align_corners=corners))
     torch.testing.assert_close(z, F.interpolate(a, size=(7, 9), mode=mode,
                                                 align_corners=corners))
+
+
+@pytest.mark.parametrize("mode,dims,corners", [
+    *((m, d, c) for m, d in (("linear", 1), ("bilinear", 2), ("bicubic", 2), ("trilinear", 3))
+      for c in (False, True)),
+    ("nearest", 2, False)])
+def test_float64_source_coordinates_are_double_as_atens(mode, dims, corners):
+    """In float64 ATen computes the interpolating modes' coordinates in double (its
+    opmath), nearest's in float32: sizes whose ratios float32 does not hold exactly (7 ->
+    9, 5 -> 12, scale 1.7) give PyTorch's float64 values to float64 rounding, in the
+    forward and (cnnc/runtime/grad/tensor.py) the backward."""
+    sizes, size = (7, 5, 3)[:dims], (9, 12, 5)[:dims]
+    args = [f'mode="{mode}"', f"size={text(size)}", "scale_factor=none"]
+    kw = {"mode": mode, "size": size}
+    if mode != "nearest":
+        args.append(f"align_corners={str(corners).lower()}")
+        kw["align_corners"] = corners
+    src = (f"network n {{\n input x: {dims_text(['N', 2, *sizes])}\n"
+           f" y = x -> upsample({', '.join(args)})\n output y\n}}")
+    net = cnnc.compile(source=src, dtype=torch.float64)
+    x = torch.randn((2, 2, *sizes), dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(3)).requires_grad_()
+    expected = F.interpolate(x, **kw)
+    got = net(x)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    dy = torch.randn_like(expected)
+    (want,) = torch.autograd.grad(expected, x, dy)
+    (dx,) = torch.autograd.grad(got, x, dy)
+    torch.testing.assert_close(dx, want, rtol=1e-12, atol=1e-12)

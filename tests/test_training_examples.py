@@ -57,10 +57,6 @@ FLOAT64_OFF = {
     # ATen's hardsigmoid backward multiplies by 1.0f / 6.0f, a float constant, for double
     # too (F.hardsigmoid's float64 gradient is 0.16666667163...); cnnc divides by 6.0
     "MobileNetV3Small": 1e-7,
-    # cnnc's bilinear upsample computes its source coordinates in float32 for every dtype
-    # (codegen/templates/upsample.py, runtime/grad/tensor.py), as ATen does for float32;
-    # ATen computes them in double for double: 3.5e-7 apart
-    "UNet": 1e-6,
 }
 
 

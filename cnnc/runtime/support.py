@@ -9,6 +9,7 @@ functions from here. Keep it to torch, math and the standard library.
 import contextlib
 import math
 import operator
+import struct
 import threading
 
 import torch
@@ -298,6 +299,11 @@ def allows_tf32(kind):
 
 # What torch.backends.cudnn.conv.fp32_precision and torch.backends.cuda.matmul's read.
 _FP32_PRECISION = getattr(torch._C, "_get_fp32_precision_getter", None)
+
+
+def float32(value):
+    """The float32 nearest to value (C++'s static_cast<float>), as a Python float."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def ceil_div(n, d):

@@ -1,11 +1,13 @@
 """Upsampling of 1, 2 or 3 spatial dims, every mode of F.interpolate, with ATen's indices.
 
 One program handles a block of output elements (n, c, o_1, ..., o_S). Along each dim the
-source coordinate is computed as PyTorch's CPU kernels compute it, in float32, from a
-ratio r fixed at compile time (`ratio`):
+source coordinate is computed as PyTorch's kernels compute it, from a ratio r fixed at
+compile time (`ratio`): nearest in float32 for every dtype (ATen's nearest_idx takes a
+float scale); the interpolating modes in their arithmetic's dtype (ATen's opmath: float32,
+double for float64), the ratio a constant of the launch's dtype:
 
 - align_corners: r = (in - 1) / (out - 1) (0 for one output), src = r * o;
-- otherwise r = float32(1 / scale_factor) where a scale_factor is given, else in / out;
+- otherwise r = 1 / scale_factor where a scale_factor is given, else in / out;
   nearest: src = o * r; the interpolating modes: src = r * (o + 0.5) - 0.5, rounded once
   (a fused multiply-add, as the compiled ATen kernels compute it).
 
@@ -21,9 +23,8 @@ dim first, every tap multiplied by its weight as ATen does (so NaN and inf propa
 
 from __future__ import annotations
 
-import struct
-
 from ...ops import OPS
+from ...runtime.support import float32
 from ..builder import KernelBuilder
 from ..kernel import SPATIAL, EmitContext, EmittedKernel, split_index
 from ..source import Source, number
@@ -31,18 +32,16 @@ from ..source import Source, number
 A = -0.75  # the bicubic kernel's parameter, PyTorch's
 
 
-def float32(value: float) -> float:
-    """The float32 nearest to value (C++'s static_cast<float>), as a Python float."""
-    return struct.unpack("f", struct.pack("f", value))[0]
-
-
-def ratio(size: int, out_size: int, scale: float | None, align_corners: bool) -> float:
-    """ATen's area_pixel_compute_scale in float32: output index -> source coordinate."""
+def ratio(size: int, out_size: int, scale: float | None, align_corners: bool,
+          double: bool = False) -> float:
+    """ATen's area_pixel_compute_scale: output index -> source coordinate, in float32 (or,
+    double=True, in double, as for float64 tensors)."""
+    rounded = (lambda v: v) if double else float32
     if align_corners:
-        return float32(float32(size - 1) / (out_size - 1)) if out_size > 1 else 0.0
+        return rounded(rounded(size - 1) / (out_size - 1)) if out_size > 1 else 0.0
     if scale is not None and scale > 0:
-        return float32(1.0 / scale)
-    return float32(float32(size) / out_size)
+        return rounded(1.0 / scale)
+    return rounded(rounded(size) / out_size)
 
 
 def nearest_index(o: str, size: int, out_size: int, r: float, exact_sizes: bool) -> str:
@@ -54,9 +53,10 @@ def nearest_index(o: str, size: int, out_size: int, r: float, exact_sizes: bool)
     return f"tl.minimum(tl.floor({o}.to(tl.float32) * {number(r)}).to(tl.int64), {size - 1})"
 
 
-def tap_lines(src: Source, d: str, size: int, out_size: int, r: float, corners: bool,
+def tap_lines(src: Source, d: str, size: int, out_size: int, r: str, corners: bool,
               cubic: bool) -> int:
-    """Indices i{d}_j and weights w{d}_j of the taps along dim d; returns their count."""
+    """Indices i{d}_j and weights w{d}_j of the taps along dim d; returns their count.
+    r: the ratio's expression (in the arithmetic's dtype)."""
     o = f"o{d}"
     if not cubic and out_size == size:
         src.line(f"# {d}: as many outputs as inputs: a copy (ATen's weights 1 and 0)")
@@ -68,8 +68,8 @@ def tap_lines(src: Source, d: str, size: int, out_size: int, r: float, corners: 
     # One rounding for r * (o + 0.5) - 0.5: compilers contract ATen's expression into a
     # fused multiply-add (CPU builds with FMA, and nvcc), which decides whether a source
     # coordinate just above an input row is that row (a weight of exactly 0) or not.
-    where = (f"{o}.to(tl.float32) * {number(r)}" if corners
-             else f"tl.fma({o}.to(tl.float32) + 0.5, {number(r)}, -0.5)")
+    where = (f"{o}.to(tl.float32) * {r}" if corners
+             else f"tl.fma({o}.to(tl.float32) + 0.5, {r}, -0.5)")
     src.line(f"src{d} = {where}")
     if not cubic:
         src.line(f"src{d} = tl.where(src{d} < 0.0, 0.0, src{d})")
@@ -112,6 +112,8 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     outs = node.shape[2:]
     ratios = [ratio(sizes[i], outs[i], scales[i], corners and attrs.mode != "nearest")
               for i in range(S)]
+    doubles = [ratio(sizes[i], outs[i], scales[i], corners and attrs.mode != "nearest", True)
+               for i in range(S)]
 
     consts = {"C": x.shape[1]}
     consts.update({f"O{d.upper()}": outs[i] for i, d in enumerate(dims)})
@@ -126,6 +128,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     b.group("input and output strides", [f"sx{i}" for i in range(S + 2)]
             + [f"so{i}" for i in range(S + 2)], ["*x.stride()", "*out.stride()"])
     b.constants("channels, output sizes", consts)
+    if attrs.mode != "nearest":
+        b.flags("source ratios in the arithmetic's dtype: double for float64, else float32",
+                {f"R{d.upper()}": f"{number(doubles[i])} if out.dtype == torch.float64 "
+                                  f"else {number(ratios[i])}" for i, d in enumerate(dims)})
     b.problem(["TOTAL = out.numel()"], "TOTAL")
     b.tile("BLOCK", "TOTAL")
     b.grid_dims(("TOTAL", "BLOCK"))
@@ -153,7 +159,10 @@ def emit(ctx: EmitContext) -> EmittedKernel:
         src.line(f"acc = tl.load(x_ptr + {x_offset}, mask=mask)")
     else:
         cubic = attrs.mode == "bicubic"
-        taps = [tap_lines(src, d, sizes[i], outs[i], ratios[i], corners, cubic)
+        for d in dims:  # the ratio a constant of the arithmetic's dtype (a bare float
+            # constant would be a float32 one)
+            src.line(f"r{d} = tl.full((), R{d.upper()}, tl.float32)")
+        taps = [tap_lines(src, d, sizes[i], outs[i], f"r{d}", corners, cubic)
                 for i, d in enumerate(dims)]
         _sum_taps(src, dims, taps, base)
     src.line(f"tl.store(out_ptr + {o_offset}, acc.to(out_ptr.dtype.element_ty), mask=mask)")

@@ -118,8 +118,10 @@ def _conv_bn_prepare(bn_input, x, dx, data, phases):
     dweight, dbias = (torch.empty_like(weight) for _ in "wb") if weight is not None \
         else (None, None)
     parts = torch.empty((2 * chunks + 2, c), **work)  # [2, chunks, C], then the totals
-    # the programs of a channel tile that have arrived (a fill, not a launch, where several)
-    counts = torch.zeros(slots, dtype=torch.int32, device=dx.device) if chunks > 1 else parts
+    # the programs of a channel tile that have arrived (a fill, not a launch, where several);
+    # with one chunk never read, but int32 still: a GPU compiles the counter's branch too
+    # (chunks is a run-time value), and the atomic's result must stay an int
+    counts = torch.zeros(slots if chunks > 1 else 0, dtype=torch.int32, device=dx.device)
     lo, hi = window if window is not None else (0.0, 0.0)
     return dict(
         bn_x_ptr=x, bn_z_ptr=z, bn_stats_ptr=stats,

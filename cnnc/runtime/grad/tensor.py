@@ -15,7 +15,7 @@ and the reduction of a broadcast operand's gradient (add and mul with broadcasti
 
 Tensors of rank below 5 are handled as rank 5 with size-1 dims in front (stride 0).
 Sums and products run in float32, or float64 for float64 tensors (what gradcheck needs;
-upsample's source coordinates stay float32, as ATen computes them for float32).
+upsample's source coordinates too, as ATen's opmath; nearest's stay float32, as ATen's).
 """
 
 import os
@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..support import ceil_div
+from ..support import ceil_div, float32
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -221,22 +221,26 @@ def _tensor_cubic(t, A: tl.constexpr):
 
 
 @triton.jit
-def _tensor_tap(o, IN, OUT, ratio, t: tl.constexpr, MODE: tl.constexpr, ALIGN: tl.constexpr):
+def _tensor_tap(o, IN, OUT, RATIO: tl.constexpr, t: tl.constexpr, MODE: tl.constexpr,
+                ALIGN: tl.constexpr, COORD: tl.constexpr):
     """Input index and weight of tap t of output index o along a dim. MODE 0: nearest
-    (ATen's nearest_idx); 1: linear; 2: cubic."""
+    (ATen's nearest_idx, in float32); 1: linear; 2: cubic, in COORD (ATen's opmath:
+    float64 for float64, else float32), the ratio a constant of that dtype."""
     if MODE == 0:
+        ratio = tl.full((), RATIO, tl.float32)
         src = tl.minimum(tl.floor(o.to(tl.float32) * ratio).to(o.dtype), IN - 1)
         src = tl.where(OUT == IN, o, tl.where(OUT == 2 * IN, o // 2, src))
         return src, 1.0
     else:
+        ratio = tl.full((), RATIO, COORD)
         if ALIGN:
-            real = ratio * o.to(tl.float32)
+            real = ratio * o.to(COORD)
         else:
-            real = ratio * (o.to(tl.float32) + 0.5) - 0.5
+            real = ratio * (o.to(COORD) + 0.5) - 0.5
         if MODE == 1:
             real = tl.maximum(real, 0.0)
         i0 = tl.minimum(tl.floor(real).to(o.dtype), IN - 1)
-        lam = tl.minimum(tl.maximum(real - i0.to(tl.float32), 0.0), 1.0)
+        lam = tl.minimum(tl.maximum(real - i0.to(COORD), 0.0), 1.0)
         if MODE == 1:
             same = OUT == IN  # ATen's backward copies when the sizes agree
             if t == 0:
@@ -260,10 +264,11 @@ def _tensor_tap(o, IN, OUT, ratio, t: tl.constexpr, MODE: tl.constexpr, ALIGN: t
 @triton.jit
 def _tensor_upsample_kernel(
     dy_ptr, acc_ptr, TOTAL, C, ID, IH, IW, OD, OH, OW,
-    sg0, sg1, sg2, sg3, sg4, sa0, sa1, sa2, sa3, sa4, rd, rh, rw,
+    sg0, sg1, sg2, sg3, sg4, sa0, sa1, sa2, sa3, sa4,
+    RD: tl.constexpr, RH: tl.constexpr, RW: tl.constexpr,
     MD: tl.constexpr, MH: tl.constexpr, MW: tl.constexpr,
     TD: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr, ALIGN: tl.constexpr,
-    INDEX_64: tl.constexpr, BLOCK: tl.constexpr,
+    COORD: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """One program per block of outputs (n, c, od, oh, ow)."""
     offs, mask = _tensor_flat(TOTAL, INDEX_64, BLOCK)
@@ -272,22 +277,24 @@ def _tensor_upsample_kernel(
                 other=0.0).to(acc_ptr.dtype.element_ty)
     base = n * sa0 + c * sa1
     for td in tl.static_range(TD):
-        i_d, w_d = _tensor_tap(od, ID, OD, rd, td, MD, ALIGN)
+        i_d, w_d = _tensor_tap(od, ID, OD, RD, td, MD, ALIGN, COORD)
         for th in tl.static_range(TH):
-            i_h, w_h = _tensor_tap(oh, IH, OH, rh, th, MH, ALIGN)
+            i_h, w_h = _tensor_tap(oh, IH, OH, RH, th, MH, ALIGN, COORD)
             for tw in tl.static_range(TW):
-                i_w, w_w = _tensor_tap(ow, IW, OW, rw, tw, MW, ALIGN)
+                i_w, w_w = _tensor_tap(ow, IW, OW, RW, tw, MW, ALIGN, COORD)
                 tl.atomic_add(acc_ptr + base + i_d * sa2 + i_h * sa3 + i_w * sa4,
                               g * (w_d * w_h * w_w), mask=mask)
 
 
-def _tensor_ratio(size, out, scale, mode, align_corners):
-    """ATen's per-dim source scale (area_pixel_compute_scale, compute_scales_value)."""
+def _tensor_ratio(size, out, scale, mode, align_corners, double):
+    """ATen's per-dim source scale (area_pixel_compute_scale, compute_scales_value), in
+    float32, or in double where `double` (float64's opmath; never for nearest)."""
+    rounded = (lambda v: v) if double and mode != "nearest" else float32
     if mode != "nearest" and align_corners:
-        return (size - 1) / (out - 1) if out > 1 else 0.0
+        return rounded(rounded(size - 1) / (out - 1)) if out > 1 else 0.0
     if scale is not None and scale > 0:
-        return 1.0 / scale
-    return size / out
+        return rounded(1.0 / scale)
+    return rounded(rounded(size) / out)
 
 
 def grad_upsample(dy, x, *, scale_factor, size, mode, align_corners):
@@ -306,7 +313,9 @@ def grad_upsample(dy, x, *, scale_factor, size, mode, align_corners):
     isz, osz = tuple(x.shape[2:]), tuple(dy.shape[2:])
     if kind == 2 and isz == osz:
         kind = 0  # ATen's bicubic backward copies when every size agrees (nearest: o -> o)
-    ratios = [_tensor_ratio(i, o, s, mode, align_corners) for i, o, s in zip(isz, osz, scales)]
+    double = x.dtype == torch.float64
+    ratios = [_tensor_ratio(i, o, s, mode, align_corners, double)
+              for i, o, s in zip(isz, osz, scales)]
     pad = 3 - S
     modes = (0,) * pad + (kind,) * S
     taps = [(1, 2, 4)[m] for m in modes]
@@ -318,7 +327,8 @@ def grad_upsample(dy, x, *, scale_factor, size, mode, align_corners):
             *dy.stride()[:2], *((0,) * pad + dy.stride()[2:]),
             *acc.stride()[:2], *((0,) * pad + acc.stride()[2:]),
             *((1.0,) * pad + tuple(float(r) for r in ratios)), *modes, *taps,
-            ALIGN=bool(align_corners), INDEX_64=_tensor_index_64(dy, x), BLOCK=_TENSOR_TILE)
+            ALIGN=bool(align_corners), COORD=tl.float64 if double else tl.float32,
+            INDEX_64=_tensor_index_64(dy, x), BLOCK=_TENSOR_TILE)
     return acc if wide else _tensor_copy(acc, torch.empty_like(x))
 
 
