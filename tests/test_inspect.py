@@ -177,3 +177,14 @@ def test_cli_inspect_backward_says_what_it_compiled(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "T: training step (forward + backward), bfloat16, batch 1, sm_90" in out
     assert "backward of" in out and "0 failed to compile" in out
+
+
+def test_cli_inspect_backward_of_a_network_with_nothing_to_train(capsys):
+    """A training step of a network without trainable parameters (pools, fixed filters)
+    computes no gradient: --backward says so, and names what to inspect instead."""
+    from cnnc.cli import main
+
+    assert main(["inspect", "examples/lecture.cnn", "--network", "Pooling", "--backward"]) == 1
+    err = capsys.readouterr().err
+    assert "network Pooling has no trainable parameters" in err
+    assert "--training without --backward" in err and "Traceback" not in err

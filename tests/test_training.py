@@ -291,6 +291,25 @@ def test_summary_training_counts_a_step_next_to_eager(capsys):
     assert "max_pool2d" in out and "pool's backward reads" in out  # the trade-off, stated
 
 
+@pytest.mark.parametrize("network,kernels,ops", [("Pooling", 2, 2), ("EdgeDetection", 5, 6)])
+def test_summary_and_bench_training_of_a_network_with_nothing_to_train(capsys, network,
+                                                                        kernels, ops):
+    """Pools alone, or fixed filters (buffers): the step is the training-mode forward, with
+    no backward, in `cnnc summary --training` and `cnnc bench --training`."""
+    from cnnc.cli import main
+
+    assert main(["summary", "examples/lecture.cnn", "--network", network, "--training"]) == 0
+    out = capsys.readouterr().out
+    assert f"network {network} has no trainable parameters" in out
+    assert re.search(rf"cnnc: +{kernels} kernels\n", out), out
+    assert re.search(rf"PyTorch eager: +{ops} compute ops\n", out), out
+    assert main(["bench", "examples/lecture.cnn", "--network", network, "--training"]) == 0
+    out = capsys.readouterr().out
+    assert "training step (a training-mode forward: no trainable parameters, no backward)" \
+        in out
+    assert f"cnnc ({kernels} kernels)" in out
+
+
 @pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
 def test_dropout_mask_is_the_same_in_forward_and_backward(p):
     net = cnnc.compile(source=f"""

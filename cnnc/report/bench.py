@@ -90,11 +90,12 @@ class BenchResult:
     repeat: int
     timings: list[Timing]  # cnnc first
     max_abs_diff: float  # cnnc's outputs against eager's, once
+    backward: bool = True  # (training) False: no trainable parameter, no backward
 
     @property
     def flop(self) -> int:
         """2 FLOPs per MAC; a training step: the forward's three times over."""
-        return 2 * self.macs * (3 if self.training else 1)
+        return 2 * self.macs * (3 if self.training and self.backward else 1)
 
     @property
     def tflops(self) -> float:
@@ -104,7 +105,11 @@ class BenchResult:
         """The report, as printed by `cnnc bench`."""
         dtype = str(self.dtype).removeprefix("torch.")
         where = self.device + (" (Triton interpreter)" if self.device == "cpu" else "")
-        mode = "training step (forward + backward)" if self.training else "eval-mode forward"
+        mode = "eval-mode forward"
+        if self.training:
+            mode = ("training step (forward + backward)" if self.backward else
+                    "training step (a training-mode forward: no trainable parameters, "
+                    "no backward)")
         unit = "step" if self.training else "forward"
         cnnc_ms = self.timings[0].ms
         out = [f"{self.network}: batch {self.batch}, {dtype}, {mode}, on {where}; "
@@ -116,8 +121,9 @@ class BenchResult:
                 continue
             ratio = "" if t is self.timings[0] else f"{t.ms / cnnc_ms:.3g}x"
             out.append(f"  {t.name:24} {t.ms:14.3f}   {ratio:>13}")
-        per = ("per training step (2 FLOPs per MAC, 3x the forward's)" if self.training
-               else "per forward (2 FLOPs per MAC)")
+        per = ("per training step (2 FLOPs per MAC, 3x the forward's)"
+               if self.training and self.backward else
+               f"per {unit} (2 FLOPs per MAC)")
         line = (f"  cnnc: {self.flop / 1e9:.4g} GFLOP {per} in "
                 f"{cnnc_ms:.3f} ms = {self.tflops:.3g} TFLOP/s")
         peak = device_peak(self.dtype) if self.device == "cuda" else None
@@ -158,15 +164,19 @@ def bench(graph: Graph, net: torch.nn.Module, eager: torch.nn.Module, batch: int
     timings.append(_compiled(eager, xs, device, warmup, repeat, training) if use_compile
                    else Timing("torch.compile", None, "not run"))
     return BenchResult(graph.name, batch, dtype, device, training, kernels,
-                       summarize(graph, batch).macs, repeat, timings, diff)
+                       summarize(graph, batch).macs, repeat, timings, diff,
+                       backward=next(graph.parameters(trainable=True), None) is not None)
 
 
 def _step(module: torch.nn.Module, xs) -> Callable[[], None]:
-    """One training step of `module` without an optimiser: forward, backward of a sum."""
+    """One training step of `module` without an optimiser: forward, backward of a sum
+    (none where nothing requires a gradient: a network without trainable parameters)."""
     def step():
         for p in module.parameters():
             p.grad = None
-        sum(y.float().sum() for y in _outputs(module(*xs))).backward()
+        loss = sum(y.float().sum() for y in _outputs(module(*xs)))
+        if loss.requires_grad:
+            loss.backward()
     return step
 
 

@@ -11,7 +11,7 @@ import torch
 from ..codegen.kernel import EmitContext
 from ..ir.graph import Graph
 from ..ops import OPS, TensorInfo
-from ..runtime.aot import Launch, compile_plan
+from ..runtime.aot import AotError, Launch, compile_plan
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,10 @@ def inspect_network(graph: Graph, target: str = "sm_90", dtype: torch.dtype = to
     in eval or training mode, or with `backward` of one training step."""
     from ..compiler import generate
 
+    if backward and next(graph.parameters(trainable=True), None) is None:
+        raise AotError(f"network {graph.name} has no trainable parameters: a training step "
+                       "computes no gradient, so it has no backward kernels to compile "
+                       "(inspect its forward: --training without --backward)")
     generated = generate(graph)
     launches = compile_plan(generated.source, generated.class_name, target, dtype, batch,
                             training, progress, backward=backward)

@@ -91,6 +91,8 @@ def _step(module, inputs, measure) -> None:
     with measure():
         outputs = module(*inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    if not any(o.requires_grad for o in outputs):  # nothing to train: no backward
+        return
     loss = sum(o.float().sum() for o in outputs)
     grads = torch.autograd.grad(loss, outputs)
     with measure():
@@ -126,6 +128,11 @@ def training_lines(path, network: str, batch: int, include_dirs=()) -> list[str]
     inputs = random_inputs(graph, batch, "cpu", torch.float32)
     mine = cnnc_step_cost(net, [x.clone().requires_grad_(False) for x in inputs])
     eager = eager_step_cost(reference, inputs)
+    if next(graph.parameters(trainable=True), None) is None:
+        return [f"one training step (batch {batch}): network {graph.name} has no trainable "
+                "parameters, so the step is its training-mode forward, with no backward:",
+                f"  cnnc:          {mine.kernels} kernels",
+                f"  PyTorch eager: {eager.kernels} compute ops"]
     lines = [f"one training step (forward + backward, batch {batch}):",
              f"  cnnc:          {mine.kernels} kernels, {human_bytes(mine.saved_bytes)} "
              "saved for backward",
