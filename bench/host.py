@@ -3,7 +3,7 @@
     python bench/host.py                      # ResNet-18 b64, ResNet-50 b64, LeNet-5 b1
     python bench/host.py --baseline           # and the same at the commit before the
                                               # host-path work (issue 6's "today"), same run
-    python bench/host.py --baseline REV --json out.json
+    python bench/host.py --baseline REV --network ResNet18 --json out.json
 
 What is left when launches cost nothing is the host path: input checks, parameter
 lookups, output allocation and the launchers' own argument handling (tile choices, grids,
@@ -144,7 +144,7 @@ def _cpu_model() -> str | None:
     return None
 
 
-def baseline_rows(rev: str, repeat: int, inner: int) -> list[dict]:
+def baseline_rows(rev: str, repeat: int, inner: int, networks: list[str]) -> list[dict]:
     """The same measurement for cnnc at git revision `rev` of this checkout, in a
     subprocess importing that revision's package (its examples are this checkout's)."""
     with tempfile.TemporaryDirectory(prefix="cnnc-baseline-") as tmp:
@@ -157,7 +157,8 @@ def baseline_rows(rev: str, repeat: int, inner: int) -> list[dict]:
         out = Path(tmp) / "rows.json"
         env = {**os.environ, "CNNC_CACHE_DIR": str(Path(tmp) / "cache")}
         subprocess.run([sys.executable, __file__, "--import-root", str(Path(tmp) / "src"),
-                        "--repeat", str(repeat), "--inner", str(inner), "--rows-json", str(out)],
+                        "--repeat", str(repeat), "--inner", str(inner), "--rows-json", str(out),
+                        *(a for n in networks for a in ("--network", n))],
                        check=True, env=env)
         return json.loads(out.read_text())
 
@@ -170,19 +171,24 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", nargs="?", const=ISSUE_BASELINE,
                         help="also measure cnnc at this git revision, in the same run "
                              f"(default: {ISSUE_BASELINE[:7]}, before issue 6's host path)")
+    parser.add_argument("--network", action="append", metavar="NAME",
+                        choices=[n for _, n, _ in CASES],
+                        help="only this network (repeatable; default: all three)")
     parser.add_argument("--import-root", help=argparse.SUPPRESS)
     parser.add_argument("--rows-json", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    networks = args.network or [n for _, n, _ in CASES]
+    cases = [case for case in CASES if case[1] in networks]
     before = {}
     if args.baseline:  # first: a revision it cannot measure fails before the long part
         try:
             before = {r["network"]: r for r in baseline_rows(args.baseline, args.repeat,
-                                                             args.inner)}
+                                                             args.inner, networks)}
         except (OSError, subprocess.CalledProcessError) as e:
             detail = getattr(e, "stderr", b"") or b""
             sys.exit(f"bench/host.py: cannot measure revision {args.baseline}: {e} "
                      f"{detail.decode(errors='replace').strip()}")
-    rows = [measure(f, n, b, args.repeat, args.inner) for f, n, b in CASES]
+    rows = [measure(f, n, b, args.repeat, args.inner) for f, n, b in cases]
     if args.rows_json:  # the baseline's subprocess
         Path(args.rows_json).write_text(json.dumps(rows))
         return

@@ -58,12 +58,13 @@ def test_host_benchmark_measures_a_baseline_revision_in_the_same_run(tmp_path):
         sys.path.remove(str(ROOT / "bench"))
     if not _has_revision(host.ISSUE_BASELINE):
         pytest.skip("not a git checkout with the baseline commit (a wheel or shallow clone)")
-    out = _run("bench/host.py", "--baseline", "--repeat", "1", "--inner", "2", "--json",
-               str(tmp_path / "h.json"))
+    out = _run("bench/host.py", "--baseline", "--network", "ResNet18", "--repeat", "1",
+               "--inner", "2", "--json", str(tmp_path / "h.json"))
     assert f"the same at {host.ISSUE_BASELINE[:12]}" in out
     data = json.loads((tmp_path / "h.json").read_text())
     assert data["meta"]["baseline"] == host.ISSUE_BASELINE
     rows = {r["network"]: r for r in data["rows"]}
+    assert list(rows) == ["ResNet18"]  # --network: that one alone
     then = rows["ResNet18"]["baseline"]
     assert then["launches"] == 21  # the baseline's plan (the stem pool fused then)
     assert then["forward_us"] > then["empty_calls_us"] > 0
