@@ -236,3 +236,31 @@ def test_bn_sums_kernels_compile_for_sm90_without_spills():
     assert not [e for e in launches if e["spill_bytes"]], launches
     for e in grads:  # registers per thread, with and without the epilogue (pytest -s)
         print(e["dtype"], e["tag"], e["registers"])
+
+
+DEPTHWISE_CALLS = r'''
+    for dtype in (torch.float32, torch.bfloat16):
+        for c in (58, 116):  # ShuffleNetV2 x1.0's branch widths: channels-last rows of
+            # 58 elements, loaded in narrow pieces
+            x = torch.empty(2, c, 28, 28, dtype=dtype).to(memory_format=cl)
+            dy = torch.empty(2, c, 14, 14, dtype=dtype).to(memory_format=cl)
+            w = torch.empty(c, 1, 3, 3, dtype=dtype).to(memory_format=cl)
+            relu = (torch.empty_like(x), torch.empty(c, dtype=dtype), torch.empty(2, c),
+                    (0.0, float("inf")), (True, True))
+            for tag, bn in (("bn", relu), ("plain", None)):
+                tag = f"{tag} c={c}"
+                C.grad_conv(dy, x, w, stride=(2, 2), pads=((1, 1), (1, 1)), dilation=(1, 1),
+                            groups=c, padding_mode="zeros", bn_input=bn)
+'''
+
+
+def test_depthwise_gradients_of_unaligned_channels_compile_for_sm90_without_spills():
+    """A depthwise conv gradient over a channel count that is not a multiple of 16 runs
+    8 warps: with 4, its data and weight tiles took 255 registers and spilled 160 bytes
+    (ShuffleNetV2_x1_0's training step, inspect --backward at sm_90)."""
+    from test_grad_conv import sm90_launches
+
+    grads = [e for e in sm90_launches(DEPTHWISE_CALLS) if e["function"] == "_conv_grad_kernel"]
+    assert len(grads) == 2 * 2 * 2
+    assert not [e for e in grads if e["error"] or e["spill_bytes"]], grads
+    assert {e["num_warps"] for e in grads} == {8}

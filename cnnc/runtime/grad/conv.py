@@ -369,12 +369,15 @@ def _conv_launch(data, weight, *, kernel, stride, dilation, pads, mode, mask, dt
     size = dtype_of.element_size()
     if dw_programs:
         args["DW_X_ALIGN"] = _conv_alignment([args[n] for n in _CONV_X_ALIGNED], size)
+    depthwise = (dx_programs and args["DX_DEPTHWISE"]) or (dw_programs and args["DW_DEPTHWISE"])
     for name in _conv_grad_kernel.arg_names:
         if name not in args and name.lower().startswith(absent):
             args[name] = dtype_of if name.endswith("_ptr") else 1
-    _conv_grad_kernel[(dx_programs + dw_programs,)](
-        **args, ALIGN=_conv_alignment(aligned, size),
-        **_conv_meta(dtype_of, y, *(t for t in tensors if t is not None)))
+    align = _conv_alignment(aligned, size)
+    meta = _conv_meta(dtype_of, y, *(t for t in tensors if t is not None))
+    if depthwise and y.shape[1] % 16 and y.shape[1] > 32:  # 64-wide tiles of channels not
+        meta["num_warps"] = 8  # a multiple of 16 (ShuffleNet's 58, 116): 4 warps spill
+    _conv_grad_kernel[(dx_programs + dw_programs,)](**args, ALIGN=align, **meta)
 
 
 def _conv_check_mask(mask, dy, affine=None):
