@@ -269,3 +269,18 @@ def test_resnet18_allocates_fourteen_buffers_for_its_22_kernels(resnet18):
     assert body.count("launch_k") == 22
     assert body.count("torch.empty") == 14
     assert body.count("# a buffer no later launch reads") == 8
+
+
+def test_channels_last_strides_are_torchs():
+    """The forward allocates channels-last values by torch.empty_strided with these
+    strides: they must be what torch.empty(memory_format=...) gives, sizes 0 and 1 too."""
+    import itertools
+
+    from cnnc.runtime.support import channels_last_strides
+
+    for shape in itertools.product([0, 1, 3], [0, 1, 3], [0, 1, 4], [1, 5]):
+        got = channels_last_strides(shape)
+        assert got == torch.empty(shape, memory_format=torch.channels_last).stride(), shape
+    for shape in itertools.product([0, 2], [1, 3], [0, 1, 2], [1, 4], [1, 5]):
+        got = channels_last_strides(shape)
+        assert got == torch.empty(shape, memory_format=torch.channels_last_3d).stride(), shape

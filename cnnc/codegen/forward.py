@@ -94,11 +94,10 @@ class Values:
         self.in_place = in_place_concat_inputs(graph, plan) if plan is not None else {}
         self.shuffled = views.shuffled_concats(graph, plan)
         # Buffer reuse (plan_reuse): a value's last reading step; the values whose buffer
-        # may pass to a later value; the free buffers by (shape, layout); the current step.
+        # may pass to a later value; the free buffers by (shape, layout).
         self.last_read: dict[int, int] = {}
         self.reusable: set[int] = set()
         self.free: dict[tuple[str, str], list[str]] = {}
-        self.step = 0
 
     def plan_reuse(self, reads: list[list[int]], aliased: set[int]) -> None:
         """reads[i]: the values step i reads. A value allocated here whose readers are all
@@ -114,7 +113,6 @@ class Values:
 
     def at_step(self, i: int) -> None:
         """Before step i: the buffers of values last read before it become free."""
-        self.step = i
         for v, last in self.last_read.items():
             if last == i - 1 and v in self.reusable and v in self.names:
                 key = self._reuse_key(v)
