@@ -153,7 +153,9 @@ def baseline_rows(rev: str, repeat: int, inner: int, networks: list[str]) -> lis
             subprocess.run(["git", "-C", str(ROOT), "archive", rev, "cnnc", "grammar"],
                            stdout=f, check=True, stderr=subprocess.PIPE)
         with tarfile.open(archive) as tar:
-            tar.extractall(Path(tmp) / "src", filter="data")
+            # the "data" filter where this Python has it (3.12, and 3.10.12 / 3.11.4 on)
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(Path(tmp) / "src", **safe)
         out = Path(tmp) / "rows.json"
         env = {**os.environ, "CNNC_CACHE_DIR": str(Path(tmp) / "cache")}
         subprocess.run([sys.executable, __file__, "--import-root", str(Path(tmp) / "src"),
