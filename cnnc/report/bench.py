@@ -165,7 +165,7 @@ def bench(graph: Graph, net: torch.nn.Module, eager: torch.nn.Module, batch: int
                    else Timing("torch.compile", None, "not run"))
     return BenchResult(graph.name, batch, dtype, device, training, kernels,
                        summarize(graph, batch).macs, repeat, timings, diff,
-                       backward=next(graph.parameters(trainable=True), None) is not None)
+                       backward=graph.parameter_count() > 0)
 
 
 def _step(module: torch.nn.Module, xs) -> Callable[[], None]:

@@ -117,7 +117,7 @@ def inspect_network(graph: Graph, target: str = "sm_90", dtype: torch.dtype = to
     in eval or training mode, or with `backward` of one training step."""
     from ..compiler import generate
 
-    if backward and next(graph.parameters(trainable=True), None) is None:
+    if backward and graph.parameter_count() == 0:
         raise AotError(f"network {graph.name} has no trainable parameters: a training step "
                        "computes no gradient, so it has no backward kernels to compile "
                        "(inspect its forward: --training without --backward)")

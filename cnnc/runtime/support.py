@@ -306,6 +306,18 @@ def float32(value):
     return struct.unpack("f", struct.pack("f", value))[0]
 
 
+def upsample_ratio(size, out, scale, mode, align_corners, double):
+    """ATen's per-dim source scale of an upsample (area_pixel_compute_scale,
+    compute_scales_value), in float32, or in double where `double` (float64's opmath; never
+    for nearest): the forward template's constant and the backward kernel's argument."""
+    rounded = (lambda v: v) if double and mode != "nearest" else float32
+    if mode != "nearest" and align_corners:
+        return rounded(rounded(size - 1) / (out - 1)) if out > 1 else 0.0
+    if scale is not None and scale > 0:
+        return rounded(1.0 / scale)
+    return rounded(rounded(size) / out)
+
+
 def ceil_div(n, d):
     """ceil(n / d) for ints, in host code (triton.cdiv costs microseconds a call)."""
     return -(-n // d)

@@ -2,9 +2,10 @@
 
 One program handles a block of output elements (n, c, o_1, ..., o_S). Along each dim the
 source coordinate is computed as PyTorch's kernels compute it, from a ratio r fixed at
-compile time (`ratio`): nearest in float32 for every dtype (ATen's nearest_idx takes a
-float scale); the interpolating modes in their arithmetic's dtype (ATen's opmath: float32,
-double for float64), the ratio a constant of the launch's dtype:
+compile time (runtime/support.py's `upsample_ratio`, the backward's too): nearest in
+float32 for every dtype (ATen's nearest_idx takes a float scale); the interpolating modes
+in their arithmetic's dtype (ATen's opmath: float32, double for float64), the ratio a
+constant of the launch's dtype:
 
 - align_corners: r = (in - 1) / (out - 1) (0 for one output), src = r * o;
 - otherwise r = 1 / scale_factor where a scale_factor is given, else in / out;
@@ -24,24 +25,12 @@ dim first, every tap multiplied by its weight as ATen does (so NaN and inf propa
 from __future__ import annotations
 
 from ...ops import OPS
-from ...runtime.support import float32
+from ...runtime.support import upsample_ratio as ratio
 from ..builder import KernelBuilder
 from ..kernel import SPATIAL, EmitContext, EmittedKernel, split_index
 from ..source import Source, number
 
 A = -0.75  # the bicubic kernel's parameter, PyTorch's
-
-
-def ratio(size: int, out_size: int, scale: float | None, align_corners: bool,
-          double: bool = False) -> float:
-    """ATen's area_pixel_compute_scale: output index -> source coordinate, in float32 (or,
-    double=True, in double, as for float64 tensors)."""
-    rounded = (lambda v: v) if double else float32
-    if align_corners:
-        return rounded(rounded(size - 1) / (out_size - 1)) if out_size > 1 else 0.0
-    if scale is not None and scale > 0:
-        return rounded(1.0 / scale)
-    return rounded(rounded(size) / out_size)
 
 
 def nearest_index(o: str, size: int, out_size: int, r: float, exact_sizes: bool) -> str:
@@ -110,9 +99,11 @@ def emit(ctx: EmitContext) -> EmittedKernel:
     corners = bool(attrs.align_corners)
     sizes = x.shape[2:]
     outs = node.shape[2:]
-    ratios = [ratio(sizes[i], outs[i], scales[i], corners and attrs.mode != "nearest")
+    # ATen's area_pixel_compute_scale, as the backward computes it: float32, and double
+    # (for float64) where the mode interpolates
+    ratios = [ratio(sizes[i], outs[i], scales[i], attrs.mode, corners, False)
               for i in range(S)]
-    doubles = [ratio(sizes[i], outs[i], scales[i], corners and attrs.mode != "nearest", True)
+    doubles = [ratio(sizes[i], outs[i], scales[i], attrs.mode, corners, True)
                for i in range(S)]
 
     consts = {"C": x.shape[1]}

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..support import ceil_div, float32
+from ..support import ceil_div, upsample_ratio
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -286,17 +286,6 @@ def _tensor_upsample_kernel(
                               g * (w_d * w_h * w_w), mask=mask)
 
 
-def _tensor_ratio(size, out, scale, mode, align_corners, double):
-    """ATen's per-dim source scale (area_pixel_compute_scale, compute_scales_value), in
-    float32, or in double where `double` (float64's opmath; never for nearest)."""
-    rounded = (lambda v: v) if double and mode != "nearest" else float32
-    if mode != "nearest" and align_corners:
-        return rounded(rounded(size - 1) / (out - 1)) if out > 1 else 0.0
-    if scale is not None and scale > 0:
-        return rounded(1.0 / scale)
-    return rounded(rounded(size) / out)
-
-
 def grad_upsample(dy, x, *, scale_factor, size, mode, align_corners):
     """dx of the upsample op (F.interpolate), attrs as the op spells them; dy's shape gives
     the output size (x: shape, strides and dtype)."""
@@ -314,7 +303,7 @@ def grad_upsample(dy, x, *, scale_factor, size, mode, align_corners):
     if kind == 2 and isz == osz:
         kind = 0  # ATen's bicubic backward copies when every size agrees (nearest: o -> o)
     double = x.dtype == torch.float64
-    ratios = [_tensor_ratio(i, o, s, mode, align_corners, double)
+    ratios = [upsample_ratio(i, o, s, mode, align_corners, double)
               for i, o, s in zip(isz, osz, scales)]
     pad = 3 - S
     modes = (0,) * pad + (kind,) * S
