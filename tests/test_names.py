@@ -8,7 +8,7 @@ import keyword
 
 import pytest
 import torch
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import cnnc
@@ -133,7 +133,10 @@ IDENTIFIERS = st.from_regex(r"\A[A-Za-z_][A-Za-z0-9_]{0,8}\Z").filter(
 NAMES = st.one_of(IDENTIFIERS, st.sampled_from(ACCEPTED))
 
 
-@settings(max_examples=8, deadline=None, derandomize=True)
+# too_slow: on a loaded 2-core CI machine one regex draw once took 37 s (the check times
+# the machine, not the strategy; the assertions are unchanged)
+@settings(max_examples=8, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(network=NAMES, input_name=NAMES, layer=NAMES, inner=NAMES)
 def test_any_identifier_names_layers_inputs_and_networks(network, input_name, layer, inner):
     outer = f"{layer}_blk"
